@@ -1,0 +1,385 @@
+//! Who is calling, and what they may do.
+//!
+//! Two credentials open this daemon today: the **instance key** (admin,
+//! new at every launch, in `<data dir>/authkey`) and **agent tokens** (one
+//! per agent, minted when it is opened or registered, handed to its pane
+//! as `AGENTBUS_AGENT_TOKEN`). Either arrives as `X-AuthKey: <secret>` or
+//! `Authorization: Bearer <secret>`. An agent token makes the caller that
+//! agent: what it sends is sent as itself, whatever a body claims.
+//!
+//! Tokens are stored only as SHA-256 digests and looked up by digest; the
+//! instance key is compared in constant time.
+
+use crate::error::ApiError;
+use crate::state::AppState;
+use agentbus_proto::AgentId;
+use agentbus_proto::jekt::Trust;
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header, request::Parts};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::RwLock;
+use subtle::ConstantTimeEq;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+pub const AUTH_KEY_HEADER: &str = "x-authkey";
+/// Agent tokens start with this, so a leaked one is recognisable.
+pub const AGENT_TOKEN_PREFIX: &str = "abt_";
+
+/// The resolved caller of a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Identity {
+    /// Holder of the instance key: may do everything.
+    Admin,
+    /// Holder of this agent's token.
+    Agent(AgentId),
+    /// A peer instance on this machine, forwarding a jekt with the
+    /// forward token from our registry entries: may only inject.
+    Peer,
+    /// This instance's poller, delivering what the relay handed over.
+    /// Never the caller of an HTTP request.
+    Relay,
+}
+
+/// The one route a forward token opens.
+pub const FORWARD_ROUTE: (&str, &str) = ("POST", "/agentmux/reactive/inject");
+
+/// Sender name used when the instance key sends without naming one.
+pub const DEFAULT_ADMIN_SENDER: &str = "user";
+
+impl Identity {
+    /// How the audit log names this caller.
+    pub fn actor(&self) -> String {
+        match self {
+            Identity::Admin => "admin".into(),
+            Identity::Agent(a) => format!("agent:{a}"),
+            Identity::Peer => "peer".into(),
+            Identity::Relay => "relay".into(),
+        }
+    }
+
+    /// Who a jekt or message is from, and what may be claimed about it:
+    /// an agent token sends as its agent (proven) and may not name
+    /// another; the instance key names anyone (a claim), `user` by default.
+    pub fn sender(&self, claimed: Option<&AgentId>) -> Result<(String, Trust), ApiError> {
+        match self {
+            Identity::Agent(me) => match claimed {
+                Some(other) if other != me => Err(ApiError::forbidden(format!(
+                    "an agent token for {me} cannot send as {other}"
+                ))),
+                _ => Ok((me.to_string(), Trust::HostVerified)),
+            },
+            Identity::Admin => Ok((
+                claimed.map_or_else(|| DEFAULT_ADMIN_SENDER.to_string(), ToString::to_string),
+                Trust::SelfDeclared,
+            )),
+            // A forwarded or relayed jekt keeps its sender; its trust is
+            // decided by the jekt pipeline from what the peer or relay
+            // vouches for.
+            Identity::Peer | Identity::Relay => Ok((
+                claimed.map_or_else(|| DEFAULT_ADMIN_SENDER.to_string(), ToString::to_string),
+                Trust::SelfDeclared,
+            )),
+        }
+    }
+
+    /// Whether this caller is held to the rate limits. A peer's or the
+    /// relay's jekts were limited where they started.
+    pub fn is_limited(&self, limits: &crate::config::LimitsConfig) -> bool {
+        match self {
+            Identity::Agent(_) => true,
+            Identity::Admin => limits.apply_to_admin,
+            Identity::Peer | Identity::Relay => false,
+        }
+    }
+
+    /// Agent tokens may act only on their own agent; the admin on any.
+    pub fn own_or_admin(&self, id: &AgentId, what: &str) -> Result<(), ApiError> {
+        match self {
+            Identity::Agent(me) if me != id => Err(ApiError::forbidden(format!(
+                "an agent token for {me} may use only its own {what}, not {id}'s"
+            ))),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A fresh 256-bit secret, hex encoded.
+pub fn new_secret() -> String {
+    let mut bytes = [0u8; 32];
+    // invariant: the OS random source is available on every platform we
+    // run on; without it no credential could be made at all.
+    getrandom::fill(&mut bytes).expect("the OS random number generator failed");
+    hex::encode(bytes)
+}
+
+fn digest(secret: &str) -> [u8; 32] {
+    Sha256::digest(secret.as_bytes()).into()
+}
+
+pub struct Auth {
+    instance_key_digest: [u8; 32],
+    forward_token_digest: [u8; 32],
+    // A std RwLock: lookups are short and never span an await.
+    tokens: RwLock<HashMap<[u8; 32], AgentId>>,
+}
+
+impl Auth {
+    pub fn new(instance_key: &str, forward_token: &str) -> Self {
+        Self {
+            instance_key_digest: digest(instance_key),
+            forward_token_digest: digest(forward_token),
+            tokens: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// Mints a token for `agent`, replacing any it had.
+    pub fn mint(&self, agent: &AgentId) -> String {
+        let token = format!("{AGENT_TOKEN_PREFIX}{}", new_secret());
+        if let Ok(mut t) = self.tokens.write() {
+            t.retain(|_, a| a != agent);
+            t.insert(digest(&token), agent.clone());
+        }
+        token
+    }
+
+    /// Invalidates every token of `agent`.
+    pub fn revoke(&self, agent: &AgentId) {
+        if let Ok(mut t) = self.tokens.write() {
+            t.retain(|_, a| a != agent);
+        }
+    }
+
+    pub fn is_instance_key(&self, presented: &str) -> bool {
+        // Both sides are digests of equal length, compared in constant time.
+        bool::from(digest(presented).ct_eq(&self.instance_key_digest))
+    }
+
+    pub fn identify(&self, presented: &str) -> Option<Identity> {
+        if self.is_instance_key(presented) {
+            return Some(Identity::Admin);
+        }
+        let d = digest(presented);
+        if bool::from(d.ct_eq(&self.forward_token_digest)) {
+            return Some(Identity::Peer);
+        }
+        self.tokens
+            .read()
+            .ok()?
+            .get(&d)
+            .cloned()
+            .map(Identity::Agent)
+    }
+}
+
+/// The secret a request presents, if any.
+pub fn presented_credential(headers: &HeaderMap) -> Option<&str> {
+    if let Some(v) = headers.get(AUTH_KEY_HEADER).and_then(|v| v.to_str().ok()) {
+        return Some(v.trim());
+    }
+    let auth = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = auth.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// Middleware for every route but `/healthz` and `/version`: resolves the
+/// caller or answers 401 (and audits the refusal, never the secret).
+pub async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let identity = match presented_credential(req.headers()) {
+        None => Err("missing credential"),
+        Some(c) => state.auth().identify(c).ok_or("invalid credential"),
+    };
+    let forward_elsewhere = matches!(identity, Ok(Identity::Peer))
+        && (req.method().as_str(), req.uri().path()) != FORWARD_ROUTE;
+    match identity {
+        Ok(_) if forward_elsewhere => {
+            let target = format!("{} {}", req.method(), truncate(req.uri().path(), 200));
+            state
+                .audit_refusal("peer", &target, "forbidden", "forward token")
+                .await;
+            ApiError::forbidden("a forward token opens only POST /agentmux/reactive/inject")
+                .into_response()
+        }
+        Ok(id) => {
+            req.extensions_mut().insert(id);
+            next.run(req).await
+        }
+        Err(why) => {
+            let target = format!("{} {}", req.method(), truncate(req.uri().path(), 200));
+            state
+                .audit_refusal("anonymous", &target, "unauthorized", why)
+                .await;
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                format!("{why}: send the instance key as X-AuthKey, or an agent token as Authorization: Bearer"),
+            )
+            .into_response()
+        }
+    }
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// Any authenticated caller.
+pub struct Caller(pub Identity);
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        parts
+            .extensions
+            .get::<Identity>()
+            .cloned()
+            .map(Caller)
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "missing credential",
+                )
+            })
+    }
+}
+
+/// Only the instance key; an agent token gets 403 (audited).
+pub struct AdminOnly;
+
+impl FromRequestParts<AppState> for AdminOnly {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        match Caller::from_request_parts(parts, state).await?.0 {
+            Identity::Admin => Ok(AdminOnly),
+            agent => {
+                let target = format!("{} {}", parts.method, truncate(parts.uri.path(), 200));
+                state
+                    .audit_refusal(&agent.actor(), &target, "forbidden", "admin route")
+                    .await;
+                Err(ApiError::forbidden(format!(
+                    "{} needs the instance key; an agent token ({}) may not call it",
+                    target,
+                    agent.actor()
+                )))
+            }
+        }
+    }
+}
+
+/// Whether an `Origin` header names this machine.
+pub fn is_loopback_origin(origin: &str) -> bool {
+    let Some(rest) = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"))
+    else {
+        return false;
+    };
+    let host = if let Some(v6) = rest.strip_prefix('[') {
+        v6.split(']').next().unwrap_or("")
+    } else {
+        rest.split([':', '/']).next().unwrap_or("")
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Middleware: a request that carries an `Origin` (a browser) must come
+/// from a loopback page. Blocks other sites from driving the daemon even
+/// where CORS would not (simple requests, WebSocket upgrades).
+pub async fn loopback_origin_only(req: Request, next: Next) -> Response {
+    if let Some(origin) = req.headers().get(header::ORIGIN) {
+        let ok = origin.to_str().is_ok_and(is_loopback_origin);
+        if !ok {
+            return ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden_origin",
+                "requests from web pages are accepted only from loopback origins",
+            )
+            .into_response();
+        }
+    }
+    next.run(req).await
+}
+
+/// CORS for loopback pages only.
+pub fn cors() -> CorsLayer {
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::predicate(|origin: &HeaderValue, _| {
+            origin.to_str().is_ok_and(is_loopback_origin)
+        }))
+        .allow_methods([Method::GET, Method::POST, Method::DELETE])
+        .allow_headers([
+            header::CONTENT_TYPE,
+            header::AUTHORIZATION,
+            header::HeaderName::from_static(AUTH_KEY_HEADER),
+        ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_identify_their_agent_until_revoked() {
+        let auth = Auth::new("k", "fwd");
+        let bob = AgentId::parse("bob").unwrap();
+        let t1 = auth.mint(&bob);
+        assert!(t1.starts_with(AGENT_TOKEN_PREFIX) && t1.len() == 4 + 64);
+        assert_eq!(auth.identify(&t1), Some(Identity::Agent(bob.clone())));
+        assert_eq!(auth.identify("k"), Some(Identity::Admin));
+        assert_eq!(auth.identify("fwd"), Some(Identity::Peer));
+        let t2 = auth.mint(&bob);
+        assert_eq!(
+            auth.identify(&t1),
+            None,
+            "re-minting replaces the old token"
+        );
+        auth.revoke(&bob);
+        assert_eq!(auth.identify(&t2), None);
+        assert_eq!(auth.identify(""), None);
+    }
+
+    #[test]
+    fn credentials_come_from_either_header() {
+        let mut h = HeaderMap::new();
+        h.insert("authorization", HeaderValue::from_static("Bearer abc"));
+        assert_eq!(presented_credential(&h), Some("abc"));
+        h.insert("x-authkey", HeaderValue::from_static("key"));
+        assert_eq!(presented_credential(&h), Some("key"));
+        let mut h = HeaderMap::new();
+        h.insert("authorization", HeaderValue::from_static("Basic abc"));
+        assert_eq!(presented_credential(&h), None);
+    }
+
+    #[test]
+    fn only_loopback_origins_pass() {
+        for ok in [
+            "http://127.0.0.1:8080",
+            "http://localhost",
+            "https://[::1]:3000",
+            "http://127.1.2.3",
+        ] {
+            assert!(is_loopback_origin(ok), "{ok}");
+        }
+        for bad in [
+            "http://evil.com",
+            "null",
+            "http://127.0.0.1.evil.com",
+            "file://",
+            "http://localhost.evil",
+        ] {
+            assert!(!is_loopback_origin(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,500 @@
+//! The daemon's configuration: one typed struct, loaded from the config
+//! file, then environment variables, then command-line flags, each
+//! overriding the one before. `agentbus config show` prints the result.
+
+use agentbus_proto::api::Provider;
+use agentbus_term::Profile;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub daemon: DaemonConfig,
+    pub panes: PanesConfig,
+    pub jekt: JektConfig,
+    pub events: EventsConfig,
+    pub mailbox: MailboxConfig,
+    pub hold: HoldConfig,
+    pub limits: LimitsConfig,
+    pub retention: RetentionConfig,
+    pub policy: PolicyConfig,
+    pub relay: RelayConfig,
+    /// Per-provider overrides of the built-in paste/submit profiles.
+    pub profiles: BTreeMap<Provider, ProfileOverride>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DaemonConfig {
+    /// Address to bind; port 0 picks a free one. Loopback only is the
+    /// intended use: every route is authenticated, none is encrypted.
+    pub listen: String,
+    /// Holds `daemon.json`, `authkey` and `agentbus.db`.
+    pub data_dir: PathBuf,
+    /// Shared cross-instance registry; default `<data_dir>/registry`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub registry_dir: Option<PathBuf>,
+    /// Largest request body accepted, in bytes (413 beyond).
+    pub max_body_bytes: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PanesConfig {
+    /// Lines of text kept per pane after they scroll off the screen.
+    pub scrollback_lines: usize,
+    pub rows: u16,
+    pub cols: u16,
+    /// How long each step of a stop (quit, SIGTERM) may take.
+    pub stop_grace_ms: u64,
+    /// How long a write may wait for a program to read its input.
+    pub input_timeout_ms: u64,
+    /// How far (bytes) the screen parser may fall behind a flooding
+    /// program before the oldest unparsed output is skipped.
+    pub max_parse_backlog_bytes: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JektConfig {
+    /// A pane counts as idle after this long without output.
+    pub idle_quiet_ms: u64,
+    /// `wait_for_idle: true` waits at most this long.
+    pub idle_max_wait_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EventsConfig {
+    /// Events buffered per subscriber before it is told it lagged.
+    pub channel_capacity: usize,
+    /// History kept of agentbus's own events, per (type, scope).
+    pub persist_builtin: u32,
+    /// Most history a published event may ask for (`persist`).
+    pub max_persist: u32,
+    /// A quiet event stream gets a heartbeat line this often, so a client
+    /// that went away is noticed and its subscription freed.
+    pub heartbeat_s: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MailboxConfig {
+    /// Unacked messages a mailbox may hold; a send beyond it fails (507).
+    pub quota: i64,
+    /// Largest message body, in bytes (413 beyond).
+    pub max_body_bytes: usize,
+    /// Lifetime of a message that does not say (7 days).
+    pub default_ttl_s: u64,
+    /// Longest lifetime a message may ask for (30 days).
+    pub max_ttl_s: u64,
+    /// Longest a read may wait for mail (`wait`).
+    pub max_wait_s: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HoldConfig {
+    /// How long a held jekt waits for its agent (24 h).
+    pub ttl_s: u64,
+    pub per_agent: i64,
+    pub per_instance: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Jekts and messages per second per sender (token bucket refill).
+    pub sender_per_s: f64,
+    /// Bucket size: how many a sender may send at once.
+    pub sender_burst: f64,
+    /// Jekts and messages from one sender to one target per minute; stops
+    /// two agents answering each other forever.
+    pub pair_per_minute: u32,
+    /// How many instances a jekt may pass through.
+    pub max_hops: u32,
+    /// Hold the instance key to the limits too (off: the admin is the user).
+    pub apply_to_admin: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// How often the sweeper runs.
+    pub sweep_interval_s: u64,
+    /// Rows deleted per transaction, so writers never wait long.
+    pub batch: u32,
+    /// Event history older than this is deleted.
+    pub events_days: u64,
+    /// Audit entries older than this are deleted.
+    pub audit_days: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// Which agents (by token) may jekt which. Empty: every agent may
+    /// jekt every other agent of this instance. `*` matches any agent.
+    pub jekt_allow: Vec<AllowRule>,
+    /// Agents allowed to jekt into `shell` panes with their own token (a
+    /// jekt into a shell runs a command). The instance key always may.
+    pub shell_jekt_senders: Vec<String>,
+}
+
+/// The relay this instance's poller long-polls (relay.md). Off unless a
+/// URL is set here, by `--relay-url`, or at run time with
+/// `POST /agentmux/reactive/poller/config`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RelayConfig {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// The relay token (or `$AGENTBUS_RELAY_TOKEN`). Never printed.
+    #[serde(skip_serializing)]
+    pub token: Option<String>,
+    /// How long one poll waits at the relay for mail (at most 30).
+    pub poll_wait_s: u64,
+    /// After errors, the backoff starts again from 1 s once polls have
+    /// succeeded for this long.
+    pub healthy_after_s: u64,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            token: None,
+            poll_wait_s: 25,
+            healthy_after_s: 30,
+        }
+    }
+}
+
+/// A relay URL as the poller uses it: http(s), no trailing slash.
+pub fn relay_url(raw: &str) -> Result<String, String> {
+    let trimmed = raw.trim().trim_end_matches('/');
+    match url::Url::parse(trimmed) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
+            Ok(trimmed.to_string())
+        }
+        _ => Err(format!(
+            "relay URL {} must be an http:// or https:// URL such as http://127.0.0.1:8787",
+            agentbus_proto::ids::escape_for_display(raw, 80)
+        )),
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AllowRule {
+    pub from: String,
+    pub to: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProfileOverride {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bracketed_paste: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub settle_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub submit: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quit_text: Option<String>,
+}
+
+/// `~/.agentbus`, or `./.agentbus` when there is no home directory.
+pub fn default_data_dir() -> PathBuf {
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join(".agentbus")
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:0".into(),
+            data_dir: default_data_dir(),
+            registry_dir: None,
+            max_body_bytes: 1 << 20,
+        }
+    }
+}
+
+impl Default for PanesConfig {
+    fn default() -> Self {
+        Self {
+            scrollback_lines: 10_000,
+            rows: 24,
+            cols: 80,
+            stop_grace_ms: 3_000,
+            input_timeout_ms: 10_000,
+            max_parse_backlog_bytes: 4 << 20,
+        }
+    }
+}
+
+impl Default for JektConfig {
+    fn default() -> Self {
+        Self {
+            idle_quiet_ms: 1_000,
+            idle_max_wait_ms: 30_000,
+        }
+    }
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        Self {
+            channel_capacity: 4096,
+            persist_builtin: 100,
+            max_persist: 10_000,
+            heartbeat_s: 15,
+        }
+    }
+}
+
+impl Default for MailboxConfig {
+    fn default() -> Self {
+        Self {
+            quota: 10_000,
+            max_body_bytes: 64 * 1024,
+            default_ttl_s: 7 * 86_400,
+            max_ttl_s: 30 * 86_400,
+            max_wait_s: 60,
+        }
+    }
+}
+
+impl Default for HoldConfig {
+    fn default() -> Self {
+        Self {
+            ttl_s: 86_400,
+            per_agent: 64,
+            per_instance: 1_000,
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            sender_per_s: 10.0,
+            sender_burst: 20.0,
+            pair_per_minute: 30,
+            max_hops: 3,
+            apply_to_admin: false,
+        }
+    }
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self {
+            sweep_interval_s: 60,
+            batch: 500,
+            events_days: 7,
+            audit_days: 90,
+        }
+    }
+}
+
+/// Values given on the command line (highest precedence).
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub config_file: Option<PathBuf>,
+    pub listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub registry_dir: Option<PathBuf>,
+    pub relay_url: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("failed to read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is invalid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("environment variable {name} is invalid: {message}")]
+    Env { name: &'static str, message: String },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Loads file → environment → flags. The file is `--config`, else
+    /// `$AGENTBUS_CONFIG`, else `<data dir>/config.toml` if it exists.
+    pub fn load(over: &Overrides) -> Result<Config, ConfigError> {
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let explicit = over
+            .config_file
+            .clone()
+            .or_else(|| env("AGENTBUS_CONFIG").map(PathBuf::from));
+        let data_dir_hint = over
+            .data_dir
+            .clone()
+            .or_else(|| env("AGENTBUS_DATA_DIR").map(PathBuf::from))
+            .unwrap_or_else(default_data_dir);
+        let file = match explicit {
+            Some(p) => Some(p),
+            None => Some(data_dir_hint.join("config.toml")).filter(|p| p.exists()),
+        };
+        let mut config = match &file {
+            Some(path) => Self::from_file(path)?,
+            None => Config::default(),
+        };
+        if let Some(v) = env("AGENTBUS_LISTEN") {
+            config.daemon.listen = v;
+        }
+        if let Some(v) = env("AGENTBUS_DATA_DIR") {
+            config.daemon.data_dir = v.into();
+        }
+        if let Some(v) = env("AGENTBUS_REGISTRY_DIR") {
+            config.daemon.registry_dir = Some(v.into());
+        }
+        if let Some(v) = env("AGENTBUS_RELAY_URL") {
+            config.relay.url = Some(v);
+        }
+        if let Some(v) = env("AGENTBUS_RELAY_TOKEN") {
+            config.relay.token = Some(v);
+        }
+        if let Some(v) = env("AGENTBUS_SCROLLBACK_LINES") {
+            config.panes.scrollback_lines = v.parse().map_err(|e| ConfigError::Env {
+                name: "AGENTBUS_SCROLLBACK_LINES",
+                message: format!("{e}"),
+            })?;
+        }
+        if let Some(v) = &over.listen {
+            config.daemon.listen = v.clone();
+        }
+        if let Some(v) = &over.data_dir {
+            config.daemon.data_dir = v.clone();
+        }
+        if let Some(v) = &over.registry_dir {
+            config.daemon.registry_dir = Some(v.clone());
+        }
+        if let Some(v) = &over.relay_url {
+            config.relay.url = Some(v.clone());
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_toml(&text).map_err(|message| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message,
+        })
+    }
+
+    pub fn from_toml(text: &str) -> Result<Config, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_else(|e| format!("# failed to render config: {e}\n"))
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: &str| Err(ConfigError::Invalid(m.to_string()));
+        if self.daemon.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(ConfigError::Invalid(format!(
+                "daemon.listen {:?} is not an address like 127.0.0.1:0",
+                self.daemon.listen
+            )));
+        }
+        if !(1..=1000).contains(&self.panes.rows) || !(1..=1000).contains(&self.panes.cols) {
+            return bad("panes.rows and panes.cols must be between 1 and 1000");
+        }
+        if self.daemon.max_body_bytes < 1024 {
+            return bad("daemon.max_body_bytes must be at least 1024");
+        }
+        if self.events.channel_capacity == 0 || self.events.heartbeat_s == 0 {
+            return bad("events.channel_capacity and events.heartbeat_s must be at least 1");
+        }
+        if self.mailbox.max_wait_s > 600 || self.mailbox.quota < 1 {
+            return bad("mailbox.max_wait_s must be at most 600 and mailbox.quota at least 1");
+        }
+        if !(self.limits.sender_per_s > 0.0
+            && self.limits.sender_burst >= 1.0
+            && self.limits.pair_per_minute >= 1)
+        {
+            return bad(
+                "limits: sender_per_s must be > 0, sender_burst >= 1, pair_per_minute >= 1",
+            );
+        }
+        if self.retention.sweep_interval_s == 0 || self.retention.batch == 0 {
+            return bad("retention.sweep_interval_s and retention.batch must be at least 1");
+        }
+        if let Some(u) = &self.relay.url {
+            relay_url(u).map_err(ConfigError::Invalid)?;
+        }
+        if !(1..=30).contains(&self.relay.poll_wait_s) || self.relay.healthy_after_s == 0 {
+            return bad("relay.poll_wait_s must be 1 to 30 and relay.healthy_after_s at least 1");
+        }
+        Ok(())
+    }
+
+    pub fn registry_dir(&self) -> PathBuf {
+        self.daemon
+            .registry_dir
+            .clone()
+            .unwrap_or_else(|| self.daemon.data_dir.join("registry"))
+    }
+
+    /// The effective profile of `provider`: built-in, then overrides.
+    pub fn profile(&self, provider: Provider) -> Profile {
+        let mut p = Profile::builtin(provider);
+        if let Some(o) = self.profiles.get(&provider) {
+            if let Some(v) = o.bracketed_paste {
+                p.bracketed_paste = v;
+            }
+            if let Some(v) = o.settle_ms {
+                p.settle_ms = v;
+            }
+            if let Some(v) = &o.submit {
+                p.submit = v.clone();
+            }
+            if let Some(v) = &o.quit_text {
+                p.quit_text = Some(v.clone());
+            }
+        }
+        p
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_partial_file_keeps_the_defaults_and_overrides_profiles() {
+        let c = Config::from_toml(
+            "[panes]\nscrollback_lines = 50\n[profiles.claude]\nsettle_ms = 400\n[policy]\nshell_jekt_senders = [\"ops\"]\n",
+        )
+        .unwrap();
+        assert_eq!(c.panes.scrollback_lines, 50);
+        assert_eq!(c.panes.rows, 24);
+        assert_eq!(c.profile(Provider::Claude).settle_ms, 400);
+        assert_eq!(c.profile(Provider::Codex).settle_ms, 250);
+        assert_eq!(c.policy.shell_jekt_senders, vec!["ops".to_string()]);
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_and_the_rendered_config_reads_back() {
+        assert!(Config::from_toml("[panes]\nscrolback = 1\n").is_err());
+        let c = Config::default();
+        assert_eq!(Config::from_toml(&c.to_toml()).unwrap(), c);
+    }
+}

@@ -1,0 +1,166 @@
+//! The internal event bus: typed events fanned out to subscribers.
+//!
+//! Publishing never waits. Each subscriber has a bounded window of
+//! `events.channel_capacity` events; one that falls further behind is not
+//! allowed to hold memory or block the publisher: its next receive returns
+//! [`Received::Lagged`] with the number of events it missed, then carries
+//! on from the oldest event still buffered.
+//!
+//! History: an event published with `persist: N` is also written to the
+//! store, which keeps the newest N per (type, scope). agentbus's own
+//! events keep `events.persist_builtin` each, except `message:received`
+//! (the mailbox itself is the durable record of mail).
+
+use agentbus_proto::event::{Event, EventKind};
+use agentbus_store::Store;
+use std::sync::Arc;
+use tokio::sync::broadcast;
+
+#[derive(Clone)]
+pub struct EventBus {
+    tx: broadcast::Sender<Arc<Event>>,
+    store: Option<Store>,
+    persist_builtin: u32,
+}
+
+/// What a subscriber gets.
+#[derive(Debug, Clone)]
+pub enum Received {
+    Event(Arc<Event>),
+    /// This many events were dropped for this subscriber.
+    Lagged(u64),
+}
+
+pub struct Subscription {
+    rx: broadcast::Receiver<Arc<Event>>,
+}
+
+impl EventBus {
+    /// A bus that keeps no history.
+    pub fn new(capacity: usize) -> Self {
+        Self::with_history(capacity, None, 0)
+    }
+
+    pub fn with_history(capacity: usize, store: Option<Store>, persist_builtin: u32) -> Self {
+        let (tx, _) = broadcast::channel(capacity.max(1));
+        Self {
+            tx,
+            store,
+            persist_builtin,
+        }
+    }
+
+    /// Stamps and publishes one of agentbus's own events.
+    pub fn publish(&self, kind: EventKind) -> Arc<Event> {
+        let keep = match kind {
+            EventKind::MessageReceived { .. } => 0,
+            _ => self.persist_builtin,
+        };
+        self.emit(Event::new(kind), keep)
+    }
+
+    /// Publishes a prepared event (a client's), keeping `persist` of its
+    /// kind per scope in history.
+    pub fn emit(&self, event: Event, persist: u32) -> Arc<Event> {
+        let event = Arc::new(event);
+        if persist > 0
+            && let Some(store) = &self.store
+            && let Ok(json) = serde_json::to_string(&*event)
+        {
+            // Queued now; the commit is not awaited (history is a record,
+            // not a delivery guarantee), so the future is dropped.
+            drop(store.persist_event(
+                event.kind.type_name().to_string(),
+                event.scopes.clone(),
+                json,
+                event.ts_ms,
+                persist,
+            ));
+        }
+        // No subscriber is not an error: the event simply has no audience.
+        let _ = self.tx.send(event.clone());
+        event
+    }
+
+    pub fn subscribe(&self) -> Subscription {
+        Subscription {
+            rx: self.tx.subscribe(),
+        }
+    }
+
+    pub fn subscriber_count(&self) -> usize {
+        self.tx.receiver_count()
+    }
+}
+
+impl Subscription {
+    /// The next event or lag notice; `None` once the bus is gone.
+    pub async fn recv(&mut self) -> Option<Received> {
+        match self.rx.recv().await {
+            Ok(e) => Some(Received::Event(e)),
+            Err(broadcast::error::RecvError::Lagged(n)) => Some(Received::Lagged(n)),
+            Err(broadcast::error::RecvError::Closed) => None,
+        }
+    }
+}
+
+/// Logs every event at debug level; a lag is a warning. Runs for the
+/// daemon's life.
+pub async fn log_events(mut sub: Subscription) {
+    while let Some(r) = sub.recv().await {
+        match r {
+            Received::Event(e) => {
+                tracing::debug!(event = e.kind.type_name(), scopes = ?e.scopes, "event")
+            }
+            Received::Lagged(n) => tracing::warn!(missed = n, "event logger fell behind"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use agentbus_proto::AgentId;
+
+    fn ev(i: usize) -> EventKind {
+        EventKind::AgentUnregistered {
+            agent_id: AgentId::parse(&format!("a{i}")).unwrap(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_slow_subscriber_is_told_it_lagged_and_the_publisher_never_waits() {
+        let bus = EventBus::new(4);
+        let mut slow = bus.subscribe();
+        for i in 0..10 {
+            bus.publish(ev(i));
+        }
+        match slow.recv().await {
+            Some(Received::Lagged(n)) => assert_eq!(n, 6),
+            other => panic!("expected a lag notice, got {other:?}"),
+        }
+        // It resumes with the oldest event still buffered.
+        match slow.recv().await {
+            Some(Received::Event(e)) => assert_eq!(e.kind, ev(6)),
+            other => panic!("expected an event, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn subscribers_see_events_in_order_and_can_leave() {
+        let bus = EventBus::new(16);
+        let mut a = bus.subscribe();
+        let b = bus.subscribe();
+        assert_eq!(bus.subscriber_count(), 2);
+        drop(b);
+        assert_eq!(bus.subscriber_count(), 1);
+        bus.publish(ev(1));
+        bus.publish(ev(2));
+        for want in [ev(1), ev(2)] {
+            match a.recv().await {
+                Some(Received::Event(e)) => assert_eq!(e.kind, want),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+}

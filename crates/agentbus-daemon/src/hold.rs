@@ -1,0 +1,278 @@
+//! The durable hold (reactive-bus.md, "Durable hold").
+//!
+//! A jekt for a known agent with no running pane is stored — 24 h, 64 per
+//! agent, 1,000 per instance, `hold_full` (507) beyond — and its caller is
+//! told `held`. When a pane is bound to that name again (`open`, or
+//! `register` with a block), a replay task pastes the held jekts into it
+//! in the order they came, each marked `HELD_FOR=<n>s`, removing each from
+//! the store once it is written. The store is the truth; [`HeldIndex`]
+//! keeps per-agent counts in memory so a live jekt knows without a query
+//! whether it must queue behind a backlog.
+
+use crate::auth::Identity;
+use crate::error::ApiError;
+use crate::jekt::{Jekt, paste};
+use crate::state::{AppState, AuditRecord};
+use agentbus_proto::api::{InjectOutcome, InjectRequest, InjectResponse};
+use agentbus_proto::event::EventKind;
+use agentbus_proto::jekt::{Delivery, Tier, Trust};
+use agentbus_proto::{AgentId, now_ms};
+use agentbus_store::{HoldOutcome, NewHeld, StoredHeld};
+use axum::http::StatusCode;
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Held jekts per agent, and which agents are being replayed.
+#[derive(Default)]
+pub struct HeldIndex {
+    // Std mutexes: each use is one map operation.
+    counts: Mutex<HashMap<AgentId, usize>>,
+    replaying: Mutex<HashSet<AgentId>>,
+}
+
+impl HeldIndex {
+    pub fn count(&self, agent: &AgentId) -> usize {
+        self.counts
+            .lock()
+            .ok()
+            .and_then(|c| c.get(agent).copied())
+            .unwrap_or(0)
+    }
+
+    fn add(&self, agent: &AgentId) {
+        if let Ok(mut c) = self.counts.lock() {
+            *c.entry(agent.clone()).or_default() += 1;
+        }
+    }
+
+    fn remove_one(&self, agent: &AgentId) {
+        if let Ok(mut c) = self.counts.lock()
+            && let Some(n) = c.get_mut(agent)
+        {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                c.remove(agent);
+            }
+        }
+    }
+
+    pub fn clear(&self, agent: &AgentId) {
+        if let Ok(mut c) = self.counts.lock() {
+            c.remove(agent);
+        }
+    }
+
+    /// Replaces every count with what the store says.
+    pub fn reset(&self, counts: Vec<(String, i64)>) {
+        if let Ok(mut c) = self.counts.lock() {
+            *c = counts
+                .into_iter()
+                .filter_map(|(a, n)| Some((AgentId::parse(&a).ok()?, usize::try_from(n).ok()?)))
+                .filter(|(_, n)| *n > 0)
+                .collect();
+        }
+    }
+
+    fn start_replay(&self, agent: &AgentId) -> bool {
+        self.replaying
+            .lock()
+            .is_ok_and(|mut r| r.insert(agent.clone()))
+    }
+
+    fn end_replay(&self, agent: &AgentId) {
+        if let Ok(mut r) = self.replaying.lock() {
+            r.remove(agent);
+        }
+    }
+}
+
+/// A trust, tier or priority read back from its stored wire name.
+fn parse_wire<T: serde::de::DeserializeOwned>(s: &str) -> Option<T> {
+    serde_json::from_value(serde_json::Value::String(s.to_string())).ok()
+}
+
+/// Holds `j` for later; answers `held`, or `hold_full` past a cap.
+pub(crate) async fn hold(
+    state: &AppState,
+    caller: &Identity,
+    req: &InjectRequest,
+    j: &Jekt<'_>,
+) -> Result<InjectResponse, ApiError> {
+    let cfg = &state.config().hold;
+    let held = NewHeld {
+        id: j.msg_id,
+        target: j.to.clone(),
+        sender: j.from.to_string(),
+        trust: j.trust.to_string(),
+        tier: j.tier.to_string(),
+        priority: j.priority.to_string(),
+        delivery: j.delivery.to_string(),
+        body: j.body.to_string(),
+        created_ms: j.accepted_ms,
+        expires_ms: j.accepted_ms + (cfg.ttl_s as i64) * 1000,
+    };
+    let outcome = state
+        .store()
+        .hold(held, cfg.per_agent, cfg.per_instance)
+        .await?;
+    let audit = |outcome: &str, detail: String| {
+        AuditRecord::new(caller.actor(), "jekt", Some(j.to.as_str()), outcome)
+            .body(&req.message)
+            .detail(detail)
+    };
+    let full = |what: String| ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "hold_full", what);
+    match outcome {
+        HoldOutcome::Held { .. } => {
+            state.held().add(j.to);
+            state.events().publish(EventKind::JektHeld {
+                msg_id: j.msg_id,
+                from: j.from.to_string(),
+                to: j.to.clone(),
+            });
+            state
+                .audit(audit(
+                    "held",
+                    format!("msg_id={} trust={}", j.msg_id, j.trust),
+                ))
+                .await;
+            kick(state, j.to);
+            Ok(InjectResponse {
+                outcome: InjectOutcome::Held,
+                msg_id: j.msg_id,
+                target_agent: j.to.clone(),
+                source_agent: j.from.to_string(),
+                block_id: None,
+                trust: j.trust,
+                tier: j.tier,
+                delivery: j.delivery,
+                bracketed: false,
+                waited_ms: 0,
+                duplicate: false,
+            })
+        }
+        HoldOutcome::AgentFull(n) => {
+            let e = full(format!(
+                "hold full: {} is offline and already has {n} held jekts (the limit); nothing was stored",
+                j.to
+            ));
+            state.audit(audit("hold_full", e.message.clone())).await;
+            Err(e)
+        }
+        HoldOutcome::InstanceFull(n) => {
+            let e = full(format!(
+                "hold full: this instance already holds {n} jekts for offline agents (the limit); nothing was stored"
+            ));
+            state.audit(audit("hold_full", e.message.clone())).await;
+            Err(e)
+        }
+    }
+}
+
+/// Starts replaying `agent`'s held jekts if it has a running pane and no
+/// replay is under way.
+pub fn kick(state: &AppState, agent: &AgentId) {
+    let running = state
+        .agents()
+        .pane_of(agent)
+        .is_some_and(|r| r.pane.is_running());
+    if !running || state.held().count(agent) == 0 || !state.held().start_replay(agent) {
+        return;
+    }
+    let (state, agent) = (state.clone(), agent.clone());
+    tokio::spawn(async move {
+        loop {
+            if let Err(e) = replay(&state, &agent).await {
+                tracing::warn!(agent = %agent, error = %e, "replay of held jekts stopped");
+            }
+            state.held().end_replay(&agent);
+            // Something held while the replay was finishing goes out too.
+            let again = state.held().count(&agent) > 0
+                && state
+                    .agents()
+                    .pane_of(&agent)
+                    .is_some_and(|r| r.pane.is_running())
+                && state.held().start_replay(&agent);
+            if !again {
+                break;
+            }
+        }
+    });
+}
+
+async fn replay(state: &AppState, agent: &AgentId) -> Result<(), ApiError> {
+    let cfg = state.config();
+    loop {
+        let Some(record) = state
+            .agents()
+            .pane_of(agent)
+            .filter(|r| r.pane.is_running())
+        else {
+            return Ok(());
+        };
+        // A program that has just started draws its screen first; let it
+        // go quiet before typing into it.
+        record
+            .pane
+            .wait_idle(
+                Duration::from_millis(cfg.jekt.idle_quiet_ms),
+                Duration::from_millis(cfg.jekt.idle_max_wait_ms),
+            )
+            .await;
+        let who = agent.clone();
+        let list = state
+            .read_store(move |s| s.held_for(&who, now_ms()))
+            .await?;
+        if list.is_empty() {
+            return Ok(());
+        }
+        for h in list {
+            if !deliver_one(state, agent, &record, h).await? {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Pastes one held jekt; false if the pane could not take it (it stays held).
+async fn deliver_one(
+    state: &AppState,
+    agent: &AgentId,
+    record: &crate::agents::PaneRecord,
+    h: StoredHeld,
+) -> Result<bool, ApiError> {
+    let held_for_s = ((now_ms() - h.held.created_ms).max(0) / 1000) as u64;
+    let j = Jekt {
+        from: &h.held.sender,
+        to: agent,
+        // Unreadable stored values fall back to the most cautious.
+        trust: parse_wire(&h.held.trust).unwrap_or(Trust::NetworkClaimed),
+        tier: parse_wire(&h.held.tier).unwrap_or(Tier::Sensitive),
+        priority: parse_wire(&h.held.priority).unwrap_or_default(),
+        delivery: parse_wire(&h.held.delivery).unwrap_or(Delivery::Host),
+        msg_id: h.held.id,
+        body: &h.held.body,
+        accepted_ms: h.held.created_ms,
+        held_for_s: Some(held_for_s),
+    };
+    if let Err(e) = paste(state, record, &j).await {
+        tracing::info!(agent = %agent, error = %e, "held jekt not replayed; it stays held");
+        return Ok(false);
+    }
+    if state.store().release_held(h.seq).await? {
+        state.held().remove_one(agent);
+    }
+    state
+        .audit(
+            AuditRecord::new("daemon", "jekt", Some(agent.as_str()), "delivered")
+                .body(&h.held.body)
+                .detail(format!(
+                    "msg_id={} from={} trust={} held_for={held_for_s}s",
+                    h.held.id,
+                    agentbus_proto::jekt::marker_field(&h.held.sender),
+                    h.held.trust
+                )),
+        )
+        .await;
+    Ok(true)
+}

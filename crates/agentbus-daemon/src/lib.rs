@@ -1,0 +1,41 @@
+//! One agentbus instance (the "daemon"): it hosts panes, delivers jekts
+//! into them, authenticates every caller, keeps the audit log, and
+//! publishes events.
+//!
+//! Components:
+//! - [`instance`] — claims the data dir, makes the instance key, binds,
+//!   writes `daemon.json`, serves, shuts down gracefully;
+//! - [`config`] — the one typed configuration (file, env, flags);
+//! - [`routes`] — the HTTP route table (seed-000 reactive routes + `/v1`);
+//! - [`auth`] — instance key and agent tokens, scopes, origin checks;
+//! - [`agents`] — the names of this instance and the panes they live in;
+//! - [`registry`] — the cross-instance registry and peer lookup;
+//! - [`panes`] — open / register / stop / unregister;
+//! - [`jekt`] — the delivery pipeline from request to submitted paste;
+//! - [`hold`] — the durable hold and its in-order replay;
+//! - [`mailbox`] — the message verb: send, read (long-poll), ack, search;
+//! - [`limits`] — per-sender and per-pair rate limits (storm protection);
+//! - [`retention`] — the background sweeper;
+//! - [`events`] — the internal typed event bus, with history;
+//! - [`state`] — the shared handle all of the above hang off.
+
+pub mod agents;
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod events;
+pub mod hold;
+pub mod instance;
+pub mod jekt;
+pub mod limits;
+pub mod mailbox;
+pub mod panes;
+pub mod poller;
+pub mod registry;
+pub mod retention;
+pub mod routes;
+pub mod state;
+
+pub use config::Config;
+pub use instance::{Daemon, DaemonError, Discovery};
+pub use state::AppState;

@@ -1,0 +1,549 @@
+//! Opening, registering, stopping and forgetting agents and their panes.
+//! The HTTP routes call these; so will the WebSocket App API.
+
+use crate::agents::PaneRecord;
+use crate::error::ApiError;
+use crate::state::{AppState, AuditRecord};
+use agentbus_proto::api::{
+    AgentState, OpenRequest, OpenResponse, Provider, RegisterRequest, RegisterResponse,
+    StopResponse, UnregisterResponse,
+};
+use agentbus_proto::event::EventKind;
+use agentbus_proto::{AgentId, BlockId, now_ms};
+use agentbus_term::{Pane, PaneSpec, TermError};
+use std::time::Duration;
+
+/// Variables the daemon sets in every pane; a caller may not set them.
+pub const RESERVED_ENV: [&str; 4] = [
+    "AGENTBUS_URL",
+    "AGENTBUS_AGENT_ID",
+    "AGENTBUS_AGENT_TOKEN",
+    "AGENTBUS_AUTH_KEY",
+];
+
+fn check_env(state: &AppState, req: &OpenRequest) -> Result<(), ApiError> {
+    for (k, v) in &req.env {
+        let valid_key = !k.is_empty() && !k.contains('=') && !k.contains('\0');
+        if !valid_key || v.contains('\0') {
+            return Err(ApiError::bad_request(
+                "invalid_env",
+                format!(
+                    "environment variable {} is invalid: names must be non-empty without '=' or NUL, values without NUL",
+                    agentbus_proto::ids::escape_for_display(k, 40)
+                ),
+            ));
+        }
+        if RESERVED_ENV.contains(&k.as_str()) {
+            return Err(ApiError::bad_request(
+                "invalid_env",
+                format!("{k} is set by the daemon and cannot be given"),
+            ));
+        }
+        if state.auth().is_instance_key(v) {
+            return Err(ApiError::bad_request(
+                "invalid_env",
+                format!("refusing to put the instance key into a pane's environment ({k})"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn spawn_error(e: TermError) -> ApiError {
+    match e {
+        TermError::Spawn { .. } => ApiError::bad_request("spawn_failed", e.to_string()),
+        TermError::BadCwd(_) => ApiError::bad_request("invalid_cwd", e.to_string()),
+        TermError::BadSize { .. } => ApiError::bad_request("invalid_size", e.to_string()),
+        other => ApiError::internal(other),
+    }
+}
+
+/// Starts `req.command` in a new pane as agent `req.agent_id`. Idempotent:
+/// an agent whose pane is running is returned as is (`created: false`).
+pub async fn open(
+    state: &AppState,
+    actor: &str,
+    req: OpenRequest,
+) -> Result<OpenResponse, ApiError> {
+    if req.command.is_empty() || req.command[0].is_empty() {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            "command must not be empty",
+        ));
+    }
+    check_env(state, &req)?;
+    let _one_at_a_time = state.open_lock().lock().await;
+    let id = req.agent_id.clone();
+    if let Some(existing) = state.agents().pane_of(&id)
+        && existing.pane.is_running()
+    {
+        return Ok(OpenResponse {
+            agent_id: id,
+            block_id: existing.block,
+            provider: existing.provider,
+            created: false,
+            pid: existing.pane.pid(),
+        });
+    }
+    check_peer_name(state, &id)?;
+    let config = state.config();
+    let provider = req
+        .provider
+        .unwrap_or_else(|| Provider::guess(&req.command));
+    let token = state.auth().mint(&id);
+    let block = BlockId::new();
+    let mut env: Vec<(String, String)> = req.env.clone().into_iter().collect();
+    env.push(("AGENTBUS_URL".into(), state.url().to_string()));
+    env.push(("AGENTBUS_AGENT_ID".into(), id.to_string()));
+    env.push(("AGENTBUS_AGENT_TOKEN".into(), token));
+    let spec = PaneSpec {
+        label: id.to_string(),
+        command: req.command.clone(),
+        cwd: req.cwd.as_ref().map(Into::into),
+        env,
+        // The daemon's own environment may hold the instance key; a pane
+        // must never see it.
+        env_remove: vec!["AGENTBUS_AUTH_KEY".into()],
+        rows: req.rows.unwrap_or(config.panes.rows),
+        cols: req.cols.unwrap_or(config.panes.cols),
+        scrollback_lines: config.panes.scrollback_lines,
+        profile: config.profile(provider),
+        input_timeout: Duration::from_millis(config.panes.input_timeout_ms),
+        max_parse_backlog: config.panes.max_parse_backlog_bytes,
+    };
+    let pane = match Pane::spawn(spec) {
+        Ok(p) => p,
+        Err(e) => {
+            if state.agents().get(&id).is_none() {
+                state.auth().revoke(&id);
+            }
+            let err = spawn_error(e);
+            state
+                .audit(
+                    AuditRecord::new(actor, "open", Some(id.as_str()), "failed")
+                        .detail(err.message.clone()),
+                )
+                .await;
+            return Err(err);
+        }
+    };
+    let pid = pane.pid();
+    let (exit_recorded_tx, exit_recorded) = tokio::sync::watch::channel(false);
+    let replaced = state.agents().add_pane(
+        &id,
+        PaneRecord {
+            block,
+            pane: pane.clone(),
+            provider,
+            command: req.command.clone(),
+            created_ms: now_ms(),
+            exit_recorded,
+        },
+    );
+    if let Some(old) = replaced {
+        retire(state, old);
+    }
+    watch_exit(state.clone(), block, pane, exit_recorded_tx);
+    state.events().publish(EventKind::BlockCreated {
+        block_id: block,
+        agent_id: id.clone(),
+        provider,
+        pid,
+    });
+    state.events().publish(EventKind::AgentRegistered {
+        agent_id: id.clone(),
+        block_id: Some(block),
+    });
+    state
+        .store()
+        .remember_agent(id.to_string(), now_ms())
+        .await?;
+    publish(state, &id);
+    crate::hold::kick(state, &id);
+    // The program's name only: arguments may carry secrets.
+    let program = req.command[0]
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    state
+        .audit(
+            AuditRecord::new(actor, "open", Some(id.as_str()), "ok").detail(format!(
+                "block={block} provider={provider} program={program}"
+            )),
+        )
+        .await;
+    Ok(OpenResponse {
+        agent_id: id,
+        block_id: block,
+        provider,
+        created: true,
+        pid,
+    })
+}
+
+/// Tells the other instances of this user that `id` lives here.
+fn publish(state: &AppState, id: &AgentId) {
+    if let (Some(r), Some(rec)) = (state.registry(), state.agents().get(id)) {
+        r.publish(id, rec.block);
+    }
+}
+
+/// Refuses a name that a live peer instance of this user already hosts:
+/// names are unique across instances, never guessed between them.
+fn check_peer_name(state: &AppState, id: &AgentId) -> Result<(), ApiError> {
+    match state.registry().and_then(|r| r.lookup(id)) {
+        Some(e) => Err(ApiError::conflict(
+            "agent_exists",
+            format!(
+                "{id} is running on another instance ({}); stop it there first",
+                e.local_url
+            ),
+        )
+        .with_details(serde_json::json!({ "instance": e.local_url }))),
+        None => Ok(()),
+    }
+}
+
+/// Announces and audits the pane's exit when it happens, then raises
+/// `recorded` (shutdown waits for it before closing the store).
+fn watch_exit(
+    state: AppState,
+    block: BlockId,
+    pane: Pane,
+    recorded: tokio::sync::watch::Sender<bool>,
+) {
+    tokio::spawn(async move {
+        let exit = pane.exited().await;
+        state.agents().changed();
+        let names = state.agents().names_of(&block);
+        // Not reachable here any more: peers stop forwarding to it.
+        if let Some(r) = state.registry() {
+            for n in &names {
+                r.withdraw(n);
+            }
+        }
+        let agent = names.into_iter().next();
+        state.events().publish(EventKind::BlockExited {
+            block_id: block,
+            agent_id: agent.clone(),
+            exit_code: exit.code,
+            signal: exit.signal.clone(),
+        });
+        let how = match (&exit.code, &exit.signal) {
+            (Some(c), _) => format!("exit_code={c}"),
+            (None, Some(s)) => format!("signal={s}"),
+            (None, None) => "unknown".into(),
+        };
+        state
+            .audit(
+                AuditRecord::new(
+                    "daemon",
+                    "exit",
+                    agent.as_ref().map(AgentId::as_str),
+                    "exited",
+                )
+                .detail(format!("block={block} {how}")),
+            )
+            .await;
+        let _ = recorded.send(true);
+    });
+}
+
+/// Ends a pane no name points to any more, in the background.
+fn retire(state: &AppState, record: PaneRecord) {
+    let grace = Duration::from_millis(state.config().panes.stop_grace_ms);
+    tokio::spawn(async move {
+        record.pane.stop(false, grace).await;
+    });
+}
+
+/// Binds a name to an existing pane, or registers an external agent (no
+/// pane). Mints the agent's token and returns it.
+pub async fn register(
+    state: &AppState,
+    actor: &str,
+    req: RegisterRequest,
+) -> Result<RegisterResponse, ApiError> {
+    let _one_at_a_time = state.open_lock().lock().await;
+    let id = req.agent_id.clone();
+    if let Some(current) = state.agents().pane_of(&id)
+        && current.pane.is_running()
+        && Some(current.block) != req.block_id
+    {
+        return Err(ApiError::conflict(
+            "agent_exists",
+            format!(
+                "{id} is the name of running pane {}; unregister or stop it first",
+                current.block
+            ),
+        ));
+    }
+    check_peer_name(state, &id)?;
+    let orphan = state
+        .agents()
+        .bind(&id, req.block_id)
+        .map_err(|e| ApiError::not_found("block_not_found", e.to_string()))?;
+    if let Some(old) = orphan {
+        retire(state, old);
+    }
+    let token = state.auth().mint(&id);
+    state.events().publish(EventKind::AgentRegistered {
+        agent_id: id.clone(),
+        block_id: req.block_id,
+    });
+    state
+        .store()
+        .remember_agent(id.to_string(), now_ms())
+        .await?;
+    publish(state, &id);
+    crate::hold::kick(state, &id);
+    let detail = match req.block_id {
+        Some(b) => format!("block={b}"),
+        None => "external".into(),
+    };
+    state
+        .audit(AuditRecord::new(actor, "register", Some(id.as_str()), "ok").detail(detail))
+        .await;
+    Ok(RegisterResponse {
+        agent_id: id,
+        block_id: req.block_id,
+        token,
+    })
+}
+
+/// Forgets a name and revokes its token. A pane left with no name is
+/// stopped.
+pub async fn unregister(
+    state: &AppState,
+    actor: &str,
+    id: &AgentId,
+) -> Result<UnregisterResponse, ApiError> {
+    let Some((_, orphan)) = state.agents().remove(id) else {
+        return Err(ApiError::not_found(
+            "agent_not_found",
+            format!("agent not found: {id}"),
+        ));
+    };
+    state.auth().revoke(id);
+    if let Some(old) = orphan {
+        retire(state, old);
+    }
+    if let Some(r) = state.registry() {
+        r.withdraw(id);
+    }
+    // Deleting an agent deletes what was held for it.
+    state.store().forget_agent(id.to_string()).await?;
+    let dropped = state.store().drop_held_for(id.clone()).await?;
+    state.held().clear(id);
+    if dropped > 0 {
+        tracing::info!(agent = %id, dropped, "held jekts deleted with their agent");
+    }
+    state.events().publish(EventKind::AgentUnregistered {
+        agent_id: id.clone(),
+    });
+    state
+        .audit(AuditRecord::new(
+            actor,
+            "unregister",
+            Some(id.as_str()),
+            "ok",
+        ))
+        .await;
+    Ok(UnregisterResponse {
+        agent_id: id.clone(),
+        removed: true,
+    })
+}
+
+/// The pane of `id`, or the right error.
+pub fn pane_or_error(state: &AppState, id: &AgentId) -> Result<PaneRecord, ApiError> {
+    if let Some(p) = state.agents().pane_of(id) {
+        return Ok(p);
+    }
+    if state.agents().get(id).is_some() {
+        return Err(ApiError::conflict(
+            "no_pane",
+            format!("{id} is an external agent with no pane"),
+        ));
+    }
+    Err(ApiError::not_found(
+        "agent_not_found",
+        format!("agent not found: {id}"),
+    ))
+}
+
+/// Stops the program in `id`'s pane: its quit, then SIGTERM, then SIGKILL
+/// (`force` goes straight to SIGKILL). The agent stays listed, exited,
+/// with its exit code.
+pub async fn stop(
+    state: &AppState,
+    actor: &str,
+    id: &AgentId,
+    force: bool,
+) -> Result<StopResponse, ApiError> {
+    let record = pane_or_error(state, id)?;
+    let grace = Duration::from_millis(state.config().panes.stop_grace_ms);
+    let report = record.pane.stop(force, grace).await;
+    let exit = report.exit.clone();
+    state
+        .audit(
+            AuditRecord::new(actor, "stop", Some(id.as_str()), report.step.as_str())
+                .detail(format!("block={} force={force}", record.block)),
+        )
+        .await;
+    Ok(StopResponse {
+        agent_id: id.clone(),
+        block_id: record.block,
+        state: if exit.is_some() {
+            AgentState::Exited
+        } else {
+            AgentState::Running
+        },
+        exit_code: exit.as_ref().and_then(|e| e.code),
+        exit_signal: exit.and_then(|e| e.signal),
+        stopped_by: report.step.as_str().to_string(),
+    })
+}
+
+/// At daemon shutdown: SIGHUP every pane (as a closing terminal would),
+/// give them the stop grace to exit, then SIGKILL what is left. Returns
+/// once every exit is published and audited (or a bound has passed), so
+/// the store can be closed after it.
+pub async fn hang_up_all(state: &AppState) {
+    let records = state.agents().all_panes();
+    let running: Vec<&Pane> = records
+        .iter()
+        .map(|r| &r.pane)
+        .filter(|p| p.is_running())
+        .collect();
+    if !running.is_empty() {
+        tracing::info!(panes = running.len(), "hanging up panes");
+    }
+    for p in &running {
+        p.signal(nix::sys::signal::Signal::SIGHUP);
+    }
+    let grace = Duration::from_millis(state.config().panes.stop_grace_ms);
+    let all_exited = futures_util::future::join_all(running.iter().map(|p| p.exited()));
+    if tokio::time::timeout(grace, all_exited).await.is_err() {
+        for p in running.iter().filter(|p| p.is_running()) {
+            p.signal(nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+    let all_recorded = futures_util::future::join_all(records.iter().map(|r| {
+        let mut rx = r.exit_recorded.clone();
+        async move {
+            let _ = rx.wait_for(|done| *done).await.map(|_| ());
+        }
+    }));
+    if tokio::time::timeout(grace.max(Duration::from_secs(2)), all_recorded)
+        .await
+        .is_err()
+    {
+        tracing::warn!("some pane exits were not recorded before shutdown");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::Identity;
+    use crate::config::Config;
+    use crate::events::Received;
+    use agentbus_proto::api::InjectRequest;
+    use agentbus_proto::event::{Event, EventKind};
+    use std::sync::Arc;
+
+    async fn next(sub: &mut crate::events::Subscription) -> Arc<Event> {
+        match tokio::time::timeout(Duration::from_secs(10), sub.recv()).await {
+            Ok(Some(Received::Event(e))) => e,
+            other => panic!("expected an event, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_lifecycle_of_an_agent_is_published_as_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::default();
+        config.daemon.data_dir = dir.path().to_path_buf();
+        config.profiles.insert(
+            Provider::Claude,
+            crate::config::ProfileOverride {
+                settle_ms: Some(10),
+                ..Default::default()
+            },
+        );
+        let store = agentbus_store::Store::open(&dir.path().join("t.db")).unwrap();
+        let state = AppState::new(
+            config,
+            "http://127.0.0.1:9".into(),
+            store,
+            "instance-key",
+            "forward-token",
+            None,
+            crate::poller::Poller::new(dir.path(), "test".into(), None),
+        );
+        let mut sub = state.events().subscribe();
+        let id = AgentId::parse("ev").unwrap();
+        let opened = open(
+            &state,
+            "admin",
+            OpenRequest {
+                agent_id: id.clone(),
+                provider: Some(Provider::Claude),
+                command: vec!["sh".into(), "-c".into(), "read -r x; exit 5".into()],
+                cwd: None,
+                env: Default::default(),
+                rows: None,
+                cols: None,
+            },
+        )
+        .await
+        .unwrap();
+        let e = next(&mut sub).await;
+        assert!(
+            matches!(&e.kind, EventKind::BlockCreated { block_id, .. } if *block_id == opened.block_id),
+            "{e:?}"
+        );
+        assert!(e.scopes.contains(&format!("block:{}", opened.block_id)));
+        assert!(matches!(
+            next(&mut sub).await.kind,
+            EventKind::AgentRegistered { .. }
+        ));
+
+        let req: InjectRequest =
+            serde_json::from_value(serde_json::json!({"target_agent": "ev", "message": "go"}))
+                .unwrap();
+        let resp = crate::jekt::inject(&state, &Identity::Admin, req)
+            .await
+            .unwrap();
+        // The submitted line ends `read` and the program exits 5. The
+        // delivery and the exit come from independent producers, so they
+        // may arrive in either order.
+        let (mut delivered, mut exited) = (false, false);
+        for _ in 0..2 {
+            match &next(&mut sub).await.kind {
+                EventKind::JektDelivered { msg_id, to, .. } => {
+                    assert_eq!((*msg_id, to), (resp.msg_id, &id));
+                    delivered = true;
+                }
+                EventKind::BlockExited {
+                    exit_code,
+                    agent_id,
+                    ..
+                } => {
+                    assert_eq!((*exit_code, agent_id.as_ref()), (Some(5), Some(&id)));
+                    exited = true;
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(delivered && exited);
+        unregister(&state, "admin", &id).await.unwrap();
+        assert!(matches!(
+            next(&mut sub).await.kind,
+            EventKind::AgentUnregistered { .. }
+        ));
+        state.store().close();
+    }
+}

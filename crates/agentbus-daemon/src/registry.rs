@@ -1,0 +1,301 @@
+//! The cross-instance registry (seed 003, improved per reactive-bus.md).
+//!
+//! Every instance of a user shares `<registry dir>/agents/`: one file per
+//! agent, `<agent_id>.json`, naming the instance that hosts it. A jekt for
+//! an agent that is not local is forwarded to that instance over loopback,
+//! authenticated by the entry's `forward_token` — a per-launch secret that
+//! opens only the inject route of its instance, never the instance key.
+//!
+//! Files are written whole under a temporary name, 0600 from creation, and
+//! renamed into place; the directory is 0700. An instance removes only its
+//! own entries. Entries are refreshed while their agents live and swept
+//! continuously when older than 4 hours or when their instance's pid is
+//! dead.
+
+use crate::instance::{ensure_private_dir, write_private_file};
+use agentbus_proto::{AgentId, BlockId, now_ms};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// An entry older than this is stale.
+pub const STALE_MS: i64 = 4 * 3600 * 1000;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub agent_id: String,
+    /// Base URL of the instance hosting the agent (loopback only).
+    pub local_url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block_id: Option<String>,
+    /// Pid of that instance's daemon.
+    pub pid: u32,
+    /// Unix ms of the last write.
+    pub updated_at: i64,
+    /// Opens only `POST /agentmux/reactive/inject` on that instance.
+    pub forward_token: String,
+}
+
+pub struct Registry {
+    dir: PathBuf,
+    url: String,
+    pid: u32,
+    forward_token: String,
+}
+
+/// A file name for `agent`: only `[A-Za-z0-9_-]` survive (ids are already
+/// that; this guards the file system regardless).
+fn file_name(agent: &str) -> String {
+    let safe: String = agent
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("{safe}.json")
+}
+
+/// Whether `url` points at this machine.
+pub fn is_loopback_url(url: &str) -> bool {
+    reqwest::Url::parse(url).is_ok_and(|u| {
+        matches!(u.scheme(), "http" | "https")
+            && match u.host() {
+                Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+                Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+                Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+                None => false,
+            }
+    })
+}
+
+fn pid_alive(pid: u32) -> bool {
+    let Ok(pid) = i32::try_from(pid) else {
+        return false;
+    };
+    !matches!(
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+        Err(nix::errno::Errno::ESRCH)
+    )
+}
+
+impl Registry {
+    /// Opens (creating, 0700) `<root>/agents` for an instance at `url`.
+    pub fn new(
+        root: &Path,
+        url: &str,
+        forward_token: &str,
+    ) -> Result<Registry, crate::DaemonError> {
+        ensure_private_dir(root)?;
+        let dir = root.join("agents");
+        ensure_private_dir(&dir)?;
+        Ok(Registry {
+            dir,
+            url: url.to_string(),
+            pid: std::process::id(),
+            forward_token: forward_token.to_string(),
+        })
+    }
+
+    fn path(&self, agent: &str) -> PathBuf {
+        self.dir.join(file_name(agent))
+    }
+
+    fn read(path: &Path) -> Option<Entry> {
+        serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
+    }
+
+    fn is_ours(&self, e: &Entry) -> bool {
+        e.local_url == self.url && e.pid == self.pid
+    }
+
+    /// Writes (or refreshes) this instance's entry for `agent`.
+    pub fn publish(&self, agent: &AgentId, block: Option<BlockId>) {
+        let entry = Entry {
+            agent_id: agent.to_string(),
+            local_url: self.url.clone(),
+            block_id: block.map(|b| b.to_string()),
+            pid: self.pid,
+            updated_at: now_ms(),
+            forward_token: self.forward_token.clone(),
+        };
+        let Ok(json) = serde_json::to_vec(&entry) else {
+            return;
+        };
+        if let Err(e) = write_private_file(&self.path(agent.as_str()), &json) {
+            tracing::warn!(agent = %agent, error = %e, "failed to write a registry entry");
+        }
+    }
+
+    /// Removes `agent`'s entry if this instance wrote it.
+    pub fn withdraw(&self, agent: &AgentId) {
+        let path = self.path(agent.as_str());
+        if Self::read(&path).is_some_and(|e| self.is_ours(&e)) {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+
+    /// The peer instance hosting `agent`, if a live one has an entry.
+    /// Entries of this instance, stale ones, ones of dead instances and
+    /// ones pointing off this machine are ignored (the last three deleted).
+    pub fn lookup(&self, agent: &AgentId) -> Option<Entry> {
+        let path = self.path(agent.as_str());
+        let e = Self::read(&path)?;
+        if self.is_ours(&e) || e.agent_id != agent.as_str() {
+            return None;
+        }
+        if now_ms() - e.updated_at > STALE_MS || !pid_alive(e.pid) || !is_loopback_url(&e.local_url)
+        {
+            self.evict(&e);
+            return None;
+        }
+        Some(e)
+    }
+
+    /// Deletes `e` if the file still holds exactly it (a peer may have
+    /// rewritten it meanwhile).
+    pub fn evict(&self, e: &Entry) {
+        let path = self.path(&e.agent_id);
+        if Self::read(&path).as_ref() == Some(e) {
+            tracing::info!(agent = %e.agent_id, url = %e.local_url, "evicting a stale registry entry");
+            let _ = std::fs::remove_file(path);
+        }
+    }
+
+    /// Deletes stale entries, entries of dead instances and unreadable
+    /// files; returns how many.
+    pub fn sweep(&self) -> usize {
+        let Ok(dir) = std::fs::read_dir(&self.dir) else {
+            return 0;
+        };
+        let now = now_ms();
+        let mut removed = 0;
+        for f in dir.flatten() {
+            let path = f.path();
+            if path.extension().and_then(|e| e.to_str()) != Some("json") {
+                continue;
+            }
+            let dead = match Self::read(&path) {
+                Some(e) => {
+                    !self.is_ours(&e) && (now - e.updated_at > STALE_MS || !pid_alive(e.pid))
+                }
+                None => true,
+            };
+            if dead && std::fs::remove_file(&path).is_ok() {
+                removed += 1;
+            }
+        }
+        removed
+    }
+}
+
+/// How often this instance refreshes its entries and sweeps everyone's.
+pub const MAINTAIN_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Until shutdown: keeps this instance's entries fresh and sweeps stale
+/// ones continuously; at shutdown, withdraws this instance's entries.
+pub async fn maintain(state: crate::state::AppState) {
+    let mut shutdown = state.shutdown_signal();
+    let mut tick = tokio::time::interval(MAINTAIN_EVERY);
+    loop {
+        let stop = tokio::select! {
+            _ = tick.tick() => false,
+            _ = shutdown.changed() => true,
+        };
+        let Some(registry) = state.registry() else {
+            return;
+        };
+        if stop {
+            for (id, _) in &state.agents().registered() {
+                registry.withdraw(id);
+            }
+            return;
+        }
+        for (id, block) in &state.agents().reachable() {
+            registry.publish(id, *block);
+        }
+        let swept = registry.sweep();
+        if swept > 0 {
+            tracing::info!(swept, "registry entries of gone instances removed");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn entries_are_private_and_only_the_owner_withdraws_them() {
+        let tmp = tempfile::tempdir().unwrap();
+        let a = Registry::new(tmp.path(), "http://127.0.0.1:1", "fwd-a").unwrap();
+        let mut b = Registry::new(tmp.path(), "http://127.0.0.1:2", "fwd-b").unwrap();
+        let bob = AgentId::parse("bob").unwrap();
+        b.publish(&bob, None);
+        let file = tmp.path().join("agents/bob.json");
+        assert_eq!(
+            std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(
+            std::fs::metadata(tmp.path().join("agents"))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777,
+            0o700
+        );
+        let seen = a.lookup(&bob).unwrap();
+        assert_eq!(
+            (seen.local_url.as_str(), seen.forward_token.as_str()),
+            ("http://127.0.0.1:2", "fwd-b")
+        );
+        assert!(
+            b.lookup(&bob).is_none(),
+            "an instance does not forward to itself"
+        );
+        a.withdraw(&bob);
+        assert!(file.exists(), "a peer's entry is not ours to remove");
+        b.withdraw(&bob);
+        assert!(!file.exists());
+        // A dead pid makes an entry stale, and lookup evicts it.
+        b.pid = 999_999_999;
+        b.publish(&bob, None);
+        assert!(a.lookup(&bob).is_none());
+        assert!(!file.exists());
+    }
+
+    #[test]
+    fn the_sweeper_removes_stale_dead_and_unreadable_entries() {
+        let tmp = tempfile::tempdir().unwrap();
+        let a = Registry::new(tmp.path(), "http://127.0.0.1:1", "fwd").unwrap();
+        let dir = tmp.path().join("agents");
+        let old = Entry {
+            agent_id: "old".into(),
+            local_url: "http://127.0.0.1:9".into(),
+            block_id: None,
+            pid: std::process::id(),
+            updated_at: now_ms() - STALE_MS - 1,
+            forward_token: "x".into(),
+        };
+        std::fs::write(dir.join("old.json"), serde_json::to_vec(&old).unwrap()).unwrap();
+        std::fs::write(dir.join("junk.json"), b"{not json").unwrap();
+        a.publish(&AgentId::parse("mine").unwrap(), None);
+        assert_eq!(a.sweep(), 2);
+        assert!(dir.join("mine.json").exists());
+    }
+
+    #[test]
+    fn names_and_urls_are_checked() {
+        assert_eq!(file_name("../x"), "___x.json");
+        assert!(is_loopback_url("http://127.0.0.1:4000"));
+        assert!(is_loopback_url("http://localhost:1"));
+        assert!(is_loopback_url("http://[::1]:80"));
+        assert!(!is_loopback_url("http://10.0.0.1:80"));
+        assert!(!is_loopback_url("http://example.com"));
+        assert!(!is_loopback_url("file:///etc/passwd"));
+    }
+}

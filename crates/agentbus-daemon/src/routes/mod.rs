@@ -1,0 +1,148 @@
+//! The HTTP route table: every route of the daemon, in one place.
+//!
+//! Routes are added through [`Table::add`], which records (method, path)
+//! beside the router, so a test can hold the table against the OpenAPI
+//! document (`docs/openapi.json`) and neither can drift from the other.
+
+mod agents;
+mod attach;
+mod events;
+mod messages;
+mod meta;
+mod reactive;
+mod stats;
+
+use crate::auth;
+use crate::error::ApiError;
+use crate::state::AppState;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{Method, StatusCode, Uri};
+use axum::middleware::{from_fn, from_fn_with_state};
+use axum::routing::MethodRouter;
+
+/// One route: method and path (axum syntax, `{param}`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Route {
+    pub method: &'static str,
+    pub path: &'static str,
+    /// Reachable without a credential.
+    pub open: bool,
+}
+
+struct Table {
+    open: Router<AppState>,
+    protected: Router<AppState>,
+    routes: Vec<Route>,
+}
+
+impl Table {
+    fn add(
+        mut self,
+        methods: &[&'static str],
+        path: &'static str,
+        open: bool,
+        handler: MethodRouter<AppState>,
+    ) -> Self {
+        for m in methods {
+            self.routes.push(Route {
+                method: m,
+                path,
+                open,
+            });
+        }
+        if open {
+            self.open = self.open.route(path, handler);
+        } else {
+            self.protected = self.protected.route(path, handler);
+        }
+        self
+    }
+}
+
+fn table() -> Table {
+    let t = Table {
+        open: Router::new(),
+        protected: Router::new(),
+        routes: Vec::new(),
+    };
+    let t = meta::add(t);
+    let t = reactive::add(t);
+    let t = messages::add(t);
+    let t = events::add(t);
+    let t = stats::add(t);
+    agents::add(t)
+}
+
+/// Every route of the daemon.
+pub fn route_table() -> Vec<Route> {
+    table().routes
+}
+
+/// The whole application: routes, auth, body limit, CORS and origin guard.
+pub fn app(state: AppState) -> Router {
+    let Table {
+        open, protected, ..
+    } = table();
+    let protected = protected.route_layer(from_fn_with_state(state.clone(), auth::authenticate));
+    open.merge(protected)
+        .fallback(no_route)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(state.config().daemon.max_body_bytes))
+        .layer(from_fn(auth::loopback_origin_only))
+        .layer(auth::cors())
+        .with_state(state)
+}
+
+async fn no_route(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "no_route",
+        format!("no route for {method} {}", uri.path()),
+    )
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{method} is not allowed on {}", uri.path()),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    /// The OpenAPI document lists exactly the routes the router serves.
+    #[test]
+    fn openapi_document_matches_the_router() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/openapi.json");
+        let doc: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let mut documented = BTreeSet::new();
+        for (p, item) in doc["paths"].as_object().unwrap() {
+            for (m, op) in item.as_object().unwrap() {
+                let open = op
+                    .get("security")
+                    .is_some_and(|s| s.as_array().is_some_and(|a| a.is_empty()));
+                documented.insert((m.to_uppercase(), p.clone(), open));
+            }
+        }
+        let served: BTreeSet<(String, String, bool)> = route_table()
+            .into_iter()
+            .map(|r| (r.method.to_string(), r.path.to_string(), r.open))
+            .collect();
+        let missing: Vec<_> = served.difference(&documented).collect();
+        let extra: Vec<_> = documented.difference(&served).collect();
+        assert!(
+            missing.is_empty(),
+            "served but not documented (or auth differs): {missing:?}"
+        );
+        assert!(
+            extra.is_empty(),
+            "documented but not served (or auth differs): {extra:?}"
+        );
+    }
+}

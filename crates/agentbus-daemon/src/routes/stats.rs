@@ -1,0 +1,34 @@
+//! `GET /v1/stats`: counts that show whether anything is leaking — reads
+//! waiting, event subscribers, panes, held jekts, rate-limit state.
+
+use super::Table;
+use crate::auth::AdminOnly;
+use crate::state::AppState;
+use axum::Json;
+use axum::extract::State;
+use axum::routing::get;
+
+pub(super) fn add(t: Table) -> Table {
+    t.add(&["GET"], "/v1/stats", false, get(stats))
+}
+
+async fn stats(State(state): State<AppState>, _: AdminOnly) -> Json<serde_json::Value> {
+    let panes = state.agents().all_panes();
+    let running = panes.iter().filter(|p| p.pane.is_running()).count();
+    let agents = state
+        .agents()
+        .list(state.config().jekt.idle_quiet_ms, state.held());
+    let held: u64 = agents.iter().map(|a| u64::from(a.held_jekts)).sum();
+    let (senders, pairs) = state.limiter().tracked();
+    Json(serde_json::json!({
+        "agents": agents.len(),
+        "panes": panes.len(),
+        "panes_running": running,
+        "held_jekts": held,
+        "reads_waiting": state.waiters().waiting(),
+        // The daemon's own event logger is one subscriber.
+        "event_subscribers": state.events().subscriber_count(),
+        "rate_limit_senders": senders,
+        "rate_limit_pairs": pairs,
+    }))
+}

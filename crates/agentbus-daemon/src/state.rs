@@ -1,0 +1,208 @@
+//! Shared state of one running instance: a cheap-clone handle.
+
+use crate::agents::Agents;
+use crate::auth::Auth;
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::events::EventBus;
+use crate::hold::HeldIndex;
+use crate::jekt::InFlight;
+use crate::limits::Limiter;
+use crate::mailbox::{DeliveredMarks, Waiters};
+use crate::poller::Poller;
+use crate::registry::Registry;
+use agentbus_proto::now_ms;
+use agentbus_store::{NewAudit, Store};
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use tokio::sync::watch;
+
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: Config,
+    url: String,
+    store: Store,
+    auth: Auth,
+    agents: Agents,
+    events: EventBus,
+    jekts: InFlight,
+    limiter: Limiter,
+    waiters: Waiters,
+    marks: DeliveredMarks,
+    held: HeldIndex,
+    // Serializes pane creation so two opens of one name cannot both start
+    // a program. An async mutex: spawning is awaited while it is held.
+    open_lock: tokio::sync::Mutex<()>,
+    shutdown: watch::Sender<bool>,
+    registry: Option<Registry>,
+    poller: Poller,
+    // One pooled client for calls to peers (and the relay).
+    http: reqwest::Client,
+}
+
+/// An audit entry being built. Bodies contribute only length and hash.
+pub struct AuditRecord(NewAudit);
+
+impl AuditRecord {
+    pub fn new(actor: impl Into<String>, kind: &str, target: Option<&str>, outcome: &str) -> Self {
+        Self(NewAudit {
+            ts_ms: now_ms(),
+            actor: actor.into(),
+            kind: kind.into(),
+            target: target.map(Into::into),
+            outcome: outcome.into(),
+            ..Default::default()
+        })
+    }
+
+    pub fn body(mut self, body: &str) -> Self {
+        self.0.body_len = Some(body.len() as i64);
+        self.0.body_sha256 = Some(hex::encode(Sha256::digest(body.as_bytes())));
+        self
+    }
+
+    pub fn detail(mut self, detail: impl Into<String>) -> Self {
+        self.0.detail = Some(detail.into());
+        self
+    }
+}
+
+impl AppState {
+    pub fn new(
+        config: Config,
+        url: String,
+        store: Store,
+        instance_key: &str,
+        forward_token: &str,
+        registry: Option<Registry>,
+        poller: Poller,
+    ) -> Self {
+        let events = EventBus::with_history(
+            config.events.channel_capacity,
+            Some(store.clone()),
+            config.events.persist_builtin,
+        );
+        let limiter = Limiter::new(config.limits.clone());
+        let (shutdown, _) = watch::channel(false);
+        Self {
+            inner: Arc::new(Inner {
+                config,
+                url,
+                store,
+                auth: Auth::new(instance_key, forward_token),
+                agents: Agents::default(),
+                events,
+                jekts: InFlight::default(),
+                limiter,
+                waiters: Waiters::default(),
+                marks: DeliveredMarks::default(),
+                held: HeldIndex::default(),
+                open_lock: tokio::sync::Mutex::new(()),
+                shutdown,
+                registry,
+                poller,
+                http: reqwest::Client::new(),
+            }),
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// This instance's base URL, as given to panes.
+    pub fn url(&self) -> &str {
+        &self.inner.url
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    pub fn auth(&self) -> &Auth {
+        &self.inner.auth
+    }
+
+    pub fn agents(&self) -> &Agents {
+        &self.inner.agents
+    }
+
+    pub fn events(&self) -> &EventBus {
+        &self.inner.events
+    }
+
+    pub(crate) fn jekts(&self) -> &InFlight {
+        &self.inner.jekts
+    }
+
+    pub fn limiter(&self) -> &Limiter {
+        &self.inner.limiter
+    }
+
+    pub fn waiters(&self) -> &Waiters {
+        &self.inner.waiters
+    }
+
+    pub fn marks(&self) -> &DeliveredMarks {
+        &self.inner.marks
+    }
+
+    /// The shared registry; `None` only in unit tests.
+    pub fn registry(&self) -> Option<&Registry> {
+        self.inner.registry.as_ref()
+    }
+
+    pub fn poller(&self) -> &Poller {
+        &self.inner.poller
+    }
+
+    pub fn http(&self) -> &reqwest::Client {
+        &self.inner.http
+    }
+
+    pub fn held(&self) -> &HeldIndex {
+        &self.inner.held
+    }
+
+    pub(crate) fn open_lock(&self) -> &tokio::sync::Mutex<()> {
+        &self.inner.open_lock
+    }
+
+    /// Tells long-lived connections (attached terminals) to finish.
+    pub fn begin_shutdown(&self) {
+        let _ = self.inner.shutdown.send(true);
+    }
+
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.inner.shutdown.subscribe()
+    }
+
+    /// Appends to the audit log. A failure is logged, not returned: the
+    /// action it records has already happened.
+    pub async fn audit(&self, record: AuditRecord) {
+        if let Err(e) = self.inner.store.append_audit(record.0).await {
+            tracing::error!(error = %e, "failed to write an audit entry");
+        }
+    }
+
+    pub async fn audit_refusal(&self, actor: &str, target: &str, outcome: &str, detail: &str) {
+        self.audit(AuditRecord::new(actor, "auth", Some(target), outcome).detail(detail))
+            .await;
+    }
+
+    /// Runs a blocking store read off the async workers.
+    pub async fn read_store<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Store) -> agentbus_store::Result<T> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let store = self.inner.store.clone();
+        tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .map_err(ApiError::internal)?
+            .map_err(ApiError::from)
+    }
+}

@@ -1,0 +1,662 @@
+//! Bodies of the HTTP API: the seed-000 reactive routes (same paths and
+//! field names) and the `/v1` routes that manage panes.
+
+use crate::ids::{AgentId, BlockId, MessageId, RequestId};
+use crate::jekt::{Delivery, Priority, Tier, Trust};
+use serde::{Deserialize, Deserializer, Serialize};
+use std::collections::BTreeMap;
+
+/// Every failure: a real HTTP status plus `{"error":{"code","message"}}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    /// Stable, machine-readable: `agent_not_found`, `ambiguous_agent`, ...
+    pub code: String,
+    /// A sentence a person (or an agent) can act on.
+    pub message: String,
+    /// Extra facts for the caller, such as the candidates of an ambiguous
+    /// name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<serde_json::Value>,
+}
+
+/// The CLI program a pane hosts; selects its paste/submit profile.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Provider {
+    Claude,
+    Codex,
+    Gemini,
+    #[default]
+    Shell,
+    Raw,
+}
+
+impl Provider {
+    pub const ALL: [Provider; 5] = [
+        Provider::Claude,
+        Provider::Codex,
+        Provider::Gemini,
+        Provider::Shell,
+        Provider::Raw,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Provider::Claude => "claude",
+            Provider::Codex => "codex",
+            Provider::Gemini => "gemini",
+            Provider::Shell => "shell",
+            Provider::Raw => "raw",
+        }
+    }
+
+    /// Guesses the provider from the command a pane runs (`claude ...`
+    /// → claude); anything unknown is a shell, the cautious choice since a
+    /// jekt into a shell is command execution.
+    pub fn guess(command: &[String]) -> Provider {
+        let prog = command
+            .first()
+            .map(|c| c.rsplit('/').next().unwrap_or(c))
+            .unwrap_or("");
+        Provider::ALL
+            .into_iter()
+            .find(|p| prog == p.as_str() && *p != Provider::Raw)
+            .unwrap_or(Provider::Shell)
+    }
+}
+
+impl std::fmt::Display for Provider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Provider {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Provider::ALL
+            .into_iter()
+            .find(|p| p.as_str() == s)
+            .ok_or_else(|| {
+                format!("unknown provider {s:?}: expected claude, codex, gemini, shell or raw")
+            })
+    }
+}
+
+/// How long a jekt may wait for its pane to go quiet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IdleWait {
+    /// Deliver now.
+    #[default]
+    No,
+    /// Wait, up to the daemon's configured bound.
+    Default,
+    /// Wait at most this many milliseconds.
+    UpToMs(u64),
+}
+
+/// Longest wait a caller may ask for, in seconds.
+pub const MAX_IDLE_WAIT_S: f64 = 600.0;
+
+impl<'de> Deserialize<'de> for IdleWait {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = serde_json::Value::deserialize(d)?;
+        let bad = || {
+            serde::de::Error::custom(format!(
+                "wait_for_idle must be true, false or a number of seconds from 0 to {MAX_IDLE_WAIT_S}"
+            ))
+        };
+        match v {
+            serde_json::Value::Bool(false) | serde_json::Value::Null => Ok(IdleWait::No),
+            serde_json::Value::Bool(true) => Ok(IdleWait::Default),
+            serde_json::Value::Number(n) => match n.as_f64() {
+                Some(s) if (0.0..=MAX_IDLE_WAIT_S).contains(&s) => {
+                    Ok(IdleWait::UpToMs((s * 1000.0) as u64))
+                }
+                _ => Err(bad()),
+            },
+            _ => Err(bad()),
+        }
+    }
+}
+
+impl Serialize for IdleWait {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            IdleWait::No => s.serialize_bool(false),
+            IdleWait::Default => s.serialize_bool(true),
+            IdleWait::UpToMs(ms) => s.serialize_f64(*ms as f64 / 1000.0),
+        }
+    }
+}
+
+/// `POST /agentmux/reactive/inject` (seed 000).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InjectRequest {
+    pub target_agent: AgentId,
+    /// A claimed sender. Ignored in favour of the token's agent when the
+    /// caller holds an agent token (and refused if it names another agent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_agent: Option<AgentId>,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<RequestId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<Priority>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<Tier>,
+    #[serde(default)]
+    pub wait_for_idle: IdleWait,
+    /// How many instances have forwarded this jekt already.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub hops: u32,
+    /// Set by a forwarding instance: how sure it was of the sender.
+    /// Honoured only from a peer's forward token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin_trust: Option<Trust>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// What became of a jekt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InjectOutcome {
+    /// Written into the pane and submitted.
+    Delivered,
+    /// A peer instance on this machine delivered it.
+    Forwarded,
+    /// The relay accepted it; not yet delivered.
+    Queued,
+    /// The agent is known but offline; it will be replayed.
+    Held,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InjectResponse {
+    pub outcome: InjectOutcome,
+    pub msg_id: MessageId,
+    pub target_agent: AgentId,
+    /// The sender as the marker shows it.
+    pub source_agent: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block_id: Option<BlockId>,
+    pub trust: Trust,
+    pub tier: Tier,
+    pub delivery: Delivery,
+    /// Whether the text went in as a bracketed paste.
+    pub bracketed: bool,
+    /// How long delivery waited for the pane to go quiet.
+    pub waited_ms: u64,
+    /// True when this `request_id` was seen before and nothing new was
+    /// written: the response repeats the first delivery.
+    #[serde(default)]
+    pub duplicate: bool,
+}
+
+/// `POST /agentmux/reactive/register` (seed 000).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RegisterRequest {
+    pub agent_id: AgentId,
+    /// Bind the name to this existing pane; without it the agent is
+    /// external (a script or a mailbox-only participant).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block_id: Option<BlockId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tab_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RegisterResponse {
+    pub agent_id: AgentId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block_id: Option<BlockId>,
+    /// The agent's own token (`Authorization: Bearer ...`). Shown once.
+    pub token: String,
+}
+
+/// `POST /agentmux/reactive/unregister` (seed 000).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UnregisterRequest {
+    pub agent_id: AgentId,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UnregisterResponse {
+    pub agent_id: AgentId,
+    pub removed: bool,
+}
+
+/// Where an agent is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AgentState {
+    /// The pane's program has not written anything yet.
+    Starting,
+    /// The pane's program wrote output recently.
+    Running,
+    /// The pane has been quiet for the idle threshold.
+    Idle,
+    /// The pane's program ended.
+    Exited,
+    /// A registered agent with no pane (reachable by mailbox).
+    External,
+    /// Known from an earlier run of the daemon; not registered in this one.
+    /// Jekts to it are held until it comes back.
+    Offline,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AgentInfo {
+    pub agent_id: AgentId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block_id: Option<BlockId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<Provider>,
+    pub state: AgentState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_signal: Option<String>,
+    /// Unix ms of the pane's last output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_activity_ms: Option<i64>,
+    pub registered_at_ms: i64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cols: Option<u16>,
+    /// Whether the pane's program has bracketed paste enabled.
+    #[serde(default)]
+    pub bracketed_paste: bool,
+    /// Bytes the pane's program has written.
+    #[serde(default)]
+    pub output_bytes: u64,
+    /// Of those, bytes the screen parser skipped under a flood.
+    #[serde(default)]
+    pub output_skipped_bytes: u64,
+    /// Jekts waiting in the durable hold for this agent.
+    #[serde(default)]
+    pub held_jekts: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AgentList {
+    pub agents: Vec<AgentInfo>,
+}
+
+/// `POST /v1/agents`: host a program in a new pane.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OpenRequest {
+    pub agent_id: AgentId,
+    /// Defaults to a guess from the command's program name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<Provider>,
+    pub command: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cols: Option<u16>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OpenResponse {
+    pub agent_id: AgentId,
+    pub block_id: BlockId,
+    pub provider: Provider,
+    /// False when the agent was already running: nothing new was started.
+    pub created: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+}
+
+/// `POST /v1/agents/{id}/stop`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct StopRequest {
+    /// Skip the graceful quit and SIGTERM: SIGKILL the pane's processes.
+    #[serde(default)]
+    pub force: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StopResponse {
+    pub agent_id: AgentId,
+    pub block_id: BlockId,
+    pub state: AgentState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_signal: Option<String>,
+    /// Which step ended it: `exited` (already gone), `quit`, `sigterm`,
+    /// `sigkill`.
+    pub stopped_by: String,
+}
+
+/// `POST /v1/agents/{id}/resize`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct ResizeRequest {
+    pub rows: u16,
+    pub cols: u16,
+}
+
+/// `GET /v1/agents/{id}/output?lines=N`: parsed text, oldest line first.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OutputResponse {
+    pub agent_id: AgentId,
+    pub block_id: BlockId,
+    pub lines: Vec<String>,
+}
+
+/// One audit record. Bodies are represented by their length and SHA-256,
+/// never by their text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    pub id: i64,
+    pub ts_ms: i64,
+    /// Resolved identity: `admin`, `agent:<id>`, `anonymous`, ...
+    pub actor: String,
+    /// `jekt`, `open`, `stop`, `register`, `unregister`, `auth`, ...
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// `delivered`, `ok`, `denied`, `not_found`, ...
+    pub outcome: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_len: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_sha256: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuditList {
+    pub entries: Vec<AuditEntry>,
+}
+
+/// Text frames of the attach WebSocket (output and input are binary).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum AttachControl {
+    /// Client → daemon: the attached terminal's size changed.
+    Resize { rows: u16, cols: u16 },
+    /// Daemon → client: the pane's program ended.
+    Exit {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        exit_code: Option<i32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        signal: Option<String>,
+    },
+    /// Daemon → client: the daemon is shutting down.
+    Shutdown,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VersionInfo {
+    pub name: String,
+    pub version: String,
+    pub api: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inject_request_accepts_the_seed_body() {
+        let r: InjectRequest =
+            serde_json::from_str(r#"{"target_agent":"a","source_agent":"b","message":"hi"}"#)
+                .unwrap();
+        assert_eq!(r.wait_for_idle, IdleWait::No);
+        let r: InjectRequest =
+            serde_json::from_str(r#"{"target_agent":"a","message":"hi","wait_for_idle":2.5}"#)
+                .unwrap();
+        assert_eq!(r.wait_for_idle, IdleWait::UpToMs(2500));
+        let err = serde_json::from_str::<InjectRequest>(
+            r#"{"target_agent":"a","message":"hi","wait_for_idle":-1}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("wait_for_idle"), "{err}");
+        let err = serde_json::from_str::<InjectRequest>(r#"{"message":"hi"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("target_agent"), "{err}");
+    }
+
+    #[test]
+    fn providers_are_guessed_from_the_program() {
+        let cmd = |s: &str| vec![s.to_string()];
+        assert_eq!(
+            Provider::guess(&cmd("/usr/local/bin/claude")),
+            Provider::Claude
+        );
+        assert_eq!(Provider::guess(&cmd("codex")), Provider::Codex);
+        assert_eq!(Provider::guess(&cmd("bash")), Provider::Shell);
+        assert_eq!(Provider::guess(&cmd("raw")), Provider::Shell);
+        assert_eq!("gemini".parse::<Provider>().unwrap(), Provider::Gemini);
+        assert!("vim".parse::<Provider>().is_err());
+    }
+}
+
+/// `POST /v1/messages`: leave a message in an agent's mailbox.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SendMessageRequest {
+    pub to: AgentId,
+    pub body: String,
+    /// A claimed sender (instance key only; an agent token sends as itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<AgentId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thread_id: Option<crate::ThreadId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<MessageId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<Priority>,
+    /// Seconds until the message expires (default 7 days, at most 30).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_s: Option<u64>,
+    /// Put a receipt in the sender's mailbox when the recipient acks.
+    #[serde(default)]
+    pub receipt: bool,
+    /// The same id from the same sender stores the message once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<RequestId>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SendMessageResponse {
+    pub id: MessageId,
+    /// Position in the mailbox: read cursors are these numbers.
+    pub seq: i64,
+    pub to: AgentId,
+    pub from: String,
+    /// True when this request id was seen before: nothing new was stored.
+    #[serde(default)]
+    pub duplicate: bool,
+    /// Whether an agent of that name is known to this instance. Mail to an
+    /// unknown name is kept all the same (it may register later).
+    pub recipient_known: bool,
+    pub expires_ms: i64,
+    /// The recipient is not on this instance: the relay holds the message
+    /// for the instance that has it (`seq` is then 0).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub queued: bool,
+}
+
+/// Where a message is in its life, per recipient.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MessageState {
+    /// Stored, not yet seen by a read.
+    Queued,
+    /// Returned by a read (not a peek), not yet acked.
+    Delivered,
+    /// The recipient acknowledged it.
+    Acked,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MessageKind {
+    Message,
+    /// Sent by agentbus to a sender who asked for one, when its message
+    /// was acked.
+    Receipt,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    pub id: MessageId,
+    pub seq: i64,
+    pub from: String,
+    pub to: AgentId,
+    pub trust: Trust,
+    pub kind: MessageKind,
+    pub body: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thread_id: Option<crate::ThreadId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<MessageId>,
+    pub priority: Priority,
+    pub state: MessageState,
+    pub created_ms: i64,
+    pub expires_ms: i64,
+    #[serde(default)]
+    pub receipt_requested: bool,
+}
+
+/// One page of a mailbox, oldest first.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InboxPage {
+    pub agent_id: AgentId,
+    pub messages: Vec<Message>,
+    /// Pass as `after` to read on from here.
+    pub next_cursor: i64,
+    /// More messages wait beyond this page.
+    pub more: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AckRequest {
+    pub ids: Vec<MessageId>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct AckResponse {
+    /// Newly acked.
+    pub acked: Vec<MessageId>,
+    /// Acked before.
+    pub already_acked: Vec<MessageId>,
+    /// No such message in this mailbox (or expired).
+    pub not_found: Vec<MessageId>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SearchResults {
+    pub messages: Vec<Message>,
+}
+
+/// `POST /v1/events`: publish an event.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PublishEventRequest {
+    #[serde(rename = "type")]
+    pub event_type: String,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    #[serde(default)]
+    pub data: serde_json::Value,
+    /// Keep the last `persist` events of this type per scope in history.
+    #[serde(default)]
+    pub persist: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EventHistory {
+    pub events: Vec<crate::event::Event>,
+}
+
+/// A jekt waiting in the durable hold for its agent to come back.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HeldJekt {
+    pub msg_id: MessageId,
+    pub target_agent: AgentId,
+    pub source_agent: String,
+    pub trust: Trust,
+    pub created_ms: i64,
+    pub expires_ms: i64,
+    pub body_len: usize,
+}
+
+/// `POST /agentmux/reactive/poller/config` (seed 000): where the poller
+/// long-polls. Both empty stops it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PollerConfigRequest {
+    #[serde(default)]
+    pub agentmux_url: String,
+    /// The relay token (bearer). Never echoed back.
+    #[serde(default)]
+    pub agentmux_token: String,
+}
+
+/// `GET /agentmux/reactive/poller/status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PollerStatus {
+    pub configured: bool,
+    /// The last poll of the relay succeeded.
+    pub connected: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Whether a token is set (the token itself is never shown).
+    pub token_set: bool,
+    /// The name this instance polls as (its cursor at the relay).
+    pub consumer: String,
+    /// Agents polled for.
+    pub agents: Vec<AgentId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// Unix ms of the last successful poll.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_ok_ms: Option<i64>,
+    /// Seconds until the next attempt after an error (the backoff).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_in_s: Option<f64>,
+}
+
+/// `GET /agentmux/reactive/poller/stats`: counters since the daemon
+/// started.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PollerStats {
+    /// Items the relay handed over.
+    pub received: u64,
+    /// Of those, delivered here (typed in, held for the agent, or left in
+    /// its mailbox).
+    pub delivered: u64,
+    /// Of those, refused for good (audited) and acked so they do not
+    /// come back.
+    pub failed: u64,
+    /// Of those, seen before (a redelivery after a lost ack): not
+    /// delivered again.
+    pub duplicates: u64,
+    /// Jekts and messages this instance handed to the relay.
+    pub sent: u64,
+    pub polls: u64,
+    pub errors: u64,
+}

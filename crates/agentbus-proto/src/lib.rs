@@ -1,0 +1,26 @@
+//! Wire types shared by every agentbus component: validated ids, the jekt
+//! sanitizer and marker, HTTP request/response bodies, and events.
+//!
+//! Nothing here does I/O or depends on an async runtime, so the rules that
+//! keep a terminal safe (what a jekt body may contain, what the marker looks
+//! like) can be tested and fuzzed on their own.
+
+pub mod api;
+pub mod event;
+pub mod ids;
+pub mod jekt;
+pub mod relay;
+
+pub use ids::{AgentId, BlockId, IdError, MessageId, RequestId, ThreadId};
+
+/// Version of the HTTP API under `/v1`. Bumped only on a breaking change.
+pub const API_VERSION: &str = "v1";
+
+/// Milliseconds since the Unix epoch, the one time unit on the wire.
+pub fn now_ms() -> i64 {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,176 @@
+//! The relay's wire protocol.
+//!
+//! - The **seed-002 protocol** (`POST /send`, `GET /recv`, `GET /inbox`,
+//!   `GET /healthz`): plain JSON, existing clients unchanged. Errors are
+//!   `{"error": "<text>"}`.
+//! - The **daemon extension** (`/v1/relay/*`): a daemon sends jekts and
+//!   messages with ids (idempotent), and keeps one long-poll for all its
+//!   agents at once, against a cursor the relay keeps per (consumer,
+//!   agent), which the daemon advances by acking after local delivery.
+
+use crate::ids::{AgentId, MessageId, ThreadId};
+use crate::jekt::{Priority, Tier, Trust};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// The channel of a send or recv that names none.
+pub const DEFAULT_CHANNEL: &str = "default";
+/// Largest `/send` body, in bytes.
+pub const MAX_SEND_BYTES: usize = 65_536;
+
+/// A message as seed-002 `/recv` returns it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SeedMessage {
+    pub ts: f64,
+    pub from: String,
+    pub msg: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecvResponse {
+    pub messages: Vec<SeedMessage>,
+    pub now: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SendResponse {
+    pub ok: bool,
+    pub ts: f64,
+    pub channel: String,
+}
+
+/// The seed's error body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SeedError {
+    pub error: String,
+}
+
+/// What a relayed message is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RelayKind {
+    /// Sent by a seed-002 client with `/send`: the receiving daemon types
+    /// it in as a jekt.
+    Plain,
+    /// A jekt a daemon could not deliver locally.
+    Jekt,
+    /// A mailbox message for an agent elsewhere.
+    Message,
+}
+
+/// `POST /v1/relay/send`: a daemon hands over a jekt or a message.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RelaySend {
+    /// Idempotency: the same id is stored once.
+    pub id: MessageId,
+    pub from: String,
+    pub to: AgentId,
+    pub kind: RelayKind,
+    pub body: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thread_id: Option<ThreadId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<MessageId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<Tier>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<Priority>,
+    /// How sure the sending daemon is of `from`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin_trust: Option<Trust>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RelaySendResponse {
+    pub id: MessageId,
+    pub seq: i64,
+    pub ts: f64,
+    /// This id was stored before; nothing new was stored.
+    #[serde(default)]
+    pub duplicate: bool,
+}
+
+/// `POST /v1/relay/poll`: wait for mail for any of `agents`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RelayPoll {
+    /// Who is polling. With an instance token the token's name is used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consumer: Option<String>,
+    pub agents: Vec<AgentId>,
+    /// Seconds to wait when nothing is pending (at most 30).
+    #[serde(default)]
+    pub wait_s: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<u32>,
+}
+
+/// One relayed item as a daemon receives it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RelayEnvelope {
+    pub id: MessageId,
+    pub seq: i64,
+    pub ts: f64,
+    pub channel: String,
+    pub from: String,
+    pub to: String,
+    pub kind: RelayKind,
+    pub body: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thread_id: Option<ThreadId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<MessageId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<Tier>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<Priority>,
+    /// The relay authenticated the sender: its own agent token, or an
+    /// instance token vouching for a sender it had proven.
+    #[serde(default)]
+    pub sender_verified: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RelayPollResponse {
+    /// The agents with mail in this answer.
+    pub wake: Vec<String>,
+    /// Oldest first per agent.
+    pub messages: Vec<RelayEnvelope>,
+}
+
+/// `POST /v1/relay/ack`: everything up to `seq` for each agent is done.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RelayAck {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consumer: Option<String>,
+    pub acks: BTreeMap<String, i64>,
+}
+
+/// `GET /inbox`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InboxCounts {
+    pub recipients: BTreeMap<String, BTreeMap<String, u64>>,
+    pub now: f64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn float_timestamps_round_trip_exactly() {
+        for ts in [
+            1_795_266_075.123_456_7_f64,
+            f64::from_bits(0x41DA_BCDE_F012_3457),
+            0.1 + 0.2,
+        ] {
+            let m = SeedMessage {
+                ts,
+                from: "a".into(),
+                msg: "b".into(),
+            };
+            let back: SeedMessage =
+                serde_json::from_str(&serde_json::to_string(&m).unwrap()).unwrap();
+            assert_eq!(back.ts.to_bits(), ts.to_bits());
+        }
+    }
+}

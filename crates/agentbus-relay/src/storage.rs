@@ -1,0 +1,158 @@
+//! What the relay needs from its storage, as a trait with two intended
+//! backends: embedded SQLite ([`crate::sqlite`], now) and NATS JetStream
+//! (several relay nodes sharing one stream, later).
+//!
+//! The trait owns the three things that make the seed protocol lossless,
+//! because only the storage can do them right for its topology:
+//! - **timestamps**: every message gets a `ts` strictly greater than every
+//!   earlier one (so greater than every earlier `ts` of its queue);
+//! - **`now` of a fetch**: a value such that any message not returned has
+//!   a `ts` above it — taken atomically with the fetch, so a message
+//!   accepted meanwhile cannot fall behind a client's cursor;
+//! - **wake-ups**: a watch per recipient that bumps when mail for it is
+//!   stored, whichever node stored it.
+
+use agentbus_proto::MessageId;
+use agentbus_proto::relay::{RelayEnvelope, RelayKind};
+use std::collections::BTreeMap;
+use tokio::sync::watch;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("storage error: {0}")]
+    Backend(String),
+}
+
+impl From<agentbus_store::StoreError> for StorageError {
+    fn from(e: agentbus_store::StoreError) -> Self {
+        StorageError::Backend(e.to_string())
+    }
+}
+
+impl From<rusqlite::Error> for StorageError {
+    fn from(e: rusqlite::Error) -> Self {
+        StorageError::Backend(e.to_string())
+    }
+}
+
+pub type Result<T> = std::result::Result<T, StorageError>;
+
+/// A message to store.
+#[derive(Debug, Clone)]
+pub struct Append {
+    pub id: MessageId,
+    pub channel: String,
+    pub to: String,
+    pub from: String,
+    pub body: String,
+    pub kind: RelayKind,
+    /// Extension fields (thread, tier, priority, ...) as stored.
+    pub meta: Meta,
+}
+
+/// Extension fields carried along with a message.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Meta {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thread_id: Option<agentbus_proto::ThreadId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<MessageId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<agentbus_proto::jekt::Tier>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<agentbus_proto::jekt::Priority>,
+    #[serde(default)]
+    pub sender_verified: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Appended {
+    /// Durably stored.
+    Stored { seq: i64, ts: f64 },
+    /// A message with this id was stored before; nothing new was.
+    Duplicate { seq: i64, ts: f64 },
+    /// The queue holds `count` messages, its cap: nothing was stored.
+    QueueFull { count: u64 },
+}
+
+/// The answer to a seed-002 `/recv`.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    /// `ts > since`, oldest first, at most `max`.
+    pub messages: Vec<(f64, String, String)>,
+    /// See the module docs. When the answer was cut at `max`, the `ts` of
+    /// its last message.
+    pub now: f64,
+}
+
+/// Who a token belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenOwner {
+    /// One agent: sends as itself, receives its own queue.
+    Agent(String),
+    /// A daemon: sends for its agents, polls and acks as a consumer.
+    Instance(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct TokenInfo {
+    pub owner: TokenOwner,
+    pub created_ms: i64,
+    pub revoked_ms: Option<i64>,
+}
+
+/// The relay's storage. Implementations are cheap to clone (shared).
+pub trait Storage: Clone + Send + Sync + 'static {
+    /// Stores a message unless its id was seen or its queue is full;
+    /// resolves once it is durable.
+    fn append(&self, m: Append) -> impl Future<Output = Result<Appended>> + Send;
+
+    /// Seed-002 fetch: `channel`/`to` messages with `ts > since`.
+    fn fetch(
+        &self,
+        channel: &str,
+        to: &str,
+        since: f64,
+        max: u32,
+    ) -> impl Future<Output = Result<Fetched>> + Send;
+
+    /// Bumps whenever mail for `to` is stored (any channel).
+    fn watch(&self, to: &str) -> watch::Receiver<u64>;
+
+    /// Messages for `agents` after `consumer`'s cursor for each, oldest
+    /// first per agent, at most `max` in all (default channel).
+    fn poll(
+        &self,
+        consumer: &str,
+        agents: &[String],
+        max: u32,
+    ) -> impl Future<Output = Result<Vec<RelayEnvelope>>> + Send;
+
+    /// Moves `consumer`'s cursor for each agent up to the given seq.
+    fn ack(
+        &self,
+        consumer: &str,
+        acks: BTreeMap<String, i64>,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Message counts per channel and recipient.
+    fn inbox(&self)
+    -> impl Future<Output = Result<BTreeMap<String, BTreeMap<String, u64>>>> + Send;
+
+    /// Messages stored in all.
+    fn stored(&self) -> impl Future<Output = Result<u64>> + Send;
+
+    /// Deletes up to `batch` messages stored before `before_ms`.
+    fn sweep(&self, before_ms: i64, batch: u32) -> impl Future<Output = Result<usize>> + Send;
+
+    /// Tokens: by the SHA-256 of the secret.
+    fn token_owner(&self, digest: &str) -> impl Future<Output = Result<Option<TokenOwner>>> + Send;
+    fn create_token(
+        &self,
+        name: &str,
+        owner: TokenOwner,
+        digest: &str,
+    ) -> impl Future<Output = Result<bool>> + Send;
+    fn revoke_token(&self, name: &str) -> impl Future<Output = Result<bool>> + Send;
+    fn tokens(&self) -> impl Future<Output = Result<Vec<(String, TokenInfo)>>> + Send;
+}

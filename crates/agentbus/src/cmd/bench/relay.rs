@@ -1,0 +1,524 @@
+//! `agentbus bench relay`: load for any server of the seed-002 protocol
+//! (`agentbus relay`, or a peer to compare with): durable sends per
+//! second from keep-alive clients, send → waiting long-poll latency at a
+//! fixed rate, memory per waiting long-poll, whether every waiter is woken
+//! with its own message, and a burst of simultaneous connections.
+//!
+//! Without `--url` it starts `agentbus relay` from this binary on a temp
+//! database. Memory needs the server's pid: known for a relay it started,
+//! `--pid` otherwise.
+
+use super::{median, percentile, sorted};
+use crate::cmd::bus::{Bus, DEFAULT_UA};
+use anyhow::{Context, bail};
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[derive(clap::Args, Debug)]
+pub struct RelayBenchArgs {
+    /// Server to measure [default: start `agentbus relay` on a temp database]
+    #[arg(long)]
+    pub url: Option<String>,
+    /// Its process id, for memory figures (known when the bench starts it)
+    #[arg(long)]
+    pub pid: Option<u32>,
+    /// Concurrent keep-alive senders
+    #[arg(long, default_value_t = 16)]
+    pub clients: usize,
+    /// Seconds of each send run and of the latency run
+    #[arg(long, default_value_t = 5)]
+    pub duration: u64,
+    /// Send runs (the median is shown)
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    /// Messages per second during the latency run
+    #[arg(long, default_value_t = 1000)]
+    pub rate: u64,
+    /// Waiting long-polls to hold, one memory figure each
+    #[arg(long, value_delimiter = ',', default_values_t = [1000, 10000])]
+    pub waiters: Vec<usize>,
+    /// Simultaneous new connections in the burst
+    #[arg(long, default_value_t = 1000)]
+    pub burst: usize,
+}
+
+/// A relay started for the bench.
+struct OwnRelay {
+    child: Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl OwnRelay {
+    fn start() -> anyhow::Result<OwnRelay> {
+        let dir = tempfile::tempdir()?;
+        let mut child = std::process::Command::new(std::env::current_exe()?)
+            .arg("relay")
+            .arg("--db")
+            .arg(dir.path().join("relay.db"))
+            .args(["--listen", "127.0.0.1:0", "--recv-wait-s", "60"])
+            .env("AGENTBUS_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("failed to start a relay")?;
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().context("no stdout")?).read_line(&mut line)?;
+        if line.trim().is_empty() {
+            bail!("the relay printed no URL");
+        }
+        Ok(OwnRelay {
+            child,
+            url: line.trim().to_string(),
+            _dir: dir,
+        })
+    }
+}
+
+impl Drop for OwnRelay {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn rss_kb(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// A tag no earlier run used, so names and cursors start empty.
+fn run_tag() -> String {
+    format!(
+        "{:x}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+            & 0xffff_ffff
+    )
+}
+
+const BODY: &str = "build 812 finished: 1,204 tests passed, 0 failed; artifacts at /srv/ci/812";
+
+/// A lean keep-alive HTTP/1.1 client for the load itself, so the load
+/// generator takes little of the CPU it shares with the server. It
+/// reconnects when a server closes (an HTTP/1.0 server closes after each
+/// answer).
+struct RawClient {
+    addr: String,
+    host: String,
+    stream: Option<tokio::net::TcpStream>,
+    buf: Vec<u8>,
+}
+
+impl RawClient {
+    fn new(url: &str) -> anyhow::Result<RawClient> {
+        let (addr, host) = host_of(url)?;
+        Ok(RawClient {
+            addr,
+            host,
+            stream: None,
+            buf: Vec::with_capacity(4096),
+        })
+    }
+
+    /// POSTs a JSON body; the status.
+    async fn post(&mut self, path: &str, body: &[u8]) -> anyhow::Result<u16> {
+        for attempt in 0..2 {
+            if self.stream.is_none() {
+                let s = tokio::net::TcpStream::connect(&self.addr).await?;
+                s.set_nodelay(true)?;
+                self.stream = Some(s);
+                self.buf.clear();
+            }
+            match self.exchange(path, body).await {
+                Ok(status) => return Ok(status),
+                // A kept-alive connection the server had closed: once more.
+                Err(e) if attempt == 0 => {
+                    self.stream = None;
+                    tracing::debug!(error = %e, "reconnecting");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        bail!("unreachable")
+    }
+
+    async fn exchange(&mut self, path: &str, body: &[u8]) -> anyhow::Result<u16> {
+        let stream = self.stream.as_mut().context("not connected")?;
+        let mut req = format!(
+            "POST {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: {DEFAULT_UA}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            self.host,
+            body.len()
+        )
+        .into_bytes();
+        req.extend_from_slice(body);
+        stream.write_all(&req).await?;
+        loop {
+            if let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&self.buf[..end]).to_lowercase();
+                let status: u16 = head
+                    .get(9..12)
+                    .and_then(|s| s.parse().ok())
+                    .context("no status in the answer")?;
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                let close = head.starts_with("http/1.0") || head.contains("connection: close");
+                while self.buf.len() < end + 4 + len {
+                    if stream.read_buf(&mut self.buf).await? == 0 {
+                        bail!("the server closed mid-answer");
+                    }
+                }
+                self.buf.drain(..end + 4 + len);
+                if close {
+                    self.stream = None;
+                }
+                return Ok(status);
+            }
+            if stream.read_buf(&mut self.buf).await? == 0 {
+                bail!("the server closed the connection");
+            }
+        }
+    }
+}
+
+/// The seed `/send` body.
+fn send_body(to: &str, msg: &str) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({"from": "bench", "to": to, "msg": msg}))
+        .unwrap_or_default()
+}
+
+/// Sends per second over `secs` from `clients` keep-alive senders.
+async fn sends_per_s(url: &str, clients: usize, secs: u64) -> anyhow::Result<f64> {
+    let tag = run_tag();
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..clients)
+        .map(|c| {
+            let (stop, done, tag) = (stop.clone(), done.clone(), tag.clone());
+            let client = RawClient::new(url);
+            tokio::spawn(async move {
+                let mut client = client?;
+                let mut i = 0usize;
+                while !stop.load(Ordering::Relaxed) {
+                    let to = format!("s{tag}-{}", (c * 7 + i) % 100);
+                    let status = client.post("/send", &send_body(&to, BODY)).await?;
+                    if status != 200 {
+                        bail!("a send was answered {status}");
+                    }
+                    done.fetch_add(1, Ordering::Relaxed);
+                    i += 1;
+                }
+                Ok::<_, anyhow::Error>(())
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await??;
+    }
+    Ok(done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Send → long-poll latencies (ms) at `rate` messages per second for
+/// `secs`, over 50 waiting recipients.
+async fn latencies(url: &str, rate: u64, secs: u64) -> anyhow::Result<Vec<f64>> {
+    const RECIPIENTS: usize = 50;
+    let bus = Bus::new(url, DEFAULT_UA, None)?;
+    let tag = run_tag();
+    let sent_at: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let got: Arc<Mutex<Vec<f64>>> = Arc::default();
+    let total = (rate * secs) as usize;
+    let received = Arc::new(AtomicUsize::new(0));
+    let receivers: Vec<_> = (0..RECIPIENTS)
+        .map(|r| {
+            let (bus, sent_at, got, received) =
+                (bus.clone(), sent_at.clone(), got.clone(), received.clone());
+            let name = format!("l{tag}-{r}");
+            tokio::spawn(async move {
+                let mut since = 0.0f64;
+                while received.load(Ordering::Relaxed) < total {
+                    let Ok(resp) = bus.recv(&name, since, true, None).await else {
+                        continue;
+                    };
+                    let now = Instant::now();
+                    for m in &resp.messages {
+                        since = since.max(m.ts);
+                        if let Some(at) = sent_at.lock().ok().and_then(|s| s.get(&m.msg).copied())
+                            && let Ok(mut g) = got.lock()
+                        {
+                            g.push(now.duration_since(at).as_secs_f64() * 1000.0);
+                        }
+                        received.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    // Let every receiver's first poll reach the server.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let gap = Duration::from_secs_f64(1.0 / rate as f64);
+    let t0 = tokio::time::Instant::now();
+    let mut sends = Vec::with_capacity(total);
+    for i in 0..total {
+        tokio::time::sleep_until(t0 + gap * i as u32).await;
+        let (bus, sent_at) = (bus.clone(), sent_at.clone());
+        let to = format!("l{tag}-{}", i % RECIPIENTS);
+        sends.push(tokio::spawn(async move {
+            let msg = format!("{i} {BODY}");
+            if let Ok(mut s) = sent_at.lock() {
+                s.insert(msg.clone(), Instant::now());
+            }
+            bus.send("bench", &to, &msg, None).await
+        }));
+    }
+    for s in sends {
+        s.await??;
+    }
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while received.load(Ordering::Relaxed) < total && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for r in receivers {
+        r.abort();
+    }
+    let n = received.load(Ordering::Relaxed);
+    if n < total {
+        bail!("only {n} of {total} messages reached their long-polls");
+    }
+    Ok(sorted(got.lock().map(|g| g.clone()).unwrap_or_default()))
+}
+
+/// One HTTP/1.1 GET on a fresh connection; the response body.
+async fn raw_get(addr: &str, host: &str, path: &str) -> anyhow::Result<Vec<u8>> {
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: {DEFAULT_UA}\r\nConnection: close\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await?;
+    let split = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .context("no HTTP header in the answer")?;
+    let head = String::from_utf8_lossy(&buf[..split]).to_lowercase();
+    if !head.starts_with("http/1.1 200") && !head.starts_with("http/1.0 200") {
+        bail!("answered {}", head.lines().next().unwrap_or(""));
+    }
+    Ok(buf[split + 4..].to_vec())
+}
+
+/// `host:port` of a URL: where to connect, and the Host header.
+fn host_of(url: &str) -> anyhow::Result<(String, String)> {
+    let u = url::Url::parse(url).context("bad URL")?;
+    let host = u.host_str().context("no host in the URL")?;
+    let port = u.port_or_known_default().context("no port")?;
+    let hp = format!("{host}:{port}");
+    Ok((hp.clone(), hp))
+}
+
+/// Holds `n` long-polls, measures the server's memory while they wait,
+/// then wakes each with its own message. Returns (KB per waiter if the
+/// pid is known, how many got exactly their message).
+async fn waiters(url: &str, pid: Option<u32>, n: usize) -> anyhow::Result<(Option<f64>, usize)> {
+    let (addr, host) = host_of(url)?;
+    let tag = run_tag();
+    let bus = Bus::new(url, DEFAULT_UA, None)?;
+    let before = pid.and_then(rss_kb);
+    let mut held = Vec::with_capacity(n);
+    for i in 0..n {
+        let (addr, host) = (addr.clone(), host.clone());
+        let path = format!("/recv?to=w{tag}-{i}&block=true");
+        held.push(tokio::spawn(
+            async move { raw_get(&addr, &host, &path).await },
+        ));
+        // Connect in waves, as clients would arrive, not one SYN flood.
+        if i % 500 == 499 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    // Let the last requests arrive and settle.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let during = pid.and_then(rss_kb);
+    let per = match (before, during) {
+        (Some(b), Some(d)) => Some(d.saturating_sub(b) as f64 / n as f64),
+        _ => None,
+    };
+    let sender = Arc::new(tokio::sync::Semaphore::new(16));
+    let mut sends = Vec::with_capacity(n);
+    for i in 0..n {
+        let (bus, sender, to) = (bus.clone(), sender.clone(), format!("w{tag}-{i}"));
+        sends.push(tokio::spawn(async move {
+            let _slot = sender.acquire().await;
+            bus.send("bench", &to, &format!("for waiter {i}"), None)
+                .await
+        }));
+    }
+    for s in sends {
+        s.await??;
+    }
+    let mut right = 0;
+    for (i, h) in held.into_iter().enumerate() {
+        let Ok(Ok(body)) = h.await else { continue };
+        let Ok(resp) = serde_json::from_slice::<agentbus_proto::relay::RecvResponse>(&body) else {
+            continue;
+        };
+        if resp.messages.len() == 1 && resp.messages[0].msg == format!("for waiter {i}") {
+            right += 1;
+        }
+    }
+    Ok((per, right))
+}
+
+/// `n` simultaneous new connections asking `/recv` (not blocking): how
+/// many are answered.
+async fn burst(url: &str, n: usize) -> anyhow::Result<usize> {
+    let (addr, host) = host_of(url)?;
+    let gate = Arc::new(tokio::sync::Barrier::new(n));
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let (addr, host, gate) = (addr.clone(), host.clone(), gate.clone());
+            tokio::spawn(async move {
+                gate.wait().await;
+                raw_get(&addr, &host, &format!("/recv?to=burst-{i}"))
+                    .await
+                    .is_ok()
+            })
+        })
+        .collect();
+    let mut ok = 0;
+    for t in tasks {
+        if t.await.unwrap_or(false) {
+            ok += 1;
+        }
+    }
+    Ok(ok)
+}
+
+fn thousands(v: f64) -> String {
+    let n = v.round() as u64;
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+pub async fn run(args: RelayBenchArgs) -> anyhow::Result<()> {
+    crate::cmd::relay::raise_fd_limit();
+    let own = match &args.url {
+        Some(_) => None,
+        None => Some(OwnRelay::start()?),
+    };
+    let url = match (&args.url, &own) {
+        (Some(u), _) => u.trim_end_matches('/').to_string(),
+        (None, Some(o)) => o.url.clone(),
+        (None, None) => bail!("no relay to measure"),
+    };
+    let pid = args.pid.or(own.as_ref().map(|o| o.child.id()));
+    let who = if own.is_some() {
+        "agentbus relay started by the bench (SQLite, durable)"
+    } else {
+        "the given server"
+    };
+    println!("relay benchmark: {url} ({who})\n");
+    let mut rows: Vec<[String; 3]> = Vec::new();
+
+    let mut runs = Vec::new();
+    for _ in 0..args.runs.max(1) {
+        runs.push(sends_per_s(&url, args.clients.max(1), args.duration.max(1)).await?);
+    }
+    let spread: Vec<String> = sorted(runs.clone()).iter().map(|r| thousands(*r)).collect();
+    rows.push([
+        format!(
+            "sends/s, {} keep-alive clients (median of {} runs of {} s)",
+            args.clients,
+            runs.len(),
+            args.duration
+        ),
+        format!("{} (runs: {})", thousands(median(runs)), spread.join(", ")),
+        "≥ 20,000".into(),
+    ]);
+
+    let lat = latencies(&url, args.rate.max(1), args.duration.max(1)).await?;
+    rows.push([
+        format!(
+            "send → waiting long-poll, at {} msg/s: p50 / p99",
+            args.rate
+        ),
+        format!(
+            "{:.2} / {:.2} ms ({} messages)",
+            percentile(&lat, 0.5),
+            percentile(&lat, 0.99),
+            lat.len()
+        ),
+        "p99 ≤ 2 ms".into(),
+    ]);
+
+    for n in &args.waiters {
+        let (per, right) = waiters(&url, pid, *n).await?;
+        rows.push([
+            format!(
+                "RSS per waiting long-poll, {} waiters",
+                thousands(*n as f64)
+            ),
+            per.map_or_else(|| "n/a (pass --pid)".into(), |kb| format!("{kb:.2} KB")),
+            "≤ 5 KB".into(),
+        ]);
+        rows.push([
+            "  woken with exactly their own message".into(),
+            format!("{} / {}", thousands(right as f64), thousands(*n as f64)),
+            "all".into(),
+        ]);
+    }
+
+    let answered = burst(&url, args.burst.max(1)).await?;
+    rows.push([
+        format!("burst of {} simultaneous connections answered", args.burst),
+        format!(
+            "{} / {}",
+            thousands(answered as f64),
+            thousands(args.burst as f64)
+        ),
+        "all".into(),
+    ]);
+    if let Some(p) = pid
+        && let Some(kb) = rss_kb(p)
+    {
+        rows.push([
+            "server RSS at the end".into(),
+            format!("{:.1} MB", kb as f64 / 1024.0),
+            String::new(),
+        ]);
+    }
+
+    let w0 = rows.iter().map(|r| r[0].chars().count()).max().unwrap_or(0);
+    let w1 = rows.iter().map(|r| r[1].chars().count()).max().unwrap_or(0);
+    println!("| {:w0$} | {:w1$} | target |", "what", "result");
+    println!("|{}|{}|--------|", "-".repeat(w0 + 2), "-".repeat(w1 + 2));
+    for r in rows {
+        println!("| {:w0$} | {:w1$} | {} |", r[0], r[1], r[2]);
+    }
+    Ok(())
+}

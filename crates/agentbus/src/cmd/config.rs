@@ -1,0 +1,37 @@
+//! `agentbus config show`: the configuration a daemon started here would
+//! use (file, then environment, then flags).
+
+use agentbus_daemon::config::{Config, Overrides};
+use clap::{Args, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Args, Debug)]
+pub struct ConfigArgs {
+    #[command(subcommand)]
+    pub command: ConfigCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigCommand {
+    /// Print the effective configuration as TOML
+    Show {
+        /// Config file to read [env: AGENTBUS_CONFIG]
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+}
+
+pub fn run(args: ConfigArgs, data_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    match args.command {
+        ConfigCommand::Show { config } => {
+            let c = Config::load(&Overrides {
+                config_file: config,
+                data_dir,
+                ..Default::default()
+            })?;
+            print!("{}", c.to_toml());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,182 @@
+//! `agentbus relay`: run the cross-machine relay, and manage its tokens.
+
+use super::agents::print_table;
+use agentbus_relay::storage::{Storage, TokenOwner};
+use agentbus_relay::{AuthMode, Relay, RelayConfig, SqliteStorage, new_token, token_digest};
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Args, Debug)]
+pub struct RelayArgs {
+    #[command(subcommand)]
+    pub command: Option<RelayCommand>,
+    /// Address to listen on
+    #[arg(long, default_value = "127.0.0.1:8787", value_name = "ADDR")]
+    pub listen: String,
+    /// Database file [default: <data dir>/relay.db]
+    #[arg(long, global = true, value_name = "PATH")]
+    pub db: Option<PathBuf>,
+    /// No tokens: the bare seed-002 protocol (loopback only; the default there)
+    #[arg(long, conflicts_with = "auth")]
+    pub open: bool,
+    /// Require bearer tokens (the default off loopback)
+    #[arg(long)]
+    pub auth: bool,
+    /// Delete messages older than this many days
+    #[arg(long, default_value_t = 7, value_name = "DAYS")]
+    pub retention_days: u64,
+    /// Most messages one (channel, recipient) queue may hold
+    #[arg(long, default_value_t = 100_000, value_name = "N")]
+    pub queue_cap: u64,
+    /// How long a `recv?block=true` waits for mail (seed clients give up at 35)
+    #[arg(long, default_value_t = 30, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=60))]
+    pub recv_wait_s: u64,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RelayCommand {
+    /// Manage the relay's bearer tokens (the relay may be running)
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokenCommand {
+    /// Make a token; prints it once
+    Create {
+        /// For one agent: it sends as itself and receives its own messages
+        #[arg(
+            long,
+            value_name = "NAME",
+            conflicts_with = "instance",
+            required_unless_present = "instance"
+        )]
+        agent: Option<String>,
+        /// For a daemon: it sends for its agents and polls for them
+        #[arg(long, value_name = "NAME")]
+        instance: Option<String>,
+    },
+    /// List tokens (never their secrets)
+    List,
+    /// Revoke a token by name (agent:<name> or instance:<name>)
+    Revoke { name: String },
+}
+
+fn db_path(args: &RelayArgs, data_dir: Option<&Path>) -> PathBuf {
+    args.db
+        .clone()
+        .unwrap_or_else(|| crate::client::data_dir(data_dir).join("relay.db"))
+}
+
+pub async fn run(args: RelayArgs, data_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let db = db_path(&args, data_dir.as_deref());
+    if let Some(RelayCommand::Token { command }) = args.command {
+        return token(&db, command).await;
+    }
+    let config = RelayConfig {
+        listen: args.listen,
+        db,
+        mode: match (args.open, args.auth) {
+            (true, _) => Some(AuthMode::Open),
+            (_, true) => Some(AuthMode::Auth),
+            _ => None,
+        },
+        retention: Duration::from_secs(args.retention_days.max(1) * 86_400),
+        queue_cap: args.queue_cap.max(1),
+        recv_wait: Duration::from_secs(args.recv_wait_s),
+    };
+    let shutdown = agentbus_daemon::instance::shutdown_signal(|| {})
+        .context("failed to listen for signals")?;
+    raise_fd_limit();
+    let relay = Relay::start(config).await?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}", relay.url())?;
+    out.flush()?;
+    drop(out);
+    tracing::info!(url = relay.url(), mode = ?relay.mode(), "agentbus relay ready");
+    relay.serve(shutdown).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn token(db: &Path, command: TokenCommand) -> anyhow::Result<ExitCode> {
+    if !db.exists() && !matches!(command, TokenCommand::Create { .. }) {
+        bail!("no relay database at {} (pass --db)", db.display());
+    }
+    if let Some(dir) = db.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let storage = SqliteStorage::open(db, u64::MAX).context("failed to open the relay database")?;
+    let code = match command {
+        TokenCommand::Create { agent, instance } => {
+            let (name, owner) = match (agent, instance) {
+                (Some(a), _) => (format!("agent:{a}"), TokenOwner::Agent(a)),
+                (None, Some(i)) => (format!("instance:{i}"), TokenOwner::Instance(i)),
+                (None, None) => bail!("say --agent NAME or --instance NAME"),
+            };
+            let secret = new_token();
+            if !storage
+                .create_token(&name, owner, &token_digest(&secret))
+                .await?
+            {
+                bail!(
+                    "{name} already has a token; revoke it first (agentbus relay token revoke {name})"
+                );
+            }
+            println!("{secret}");
+            eprintln!("token {name} created; the line above is the secret, shown once");
+            ExitCode::SUCCESS
+        }
+        TokenCommand::List => {
+            let rows: Vec<[String; 3]> = storage
+                .tokens()
+                .await?
+                .into_iter()
+                .map(|(name, info)| {
+                    [
+                        name,
+                        match info.owner {
+                            TokenOwner::Agent(_) => "agent".into(),
+                            TokenOwner::Instance(_) => "instance".into(),
+                        },
+                        if info.revoked_ms.is_some() {
+                            "revoked".into()
+                        } else {
+                            "active".into()
+                        },
+                    ]
+                })
+                .collect();
+            print_table(&["NAME", "KIND", "STATE"], &rows);
+            ExitCode::SUCCESS
+        }
+        TokenCommand::Revoke { name } => {
+            if storage.revoke_token(&name).await? {
+                println!("revoked {name}");
+                ExitCode::SUCCESS
+            } else {
+                eprintln!("error: no active token named {name}");
+                ExitCode::FAILURE
+            }
+        }
+    };
+    storage.close();
+    Ok(code)
+}
+
+/// Raises the open-files limit to the hard limit: every waiting long-poll
+/// is a socket, and ten thousand of them must fit.
+pub fn raise_fd_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < hard
+        && let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard)
+    {
+        tracing::warn!(error = %e, soft, hard, "could not raise the open-files limit");
+    }
+}
