@@ -40,10 +40,13 @@ fn print_status(s: &PollerStatus) {
         Some(url) => {
             let state = if s.connected {
                 "connected"
+            } else if s.agents.is_empty() && s.last_error.is_none() {
+                // Nothing to poll for: no long-poll is open, by design.
+                "idle (no agents here to poll for)"
             } else {
                 "not connected"
             };
-            println!("poller: {state} to {url} as {}", s.consumer);
+            println!("poller: {state}, relay {url}, consumer {}", s.consumer);
             println!(
                 "token: {}",
                 if s.token_set {
