@@ -10,7 +10,8 @@ run:
 - messages kept in memory, in one list behind a lock;
 - a blocking /recv checks for mail every 0.5 s, for up to 30 s;
 - `now` is read after the fetch (the race relay.md describes);
-- the listen backlog is Python's default of 5.
+- the listen backlog is Python's default of 5;
+- HTTP/1.0 (the standard library's default): one request per connection.
 
 Usage: python3 scripts/seed002_peer.py [--host 127.0.0.1] [--port 8080]
 It prints `http://HOST:PORT pid=PID` once it listens.
@@ -37,8 +38,6 @@ def fetch(to, channel, since, limit):
 
 
 class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
     def log_message(self, *args):
         pass
 
