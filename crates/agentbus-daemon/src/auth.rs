@@ -43,8 +43,12 @@ pub enum Identity {
     Relay,
 }
 
-/// The one route a forward token opens.
-pub const FORWARD_ROUTE: (&str, &str) = ("POST", "/agentmux/reactive/inject");
+/// The routes a forward token opens: a jekt, and mail, for an agent of
+/// this instance.
+pub const FORWARD_ROUTES: [(&str, &str); 2] = [
+    ("POST", "/agentmux/reactive/inject"),
+    ("POST", "/v1/messages"),
+];
 
 /// Sender name used when the instance key sends without naming one.
 pub const DEFAULT_ADMIN_SENDER: &str = "user";
@@ -192,15 +196,17 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
         Some(c) => state.auth().identify(c).ok_or("invalid credential"),
     };
     let forward_elsewhere = matches!(identity, Ok(Identity::Peer))
-        && (req.method().as_str(), req.uri().path()) != FORWARD_ROUTE;
+        && !FORWARD_ROUTES.contains(&(req.method().as_str(), req.uri().path()));
     match identity {
         Ok(_) if forward_elsewhere => {
             let target = format!("{} {}", req.method(), truncate(req.uri().path(), 200));
             state
                 .audit_refusal("peer", &target, "forbidden", "forward token")
                 .await;
-            ApiError::forbidden("a forward token opens only POST /agentmux/reactive/inject")
-                .into_response()
+            ApiError::forbidden(
+                "a forward token opens only POST /agentmux/reactive/inject and POST /v1/messages",
+            )
+            .into_response()
         }
         Ok(id) => {
             req.extensions_mut().insert(id);

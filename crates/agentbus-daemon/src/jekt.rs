@@ -563,38 +563,20 @@ async fn forward(
         IdleWait::Default => config.jekt.idle_max_wait_ms,
         IdleWait::UpToMs(ms) => ms,
     };
-    let sent = state
-        .http()
-        .post(format!("{}/agentmux/reactive/inject", entry.local_url))
-        .bearer_auth(&entry.forward_token)
-        .json(&body)
-        .timeout(Duration::from_millis(15_000 + waits))
-        .send()
-        .await;
-    let resp = match sent {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::info!(agent = %agent, peer = %entry.local_url, error = %e, "peer unreachable");
-            registry.evict(&entry);
-            return Ok(None);
-        }
-    };
-    let status = resp.status();
-    let bytes = resp.bytes().await.unwrap_or_default();
-    if status == StatusCode::UNAUTHORIZED || status == StatusCode::NOT_FOUND {
-        // A restarted peer (new token) or one that no longer has the agent.
-        registry.evict(&entry);
+    let Some((status, bytes)) = registry
+        .post_to_peer(
+            state.http(),
+            &entry,
+            "/agentmux/reactive/inject",
+            &body,
+            Duration::from_millis(15_000 + waits),
+        )
+        .await
+    else {
         return Ok(None);
-    }
+    };
     if !status.is_success() {
-        let (code, message) = match serde_json::from_slice::<agentbus_proto::api::ErrorBody>(&bytes)
-        {
-            Ok(b) => (b.error.code, b.error.message),
-            Err(_) => (
-                "peer_error".into(),
-                String::from_utf8_lossy(&bytes).into_owned(),
-            ),
-        };
+        let (code, message) = crate::registry::peer_error(&bytes);
         let e = ApiError::new(
             status,
             peer_code(&code),

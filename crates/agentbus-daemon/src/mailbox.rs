@@ -137,10 +137,14 @@ pub async fn send(
             .await;
         e
     };
-    let (from, trust) = match caller.sender(req.from.as_ref()) {
+    let (from, mut trust) = match caller.sender(req.from.as_ref()) {
         Ok(s) => s,
         Err(e) => return Err(refuse("forbidden", e).await),
     };
+    // A peer vouches for the sender: proven there is channel-verified here.
+    if *caller == Identity::Peer && req.origin_trust.is_some_and(|t| t.is_proven()) {
+        trust = agentbus_proto::jekt::Trust::ChannelVerified;
+    }
     if req.body.trim().is_empty() {
         return Err(ApiError::bad_request(
             "invalid_request",
@@ -174,7 +178,18 @@ pub async fn send(
     }
     let now = now_ms();
     let recipient_known = state.agents().get(&req.to).is_some();
+    if !recipient_known && *caller == Identity::Peer {
+        // The registry sent it here, but the agent is not here (any more):
+        // the forwarding instance evicts the entry and goes on.
+        return Err(ApiError::not_found(
+            "agent_not_found",
+            format!("agent not found: {} (not on this instance)", req.to),
+        ));
+    }
     if !recipient_known {
+        if let Some(resp) = to_peer(state, &from, trust, &req).await? {
+            return Ok(resp);
+        }
         match to_relay(state, caller, &from, trust, &req).await {
             Ok(Some(resp)) => return Ok((StatusCode::ACCEPTED, resp)),
             Ok(None) => {}
@@ -206,6 +221,7 @@ pub async fn send(
         recipient_known,
         expires_ms,
         queued: false,
+        forwarded: false,
     };
     match store(state, caller, msg).await? {
         SendOutcome::Stored { seq } => Ok((StatusCode::CREATED, response(stored_id, seq, false))),
@@ -313,7 +329,61 @@ async fn to_relay(
         expires_ms: (sent.ts * 1000.0) as i64
             + (state.config().mailbox.default_ttl_s as i64) * 1000,
         queued: true,
+        forwarded: false,
     }))
+}
+
+/// Hands a message for an agent that another instance of this machine
+/// hosts (the shared registry says which) to that instance. `Ok(None)`:
+/// no live peer has it (a stale entry is evicted); go on to the relay.
+async fn to_peer(
+    state: &AppState,
+    from: &str,
+    trust: agentbus_proto::jekt::Trust,
+    req: &SendMessageRequest,
+) -> Result<Option<(StatusCode, SendMessageResponse)>, ApiError> {
+    let Some(registry) = state.registry() else {
+        return Ok(None);
+    };
+    let Some(entry) = registry.lookup(&req.to) else {
+        return Ok(None);
+    };
+    let body = SendMessageRequest {
+        from: AgentId::parse(from).ok(),
+        origin_trust: Some(trust),
+        ..req.clone()
+    };
+    let Some((status, bytes)) = registry
+        .post_to_peer(
+            state.http(),
+            &entry,
+            "/v1/messages",
+            &body,
+            Duration::from_secs(15),
+        )
+        .await
+    else {
+        return Ok(None);
+    };
+    if status.is_success()
+        && let Ok(mut r) = serde_json::from_slice::<SendMessageResponse>(&bytes)
+    {
+        r.forwarded = true;
+        return Ok(Some((status, r)));
+    }
+    let (code, message) = crate::registry::peer_error(&bytes);
+    Err(ApiError::new(
+        if status.is_success() {
+            StatusCode::BAD_GATEWAY
+        } else {
+            status
+        },
+        "peer_refused",
+        format!(
+            "the instance hosting {} refused the message ({code}): {message}",
+            req.to
+        ),
+    ))
 }
 
 /// Leaves a message the relay handed over in its recipient's mailbox,

@@ -17,6 +17,18 @@ use agentbus_proto::{AgentId, BlockId, now_ms};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
+/// The error code and message of a peer's error answer (its body as
+/// text when it is not an agentbus error).
+pub fn peer_error(body: &[u8]) -> (String, String) {
+    match serde_json::from_slice::<agentbus_proto::api::ErrorBody>(body) {
+        Ok(b) => (b.error.code, b.error.message),
+        Err(_) => (
+            "peer_error".into(),
+            String::from_utf8_lossy(body).into_owned(),
+        ),
+    }
+}
+
 /// An entry older than this is stale.
 pub const STALE_MS: i64 = 4 * 3600 * 1000;
 
@@ -162,6 +174,42 @@ impl Registry {
             tracing::info!(agent = %e.agent_id, url = %e.local_url, "evicting a stale registry entry");
             let _ = std::fs::remove_file(path);
         }
+    }
+
+    /// POSTs `body` to `path` on the instance of `entry`, with its
+    /// forward token. `None` when that instance is gone for this agent
+    /// (unreachable, restarted with a new token, or without the agent):
+    /// the entry is evicted and the caller goes on to its next tier.
+    pub async fn post_to_peer(
+        &self,
+        http: &reqwest::Client,
+        entry: &Entry,
+        path: &str,
+        body: &impl Serialize,
+        timeout: std::time::Duration,
+    ) -> Option<(reqwest::StatusCode, bytes::Bytes)> {
+        let sent = http
+            .post(format!("{}{path}", entry.local_url))
+            .bearer_auth(&entry.forward_token)
+            .json(body)
+            .timeout(timeout)
+            .send()
+            .await;
+        let resp = match sent {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::info!(agent = %entry.agent_id, peer = %entry.local_url, error = %e, "peer unreachable");
+                self.evict(entry);
+                return None;
+            }
+        };
+        let status = resp.status();
+        let bytes = resp.bytes().await.unwrap_or_default();
+        if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::NOT_FOUND {
+            self.evict(entry);
+            return None;
+        }
+        Some((status, bytes))
     }
 
     /// Deletes stale entries, entries of dead instances and unreadable

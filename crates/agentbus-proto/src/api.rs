@@ -479,6 +479,10 @@ pub struct SendMessageRequest {
     /// The same id from the same sender stores the message once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<RequestId>,
+    /// Set by a peer instance forwarding the message: how sure it is of
+    /// the sender. Ignored from anyone else.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin_trust: Option<Trust>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -499,6 +503,10 @@ pub struct SendMessageResponse {
     /// for the instance that has it (`seq` is then 0).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub queued: bool,
+    /// The recipient lives on another instance of this machine, which
+    /// stored the message (`seq` is its mailbox's).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub forwarded: bool,
 }
 
 /// Where a message is in its life, per recipient.

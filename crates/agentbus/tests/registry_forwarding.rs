@@ -3,7 +3,8 @@
 //! forward token of its registry entry (which opens nothing else); the
 //! marker says DELIVERY=channel, and TRUST=channel-verified when the
 //! forwarding instance proved the sender; a dead peer's entry is evicted
-//! and the jekt falls through to the next tier.
+//! and the jekt falls through to the next tier. Mail for an agent of the
+//! other instance is stored in that instance's mailbox the same way.
 
 mod common;
 use common::{Cred, Daemon};
@@ -81,7 +82,8 @@ async fn a_jekt_reaches_a_pane_on_a_peer_instance() {
     for (m, p) in [
         ("GET", "/v1/agents"),
         ("GET", "/agentmux/reactive/agents"),
-        ("POST", "/v1/messages"),
+        ("GET", "/v1/inbox/bob"),
+        ("POST", "/v1/messages/ack"),
         ("GET", "/v1/audit"),
     ] {
         assert_eq!(b.send(m, p, &fwd).await.0, 403, "{m} {p}");
@@ -144,6 +146,51 @@ async fn a_dead_peer_is_evicted_and_the_jekt_falls_through() {
     b.kill9();
     let (s, _) = a.jekt("carol", "anyone?", &Cred::Key).await;
     assert_eq!(s, 404);
+}
+
+#[tokio::test]
+async fn mail_for_an_agent_of_a_peer_is_stored_there() {
+    let (reg, a, mut b) = pair();
+    b.open_sink("bob", "claude", true).await;
+    let (s, r) = a.msg("bob", "mail across instances", &Cred::Key).await;
+    assert_eq!((s, &r["forwarded"]), (201, &serde_json::json!(true)), "{r}");
+    let (_, page) = b.inbox("bob", "peek=true", &Cred::Key).await;
+    assert_eq!(Daemon::ids(&page), vec![r["id"].as_str().unwrap()]);
+    assert_eq!(page["messages"][0]["trust"], "self-declared", "{page}");
+    let (_, page) = a.inbox("bob", "peek=true", &Cred::Key).await;
+    assert!(Daemon::ids(&page).is_empty(), "A keeps no copy: {page}");
+
+    // A sender proven on A is channel-verified on B, and keeps its name.
+    let alice = Cred::Token(a.register("alice").await);
+    let (s, r) = a.msg("bob", "from alice", &alice).await;
+    assert_eq!(s, 201, "{r}");
+    let (_, page) = b.inbox("bob", "peek=true", &Cred::Key).await;
+    let last = &page["messages"][1];
+    assert_eq!(
+        (last["from"].as_str(), last["trust"].as_str()),
+        (Some("alice"), Some("channel-verified")),
+        "{page}"
+    );
+
+    // The forward token stores mail only for agents B has.
+    let fwd = Cred::Token(entry(&reg, "bob")["forward_token"].as_str().unwrap().into());
+    let (s, _) = b
+        .post(
+            "/v1/messages",
+            &serde_json::json!({"to": "nobody", "body": "x"}),
+            &fwd,
+        )
+        .await;
+    assert_eq!(s, 404);
+
+    // B gone: its entry is evicted and the mail waits on A instead.
+    b.kill9();
+    let (s, r) = a.msg("bob", "after B died", &Cred::Key).await;
+    assert_eq!(s, 201, "{r}");
+    assert!(r.get("forwarded").is_none(), "{r}");
+    assert!(!reg.path().join("agents/bob.json").exists());
+    let (_, page) = a.inbox("bob", "peek=true", &Cred::Key).await;
+    assert_eq!(Daemon::ids(&page), vec![r["id"].as_str().unwrap()]);
 }
 
 #[tokio::test]

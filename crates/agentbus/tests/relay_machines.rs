@@ -169,7 +169,24 @@ async fn nothing_is_lost_across_restarts_of_the_relay_or_the_receiver() {
     sink.wait_submits(2).await;
 
     // B goes down; A keeps sending; the relay is killed and restarted
-    // while it holds them.
+    // while it holds them. (First B's ack of j2 reaches the relay: a kill
+    // in the moment between typing a jekt in and recording its id would
+    // type it again after the restart — at least once, see docs/relay.md.)
+    eventually("B's ack of j2 at the (restarted) relay", 10, async || {
+        let text = reqwest::get(format!("{}/metrics", relay.url))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        let acks: u64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("agentbus_relay_acks_total "))?
+            .parse()
+            .ok()?;
+        (acks >= 1).then_some(())
+    })
+    .await;
     b.kill9();
     for j in ["j3 while B is down", "j4 while B is down"] {
         let (_, r) = a.jekt("bob", j, &Cred::Key).await;

@@ -145,6 +145,7 @@ pub async fn msg(client: &Client, args: MsgArgs) -> anyhow::Result<ExitCode> {
         ttl_s: args.ttl,
         receipt: args.receipt,
         request_id: args.request_id,
+        origin_trust: None,
     };
     let r: SendMessageResponse = client.post("/v1/messages", &req).await?;
     if args.json.json {
@@ -155,14 +156,16 @@ pub async fn msg(client: &Client, args: MsgArgs) -> anyhow::Result<ExitCode> {
         } else {
             ""
         };
-        let what = match (r.queued, r.duplicate) {
-            (true, false) => "queued at the relay",
-            (true, true) => "already queued at the relay",
-            (false, false) => "stored",
-            (false, true) => "already stored",
+        let what = match (r.queued, r.forwarded, r.duplicate) {
+            (true, _, false) => "queued at the relay",
+            (true, _, true) => "already queued at the relay",
+            (false, true, false) => "stored by the instance that hosts it:",
+            (false, true, true) => "already stored by the instance that hosts it:",
+            (false, false, false) => "stored",
+            (false, false, true) => "already stored",
         };
         println!("{what} {} for {} from {}{dup}", r.id, r.to, r.from);
-        if !r.recipient_known && !r.queued {
+        if !r.recipient_known && !r.queued && !r.forwarded {
             eprintln!(
                 "note: no agent named {} is known here yet; the message waits for one",
                 r.to

@@ -43,6 +43,7 @@ async fn send_run(clients: usize, messages: usize) -> anyhow::Result<f64> {
                         ttl_s: None,
                         receipt: false,
                         request_id: None,
+                        origin_trust: None,
                     };
                     let resp = http
                         .post(&url)
