@@ -79,14 +79,30 @@ impl Identity {
                 claimed.map_or_else(|| DEFAULT_ADMIN_SENDER.to_string(), ToString::to_string),
                 Trust::SelfDeclared,
             )),
-            // A forwarded or relayed jekt keeps its sender; its trust is
-            // decided by the jekt pipeline from what the peer or relay
-            // vouches for.
+            // A forwarded or relayed jekt keeps its sender; what the peer
+            // vouches for is applied by `sender_vouched`, what the relay
+            // vouches for by the poller.
             Identity::Peer | Identity::Relay => Ok((
                 claimed.map_or_else(|| DEFAULT_ADMIN_SENDER.to_string(), ToString::to_string),
                 Trust::SelfDeclared,
             )),
         }
+    }
+
+    /// [`Identity::sender`] for a request that may carry `origin_trust`:
+    /// a peer instance vouches for the sender it forwards, so a sender
+    /// proven there is channel-verified here. From anyone else the field
+    /// is ignored.
+    pub fn sender_vouched(
+        &self,
+        claimed: Option<&AgentId>,
+        origin_trust: Option<Trust>,
+    ) -> Result<(String, Trust), ApiError> {
+        let (from, trust) = self.sender(claimed)?;
+        if *self == Identity::Peer && origin_trust.is_some_and(Trust::is_proven) {
+            return Ok((from, Trust::ChannelVerified));
+        }
+        Ok((from, trust))
     }
 
     /// Whether this caller is held to the rate limits. A peer's or the

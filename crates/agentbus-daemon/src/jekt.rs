@@ -84,14 +84,10 @@ pub async fn inject(
     caller: &Identity,
     req: InjectRequest,
 ) -> Result<InjectResponse, ApiError> {
-    let (from, mut trust) = match caller.sender(req.source_agent.as_ref()) {
+    let (from, trust) = match caller.sender_vouched(req.source_agent.as_ref(), req.origin_trust) {
         Ok(s) => s,
         Err(e) => return Err(refused(state, caller, &req, "forbidden", e).await),
     };
-    // A peer vouches for the sender: proven there is channel-verified here.
-    if *caller == Identity::Peer && req.origin_trust.is_some_and(Trust::is_proven) {
-        trust = Trust::ChannelVerified;
-    }
     let msg_id = crate::poller::travel_id("jekt", &from, req.request_id.as_ref());
     inject_as(state, caller, &from, trust, &req, msg_id).await
 }
@@ -651,5 +647,19 @@ mod tests {
             Identity::Admin.sender(None).unwrap().0,
             crate::auth::DEFAULT_ADMIN_SENDER
         );
+    }
+
+    #[test]
+    fn only_a_peer_may_vouch_for_its_sender() {
+        let carol = AgentId::parse("carol").unwrap();
+        for (who, claim, got) in [
+            (Identity::Peer, Trust::HostVerified, Trust::ChannelVerified),
+            (Identity::Peer, Trust::SelfDeclared, Trust::SelfDeclared),
+            (Identity::Admin, Trust::HostVerified, Trust::SelfDeclared),
+            (Identity::Relay, Trust::HostVerified, Trust::SelfDeclared),
+        ] {
+            let trust = who.sender_vouched(Some(&carol), Some(claim)).unwrap().1;
+            assert_eq!(trust, got, "{who:?} vouching {claim:?}");
+        }
     }
 }

@@ -137,14 +137,10 @@ pub async fn send(
             .await;
         e
     };
-    let (from, mut trust) = match caller.sender(req.from.as_ref()) {
+    let (from, trust) = match caller.sender_vouched(req.from.as_ref(), req.origin_trust) {
         Ok(s) => s,
         Err(e) => return Err(refuse("forbidden", e).await),
     };
-    // A peer vouches for the sender: proven there is channel-verified here.
-    if *caller == Identity::Peer && req.origin_trust.is_some_and(|t| t.is_proven()) {
-        trust = agentbus_proto::jekt::Trust::ChannelVerified;
-    }
     if req.body.trim().is_empty() {
         return Err(ApiError::bad_request(
             "invalid_request",

@@ -236,14 +236,7 @@ async fn inbox_healthz_and_unknown_paths() {
         let (s, b) = r.get(path, None).await;
         assert_eq!((s, error(&b)), (404, "not found"), "{path}");
     }
-    let resp = r
-        .http
-        .get(format!("{}/metrics", r.url))
-        .send()
-        .await
-        .unwrap();
-    let text = resp.text().await.unwrap();
-    assert!(text.contains("agentbus_relay_sends_total 3"), "{text}");
+    assert_eq!(r.metric("agentbus_relay_sends_total").await, Some(3));
 }
 
 #[tokio::test]

@@ -93,16 +93,7 @@ async fn two_thousand_long_polls_are_held_and_each_woken() {
         }));
     }
     eventually("2,000 long-polls waiting", 60, async || {
-        let text = r
-            .http
-            .get(format!("{}/metrics", r.url))
-            .send()
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
-        text.contains("agentbus_relay_waiting 2000\n").then_some(())
+        (r.metric("agentbus_relay_waiting").await? == 2000).then_some(())
     })
     .await;
     let http = reqwest::Client::new();

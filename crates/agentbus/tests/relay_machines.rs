@@ -173,18 +173,7 @@ async fn nothing_is_lost_across_restarts_of_the_relay_or_the_receiver() {
     // in the moment between typing a jekt in and recording its id would
     // type it again after the restart — at least once, see docs/relay.md.)
     eventually("B's ack of j2 at the (restarted) relay", 10, async || {
-        let text = reqwest::get(format!("{}/metrics", relay.url))
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
-        let acks: u64 = text
-            .lines()
-            .find_map(|l| l.strip_prefix("agentbus_relay_acks_total "))?
-            .parse()
-            .ok()?;
-        (acks >= 1).then_some(())
+        (relay.metric("agentbus_relay_acks_total").await? >= 1).then_some(())
     })
     .await;
     b.kill9();

@@ -474,6 +474,21 @@ impl Relay {
         )
     }
 
+    /// One value of `/metrics` (`None` while the relay does not answer).
+    pub async fn metric(&self, name: &str) -> Option<u64> {
+        let resp = self
+            .http
+            .get(format!("{}/metrics", self.url))
+            .send()
+            .await
+            .ok()?;
+        let text = resp.text().await.ok()?;
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))?
+            .parse()
+            .ok()
+    }
+
     pub async fn get(&self, path_and_query: &str, token: Option<&str>) -> (u16, Value) {
         let mut req = self.http.get(format!("{}{path_and_query}", self.url));
         if let Some(t) = token {

@@ -439,6 +439,41 @@ async fn burst(url: &str, n: usize) -> anyhow::Result<usize> {
     Ok(ok)
 }
 
+/// `args.runs` send runs against `url`: each run's rate, and the sends
+/// that failed over all of them.
+async fn send_runs(url: &str, args: &RelayBenchArgs) -> anyhow::Result<(Vec<f64>, usize)> {
+    let (mut runs, mut failed) = (Vec::new(), 0);
+    for _ in 0..args.runs.max(1) {
+        let (rate, f) = sends_per_s(url, args.clients.max(1), args.duration.max(1)).await?;
+        runs.push(rate);
+        failed += f;
+    }
+    Ok((runs, failed))
+}
+
+/// `median (runs: a, b, c; n sends failed)`.
+fn runs_cell(runs: &[f64], failed: usize) -> String {
+    let spread: Vec<String> = sorted(runs.to_vec())
+        .iter()
+        .map(|r| thousands(*r))
+        .collect();
+    format!(
+        "{} (runs: {}{})",
+        thousands(median(runs.to_vec())),
+        spread.join(", "),
+        note(failed, "sends failed")
+    )
+}
+
+/// `; <n> <what>` when `n` is not 0.
+fn note(n: usize, what: &str) -> String {
+    if n == 0 {
+        String::new()
+    } else {
+        format!("; {} {what}", thousands(n as f64))
+    }
+}
+
 fn thousands(v: f64) -> String {
     let n = v.round() as u64;
     let s = n.to_string();
@@ -472,19 +507,7 @@ pub async fn run(args: RelayBenchArgs) -> anyhow::Result<()> {
     println!("relay benchmark: {url} ({who})\n");
     let mut rows: Vec<[String; 3]> = Vec::new();
 
-    let peer = args.peer.as_deref().map(|p| p.trim_end_matches('/'));
-    let (mut runs, mut send_failed) = (Vec::new(), 0);
-    for _ in 0..args.runs.max(1) {
-        let (rate, failed) = sends_per_s(&url, args.clients.max(1), args.duration.max(1)).await?;
-        runs.push(rate);
-        send_failed += failed;
-    }
-    let spread: Vec<String> = sorted(runs.clone()).iter().map(|r| thousands(*r)).collect();
-    let failures = if send_failed > 0 {
-        format!("; {} sends failed", thousands(send_failed as f64))
-    } else {
-        String::new()
-    };
+    let (runs, send_failed) = send_runs(&url, &args).await?;
     rows.push([
         format!(
             "sends/s, {} keep-alive clients (median of {} runs of {} s)",
@@ -492,11 +515,7 @@ pub async fn run(args: RelayBenchArgs) -> anyhow::Result<()> {
             runs.len(),
             args.duration
         ),
-        format!(
-            "{} (runs: {}{failures})",
-            thousands(median(runs.clone())),
-            spread.join(", ")
-        ),
+        runs_cell(&runs, send_failed),
         "≥ 20,000".into(),
     ]);
 
@@ -506,21 +525,14 @@ pub async fn run(args: RelayBenchArgs) -> anyhow::Result<()> {
             "send → waiting long-poll, at {} msg/s: p50 / p99",
             args.rate
         ),
-        {
-            let mut r = format!(
-                "{:.2} / {:.2} ms ({} messages",
-                percentile(&lat.ms, 0.5),
-                percentile(&lat.ms, 0.99),
-                lat.ms.len()
-            );
-            if lat.send_failed > 0 {
-                r += &format!("; {} sends failed", lat.send_failed);
-            }
-            if lat.missing > 0 {
-                r += &format!("; {} accepted, never received", lat.missing);
-            }
-            r + ")"
-        },
+        format!(
+            "{:.2} / {:.2} ms ({} messages{}{})",
+            percentile(&lat.ms, 0.5),
+            percentile(&lat.ms, 0.99),
+            lat.ms.len(),
+            note(lat.send_failed, "sends failed"),
+            note(lat.missing, "accepted, never received"),
+        ),
         "p99 ≤ 2 ms".into(),
     ]);
 
@@ -563,33 +575,14 @@ pub async fn run(args: RelayBenchArgs) -> anyhow::Result<()> {
 
     // The peer last, so its load (and what it leaves behind) cannot
     // touch the figures above.
-    if let Some(p) = peer {
-        let (mut peer_runs, mut peer_failed) = (Vec::new(), 0);
-        for _ in 0..args.runs.max(1) {
-            let (rate, failed) = sends_per_s(p, args.clients.max(1), args.duration.max(1)).await?;
-            peer_runs.push(rate);
-            peer_failed += failed;
-        }
-        let ours = median(runs.clone());
-        let theirs = median(peer_runs.clone());
+    if let Some(p) = args.peer.as_deref().map(|p| p.trim_end_matches('/')) {
+        let (peer_runs, peer_failed) = send_runs(p, &args).await?;
+        let (ours, theirs) = (median(runs.clone()), median(peer_runs.clone()));
         rows.insert(
             1,
             [
                 format!("  the same load on the peer {p} (after the above)"),
-                format!(
-                    "{} (runs: {}{})",
-                    thousands(theirs),
-                    sorted(peer_runs)
-                        .iter()
-                        .map(|r| thousands(*r))
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                    if peer_failed > 0 {
-                        format!("; {} sends failed", thousands(peer_failed as f64))
-                    } else {
-                        String::new()
-                    }
-                ),
+                runs_cell(&peer_runs, peer_failed),
                 String::new(),
             ],
         );
