@@ -10,6 +10,27 @@ if ! command -v cargo >/dev/null 2>&1; then
   exit 1
 fi
 
+# Python clients the tests drive the real binary with (the official MCP
+# SDK, ...), in a venv under target/ so nothing outside the checkout
+# changes. Reinstalled only when the requirements change.
+REQS=crates/agentbus/tests/python/requirements.txt
+VENV=target/pyenv
+STAMP="$VENV/.requirements.sha256"
+want=$(sha256sum "$REQS" | cut -d' ' -f1)
+if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
+  PY=$(command -v python3 || true)
+  if [ -z "$PY" ]; then
+    echo "error: python3 is needed for the client tests (apt-get install -y python3 python3-venv)" >&2
+    exit 1
+  fi
+  echo "installing the Python test clients into $VENV" >&2
+  rm -rf "$VENV"
+  "$PY" -m venv "$VENV"
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$REQS"
+  echo "$want" > "$STAMP"
+fi
+export AGENTBUS_TEST_PYTHON="$PWD/$VENV/bin/python"
+
 # cargo-nextest runs each test in its own process, in parallel, and kills
 # a hung test (see .config/nextest.toml). Fall back to cargo test without it.
 if cargo nextest --version >/dev/null 2>&1; then

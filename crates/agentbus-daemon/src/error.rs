@@ -15,7 +15,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
-    pub details: Option<serde_json::Value>,
+    // Boxed: keeps `Result<_, ApiError>` small on the happy path.
+    pub details: Option<Box<serde_json::Value>>,
     pub retry_after_s: Option<u64>,
 }
 
@@ -31,7 +32,7 @@ impl ApiError {
     }
 
     pub fn with_details(mut self, details: serde_json::Value) -> Self {
-        self.details = Some(details);
+        self.details = Some(Box::new(details));
         self
     }
 
@@ -80,7 +81,7 @@ impl IntoResponse for ApiError {
             error: ErrorDetail {
                 code: self.code.to_string(),
                 message: self.message,
-                details: self.details,
+                details: self.details.map(|d| *d),
             },
         };
         let status = self.status;

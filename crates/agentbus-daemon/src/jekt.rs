@@ -289,7 +289,7 @@ async fn route(
             let e = ApiError::not_found(
                 "agent_not_found",
                 format!(
-                    "agent not found: {} (known agents: {})",
+                    "agent not found: {} — known agents: {}",
                     req.target_agent,
                     if names.is_empty() {
                         "none".to_string()

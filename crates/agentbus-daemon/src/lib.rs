@@ -14,6 +14,7 @@
 //! - [`jekt`] — the delivery pipeline from request to submitted paste;
 //! - [`hold`] — the durable hold and its in-order replay;
 //! - [`mailbox`] — the message verb: send, read (long-poll), ack, search;
+//! - [`mcp`] — `/mcp`: the MCP tools over streamable HTTP;
 //! - [`limits`] — per-sender and per-pair rate limits (storm protection);
 //! - [`retention`] — the background sweeper;
 //! - [`events`] — the internal typed event bus, with history;
@@ -29,6 +30,7 @@ pub mod instance;
 pub mod jekt;
 pub mod limits;
 pub mod mailbox;
+pub mod mcp;
 pub mod panes;
 pub mod poller;
 pub mod registry;

@@ -20,13 +20,8 @@ use std::path::{Path, PathBuf};
 /// The error code and message of a peer's error answer (its body as
 /// text when it is not an agentbus error).
 pub fn peer_error(body: &[u8]) -> (String, String) {
-    match serde_json::from_slice::<agentbus_proto::api::ErrorBody>(body) {
-        Ok(b) => (b.error.code, b.error.message),
-        Err(_) => (
-            "peer_error".into(),
-            String::from_utf8_lossy(body).into_owned(),
-        ),
-    }
+    let f = agentbus_proto::api::ApiFailure::from_body(0, body, "peer_error");
+    (f.code, f.message)
 }
 
 /// An entry older than this is stale.
@@ -158,12 +153,30 @@ impl Registry {
         if self.is_ours(&e) || e.agent_id != agent.as_str() {
             return None;
         }
-        if now_ms() - e.updated_at > STALE_MS || !pid_alive(e.pid) || !is_loopback_url(&e.local_url)
-        {
+        if !Self::live(&e) {
             self.evict(&e);
             return None;
         }
         Some(e)
+    }
+
+    /// Fresh, of a running instance, and on this machine.
+    fn live(e: &Entry) -> bool {
+        now_ms() - e.updated_at <= STALE_MS && pid_alive(e.pid) && is_loopback_url(&e.local_url)
+    }
+
+    /// Every agent a live peer instance hosts, by name.
+    pub fn peers(&self) -> Vec<Entry> {
+        let Ok(dir) = std::fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        let mut found: Vec<Entry> = dir
+            .flatten()
+            .filter_map(|f| Self::read(&f.path()))
+            .filter(|e| !self.is_ours(e) && Self::live(e))
+            .collect();
+        found.sort_by(|a, b| a.agent_id.cmp(&b.agent_id));
+        found
     }
 
     /// Deletes `e` if the file still holds exactly it (a peer may have
@@ -218,7 +231,6 @@ impl Registry {
         let Ok(dir) = std::fs::read_dir(&self.dir) else {
             return 0;
         };
-        let now = now_ms();
         let mut removed = 0;
         for f in dir.flatten() {
             let path = f.path();
@@ -226,9 +238,7 @@ impl Registry {
                 continue;
             }
             let dead = match Self::read(&path) {
-                Some(e) => {
-                    !self.is_ours(&e) && (now - e.updated_at > STALE_MS || !pid_alive(e.pid))
-                }
+                Some(e) => !self.is_ours(&e) && !Self::live(&e),
                 None => true,
             };
             if dead && std::fs::remove_file(&path).is_ok() {

@@ -24,6 +24,45 @@ pub struct ErrorDetail {
     pub details: Option<serde_json::Value>,
 }
 
+/// An error answer as a caller holds it: status, code, message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiFailure {
+    /// HTTP status; 0 when the server could not be reached at all.
+    pub status: u16,
+    pub code: String,
+    pub message: String,
+}
+
+impl ApiFailure {
+    /// From an error answer's status and body; a body that is not an
+    /// agentbus error becomes its text under `fallback_code`.
+    pub fn from_body(status: u16, body: &[u8], fallback_code: &str) -> ApiFailure {
+        match serde_json::from_slice::<ErrorBody>(body) {
+            Ok(b) => ApiFailure {
+                status,
+                code: b.error.code,
+                message: b.error.message,
+            },
+            Err(_) => ApiFailure {
+                status,
+                code: fallback_code.into(),
+                message: String::from_utf8_lossy(body).into_owned(),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for ApiFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.status == 0 {
+            return f.write_str(&self.message);
+        }
+        write!(f, "{} ({}, HTTP {})", self.message, self.code, self.status)
+    }
+}
+
+impl std::error::Error for ApiFailure {}
+
 /// The CLI program a pane hosts; selects its paste/submit profile.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default,
@@ -296,6 +335,41 @@ pub struct AgentInfo {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AgentList {
     pub agents: Vec<AgentInfo>,
+}
+
+/// Where a reachable agent runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Location {
+    /// This instance hosts it.
+    Local,
+    /// Another instance on this machine hosts it (found in the registry).
+    Peer,
+}
+
+/// One entry of `GET /v1/directory`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DirectoryEntry {
+    pub agent_id: AgentId,
+    #[serde(rename = "where")]
+    pub location: Location,
+    /// Known for agents of this instance only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<AgentState>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<Provider>,
+    /// The peer instance's URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+}
+
+/// `GET /v1/directory`: every agent this instance can reach by name.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Directory {
+    pub agents: Vec<DirectoryEntry>,
+    /// The relay names not found here are sent to, when one is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relay: Option<String>,
 }
 
 /// `POST /v1/agents`: host a program in a new pane.

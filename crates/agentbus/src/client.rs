@@ -8,7 +8,6 @@
 
 use agentbus_daemon::config::default_data_dir;
 use agentbus_daemon::instance::{AUTHKEY_FILE, read_discovery};
-use agentbus_proto::api::ErrorBody;
 use anyhow::{Context, bail};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -27,21 +26,7 @@ pub struct Client {
     credential: Credential,
 }
 
-/// An error answer from the daemon.
-#[derive(Debug)]
-pub struct ApiFailure {
-    pub status: u16,
-    pub code: String,
-    pub message: String,
-}
-
-impl std::fmt::Display for ApiFailure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} ({}, HTTP {})", self.message, self.code, self.status)
-    }
-}
-
-impl std::error::Error for ApiFailure {}
+pub use agentbus_proto::api::ApiFailure;
 
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
@@ -133,19 +118,7 @@ impl Client {
         }
         let status = resp.status().as_u16();
         let bytes = resp.bytes().await.unwrap_or_default();
-        let (code, message) = match serde_json::from_slice::<ErrorBody>(&bytes) {
-            Ok(b) => (b.error.code, b.error.message),
-            Err(_) => (
-                "http_error".into(),
-                String::from_utf8_lossy(&bytes).into_owned(),
-            ),
-        };
-        Err(ApiFailure {
-            status,
-            code,
-            message,
-        }
-        .into())
+        Err(ApiFailure::from_body(status, &bytes, "http_error").into())
     }
 
     async fn send<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> anyhow::Result<T> {
@@ -182,6 +155,35 @@ impl Client {
     ) -> anyhow::Result<T> {
         self.send(self.http.post(format!("{}{path}", self.base)).json(body))
             .await
+    }
+
+    /// Performs `call` (an MCP tool's request); the answer's JSON, or the
+    /// daemon's error — a daemon that cannot be reached is status 0.
+    pub async fn request(
+        &self,
+        call: &agentbus_mcp::ApiCall,
+    ) -> Result<serde_json::Value, ApiFailure> {
+        let url = format!("{}{}", self.base, call.path_and_query());
+        let method = match call.method {
+            "POST" => reqwest::Method::POST,
+            "DELETE" => reqwest::Method::DELETE,
+            _ => reqwest::Method::GET,
+        };
+        let mut req = self.http.request(method, url);
+        if let Some(body) = &call.body {
+            req = req.json(body);
+        }
+        match self.send(req).await {
+            Ok(v) => Ok(v),
+            Err(e) => Err(match e.downcast::<ApiFailure>() {
+                Ok(f) => f,
+                Err(e) => ApiFailure {
+                    status: 0,
+                    code: "unreachable".into(),
+                    message: format!("{e:#}"),
+                },
+            }),
+        }
     }
 
     /// Who this client is, when it holds an agent token and the pane's

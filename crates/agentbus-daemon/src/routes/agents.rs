@@ -7,8 +7,8 @@ use crate::panes;
 use crate::state::{AppState, AuditRecord};
 use agentbus_proto::AgentId;
 use agentbus_proto::api::{
-    AgentInfo, AgentList, OpenRequest, OpenResponse, OutputResponse, ResizeRequest, StopRequest,
-    StopResponse,
+    AgentInfo, AgentList, Directory, DirectoryEntry, Location, OpenRequest, OpenResponse,
+    OutputResponse, ResizeRequest, StopRequest, StopResponse,
 };
 use axum::Json;
 use axum::extract::{FromRequestParts, Path, State};
@@ -19,6 +19,7 @@ use serde::Deserialize;
 pub(super) fn add(t: Table) -> Table {
     t.add(&["GET", "POST"], "/v1/agents", false, get(list).post(open))
         .add(&["GET"], "/v1/agents/{agent_id}", false, get(status))
+        .add(&["GET"], "/v1/directory", false, get(directory))
         .add(&["GET"], "/v1/agents/{agent_id}/output", false, get(output))
         .add(&["POST"], "/v1/agents/{agent_id}/stop", false, post(stop))
         .add(
@@ -54,6 +55,44 @@ async fn list(State(state): State<AppState>, _: Caller) -> Json<AgentList> {
         agents: state
             .agents()
             .list(state.config().jekt.idle_quiet_ms, state.held()),
+    })
+}
+
+/// This instance's agents, then those of peer instances (a name hosted
+/// here shadows a peer's, as delivery does), and the relay if one is set.
+async fn directory(State(state): State<AppState>, _: Caller) -> Json<Directory> {
+    let local = state
+        .agents()
+        .list(state.config().jekt.idle_quiet_ms, state.held());
+    let mut agents: Vec<DirectoryEntry> = local
+        .into_iter()
+        .map(|a| DirectoryEntry {
+            agent_id: a.agent_id,
+            location: Location::Local,
+            state: Some(a.state),
+            provider: a.provider,
+            url: None,
+        })
+        .collect();
+    let peers = state.registry().map(|r| r.peers()).unwrap_or_default();
+    for e in peers {
+        let Ok(id) = AgentId::parse(&e.agent_id) else {
+            continue;
+        };
+        if agents.iter().any(|a| a.agent_id == id) {
+            continue;
+        }
+        agents.push(DirectoryEntry {
+            agent_id: id,
+            location: Location::Peer,
+            state: None,
+            provider: None,
+            url: Some(e.local_url),
+        });
+    }
+    Json(Directory {
+        agents,
+        relay: state.poller().status().url,
     })
 }
 

@@ -74,9 +74,19 @@ fn table() -> Table {
     agents::add(t)
 }
 
+/// The MCP endpoint's methods (a service of its own, see [`crate::mcp`]).
+const MCP_METHODS: [&str; 3] = ["GET", "POST", "DELETE"];
+const MCP_PATH: &str = "/mcp";
+
 /// Every route of the daemon.
 pub fn route_table() -> Vec<Route> {
-    table().routes
+    let mut routes = table().routes;
+    routes.extend(MCP_METHODS.map(|method| Route {
+        method,
+        path: MCP_PATH,
+        open: false,
+    }));
+    routes
 }
 
 /// The whole application: routes, auth, body limit, CORS and origin guard.
@@ -85,13 +95,20 @@ pub fn app(state: AppState) -> Router {
         open, protected, ..
     } = table();
     let protected = protected.route_layer(from_fn_with_state(state.clone(), auth::authenticate));
-    open.merge(protected)
+    let api = open
+        .merge(protected)
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.config().daemon.max_body_bytes))
         .layer(from_fn(auth::loopback_origin_only))
         .layer(auth::cors())
-        .with_state(state)
+        .with_state(state.clone());
+    // The MCP tools call `api` in process, with the caller's credential.
+    let mcp = Router::new()
+        .route_service(MCP_PATH, crate::mcp::service(api.clone(), &state))
+        .route_layer(from_fn_with_state(state, auth::authenticate))
+        .layer(from_fn(auth::loopback_origin_only));
+    api.merge(mcp)
 }
 
 async fn no_route(method: Method, uri: Uri) -> ApiError {

@@ -11,10 +11,12 @@ mod daemon;
 mod events;
 mod jekt;
 mod mail;
+mod mcp;
 mod open;
 mod poller;
 mod probe;
 pub(crate) mod relay;
+mod setup;
 
 use crate::client::Client;
 use clap::{Args, Parser, Subcommand};
@@ -84,6 +86,10 @@ pub enum Command {
     Register(agents::RegisterArgs),
     /// Forget an agent's name and revoke its token
     Unregister(agents::UnregisterArgs),
+    /// Serve the agentbus tools to an agent CLI over MCP (stdio)
+    Mcp(mcp::McpArgs),
+    /// Print or write the config that registers `agentbus mcp` with claude, codex or gemini
+    Setup(setup::SetupArgs),
     /// Point this instance at a relay, stop polling it, or show how it goes
     Poller(poller::PollerArgs),
     /// Read the audit log
@@ -154,6 +160,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Audit(a) => audit::run(&client()?, a).await,
         Command::Poller(a) => poller::run(&client()?, a).await,
         Command::Config(a) => config::run(a, cli.data_dir),
+        Command::Mcp(a) => mcp::run(a, dir).await,
+        Command::Setup(a) => setup::run(a),
         Command::Bench(a) => bench::run(a).await,
         Command::Probe(a) => probe::run(a),
     }
