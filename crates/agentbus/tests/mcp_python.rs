@@ -389,6 +389,54 @@ async fn new_mail_is_pushed_as_a_claude_channel_notification_when_asked() {
     assert_eq!(r["pushed"], json!([]));
 }
 
+/// Two agents in two panes, each with its own `agentbus mcp` started
+/// from the pane (as an agent CLI would): the planner jekts the coder a
+/// task through the tools, the coder answers by mail, the planner's wait
+/// returns it.
+#[tokio::test]
+async fn two_agents_in_panes_exchange_a_jekt_and_a_message_through_the_tools() {
+    let d = Daemon::start();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/mcp_agent.py");
+    let py = python();
+    let py = py.to_str().unwrap();
+    d.open(
+        "coder",
+        "codex",
+        &[py, script, "--role", "coder", "--bin", bin()],
+    )
+    .await;
+    d.wait_output_line("coder", "READY").await;
+    d.open(
+        "planner",
+        "codex",
+        &[py, script, "--role", "planner", "--bin", bin()],
+    )
+    .await;
+    d.wait_output_line("planner", "AGENTS coder planner").await;
+    d.wait_output_line("planner", "JEKT delivered").await;
+    d.wait_output_line("coder", "TASK FROM planner").await;
+    d.wait_output_line("coder", "SENT True").await;
+    d.wait_output_line("planner", "MAIL coder validation done")
+        .await;
+    d.wait_output_line("planner", "DONE").await;
+
+    // Both used their own identities, proven by their pane tokens.
+    let (_, audit) = d.get("/v1/audit?limit=50", &Cred::Key).await;
+    let entries = audit["entries"].as_array().unwrap();
+    assert!(
+        entries.iter().any(|e| e["kind"] == "jekt"
+            && e["actor"] == "agent:planner"
+            && e["target"] == "coder"),
+        "{audit}"
+    );
+    let (_, page) = d
+        .inbox("planner", "include_acked=true&peek=true", &Cred::Key)
+        .await;
+    assert_eq!(page["messages"][0]["from"], "coder");
+    assert_eq!(page["messages"][0]["trust"], "host-verified");
+    assert_eq!(page["messages"][0]["state"], "acked");
+}
+
 #[tokio::test]
 async fn mcp_over_http_refuses_strangers_and_foreign_pages() {
     let d = Daemon::start();
