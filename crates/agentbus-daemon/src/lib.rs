@@ -7,6 +7,7 @@
 //!   writes `daemon.json`, serves, shuts down gracefully;
 //! - [`config`] — the one typed configuration (file, env, flags);
 //! - [`routes`] — the HTTP route table (seed-000 reactive routes + `/v1`);
+//! - [`rpc`] — the App API's JSON-RPC 2.0 framing (the `/ws` endpoint is being built);
 //! - [`auth`] — instance key and agent tokens, scopes, origin checks;
 //! - [`agents`] — the names of this instance and the panes they live in;
 //! - [`registry`] — the cross-instance registry and peer lookup;
@@ -36,6 +37,7 @@ pub mod poller;
 pub mod registry;
 pub mod retention;
 pub mod routes;
+pub mod rpc;
 pub mod state;
 
 pub use config::Config;

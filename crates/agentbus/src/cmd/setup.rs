@@ -178,12 +178,7 @@ pub fn run(args: SetupArgs) -> anyhow::Result<ExitCode> {
             let flag = if args.channel { " --channel" } else { "" };
             println!("# or: claude mcp add {SERVER} -- {} mcp{flag}", command());
         }
-        if args.channel {
-            println!(
-                "# channel push is experimental in Claude Code: start it with \
-                 `claude --dangerously-load-development-channels server:{SERVER}`"
-            );
-        }
+        channel_hint(args.channel);
         return Ok(ExitCode::SUCCESS);
     }
     let merged = rendered(args.client, &existing, args.channel)
@@ -199,7 +194,17 @@ pub fn run(args: SetupArgs) -> anyhow::Result<ExitCode> {
             "; everything else in it is kept"
         }
     );
+    channel_hint(args.channel);
     Ok(ExitCode::SUCCESS)
+}
+
+fn channel_hint(channel: bool) {
+    if channel {
+        println!(
+            "# channel push is experimental in Claude Code: start it with \
+             `claude --dangerously-load-development-channels server:{SERVER}`"
+        );
+    }
 }
 
 #[cfg(test)]
