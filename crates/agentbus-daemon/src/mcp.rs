@@ -36,12 +36,10 @@ fn parts(ext: &Extensions) -> Option<&Parts> {
 }
 
 /// `as=<agent>` from the `/mcp` URL's query.
-fn acting_as(parts: &Parts) -> Option<&str> {
-    parts
-        .uri
-        .query()?
-        .split('&')
-        .find_map(|kv| kv.strip_prefix("as="))
+fn acting_as(parts: &Parts) -> Option<String> {
+    url::form_urlencoded::parse(parts.uri.query()?.as_bytes())
+        .find(|(k, _)| k == "as")
+        .map(|(_, v)| v.into_owned())
 }
 
 impl Backend for RouterBackend {
@@ -50,7 +48,7 @@ impl Backend for RouterBackend {
         match parts.extensions.get::<Identity>() {
             Some(Identity::Agent(a)) => Ok(a.to_string()),
             Some(Identity::Admin) => match acting_as(parts) {
-                Some(name) => AgentId::parse(name)
+                Some(name) => AgentId::parse(&name)
                     .map(|a| a.to_string())
                     .map_err(|e| format!("invalid as= on the /mcp URL: {e}")),
                 None => Err(

@@ -167,16 +167,24 @@ impl Registry {
 
     /// Every agent a live peer instance hosts, by name.
     pub fn peers(&self) -> Vec<Entry> {
-        let Ok(dir) = std::fs::read_dir(&self.dir) else {
-            return Vec::new();
-        };
-        let mut found: Vec<Entry> = dir
-            .flatten()
-            .filter_map(|f| Self::read(&f.path()))
+        let mut found: Vec<Entry> = self
+            .entry_files()
+            .filter_map(|path| Self::read(&path))
             .filter(|e| !self.is_ours(e) && Self::live(e))
             .collect();
         found.sort_by(|a, b| a.agent_id.cmp(&b.agent_id));
         found
+    }
+
+    /// The entry files of the registry dir (`*.json`; a file being
+    /// written has a temporary name and is not one yet).
+    fn entry_files(&self) -> impl Iterator<Item = PathBuf> {
+        std::fs::read_dir(&self.dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|f| f.path())
+            .filter(|p| p.extension().and_then(|e| e.to_str()) == Some("json"))
     }
 
     /// Deletes `e` if the file still holds exactly it (a peer may have
@@ -228,15 +236,8 @@ impl Registry {
     /// Deletes stale entries, entries of dead instances and unreadable
     /// files; returns how many.
     pub fn sweep(&self) -> usize {
-        let Ok(dir) = std::fs::read_dir(&self.dir) else {
-            return 0;
-        };
         let mut removed = 0;
-        for f in dir.flatten() {
-            let path = f.path();
-            if path.extension().and_then(|e| e.to_str()) != Some("json") {
-                continue;
-            }
+        for path in self.entry_files() {
             let dead = match Self::read(&path) {
                 Some(e) => !self.is_ours(&e) && !Self::live(&e),
                 None => true,

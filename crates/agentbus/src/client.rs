@@ -164,11 +164,12 @@ impl Client {
         call: &agentbus_mcp::ApiCall,
     ) -> Result<serde_json::Value, ApiFailure> {
         let url = format!("{}{}", self.base, call.path_and_query());
-        let method = match call.method {
-            "POST" => reqwest::Method::POST,
-            "DELETE" => reqwest::Method::DELETE,
-            _ => reqwest::Method::GET,
-        };
+        let method =
+            reqwest::Method::from_bytes(call.method.as_bytes()).map_err(|e| ApiFailure {
+                status: 0,
+                code: "invalid_method".into(),
+                message: e.to_string(),
+            })?;
         let mut req = self.http.request(method, url);
         if let Some(body) = &call.body {
             req = req.json(body);

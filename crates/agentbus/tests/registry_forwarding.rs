@@ -250,3 +250,37 @@ async fn an_instance_removes_its_entries_when_it_stops() {
     let left = std::fs::read_to_string(&file).ok();
     assert!(left.is_none(), "entry left behind: {left:?}");
 }
+
+#[tokio::test]
+async fn the_directory_lists_a_peers_agents_once_and_skips_half_written_entries() {
+    let (reg, a, b) = pair();
+    b.open_sink("bob", "claude", true).await;
+    a.register("alice").await;
+    // A registry file being written has a temporary name: not an entry.
+    let tmp = reg.path().join("agents/bob.tmp.999");
+    std::fs::copy(reg.path().join("agents/bob.json"), &tmp).unwrap();
+
+    let (s, dir) = a.get("/v1/directory", &Cred::Key).await;
+    assert_eq!(s, 200, "{dir}");
+    let agents = dir["agents"].as_array().unwrap();
+    let bob: Vec<_> = agents.iter().filter(|e| e["agent_id"] == "bob").collect();
+    assert_eq!(bob.len(), 1, "{dir}");
+    assert_eq!(bob[0]["where"], "peer");
+    assert_eq!(bob[0]["url"], b.url.as_str());
+    let alice = agents.iter().find(|e| e["agent_id"] == "alice").unwrap();
+    assert_eq!(alice["where"], "local");
+    assert_eq!(alice["state"], "external");
+
+    // From B the same names, seen the other way round.
+    let (_, dir) = b.get("/v1/directory", &Cred::Key).await;
+    let find = |n: &str| {
+        dir["agents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["agent_id"] == n)
+            .cloned()
+    };
+    assert_eq!(find("bob").unwrap()["where"], "local");
+    assert_eq!(find("alice").unwrap()["where"], "peer");
+}

@@ -40,10 +40,6 @@ impl RpcError {
         }
     }
 
-    pub fn invalid_params(message: impl Into<String>) -> RpcError {
-        RpcError::new(INVALID_PARAMS, message)
-    }
-
     pub fn to_json(&self) -> Value {
         let mut e = json!({ "code": self.code, "message": self.message });
         if let Some(d) = &self.data {
@@ -56,26 +52,26 @@ impl RpcError {
 /// The daemon's HTTP-shaped errors, as the App API names them.
 impl From<ApiError> for RpcError {
     fn from(e: ApiError) -> RpcError {
-        let name = match (e.status, e.code) {
-            (_, "agent_not_found") => "AGENT_NOT_FOUND".to_string(),
-            (_, "block_not_found") => "BLOCK_NOT_FOUND".to_string(),
-            (_, "not_running") => "NOT_RUNNING".to_string(),
-            (StatusCode::FORBIDDEN, _) => "FORBIDDEN".to_string(),
-            (StatusCode::TOO_MANY_REQUESTS, _) => "RATE_LIMITED".to_string(),
-            (StatusCode::BAD_REQUEST, _) | (StatusCode::UNPROCESSABLE_ENTITY, _) => {
-                return RpcError {
-                    code: INVALID_PARAMS,
-                    message: e.message,
-                    data: Some(json!({ "code": e.code.to_uppercase() })),
-                };
+        // Bad input is invalid params; everything else an application
+        // error. The daemon's snake_case codes become the API's names,
+        // except where the App API names the same thing differently.
+        let (code, name) = match (e.status, e.code) {
+            (StatusCode::BAD_REQUEST | StatusCode::UNPROCESSABLE_ENTITY, c) => {
+                (INVALID_PARAMS, c.to_uppercase())
             }
-            (_, code) => code.to_uppercase(),
+            (StatusCode::FORBIDDEN, _) => (APP_ERROR, "FORBIDDEN".into()),
+            (StatusCode::TOO_MANY_REQUESTS, _) => (APP_ERROR, "RATE_LIMITED".into()),
+            (_, c) => (APP_ERROR, c.to_uppercase()),
         };
-        let mut err = RpcError::app(&name, e.message);
+        let mut data = json!({ "code": name });
         if let Some(s) = e.retry_after_s {
-            err.data = Some(json!({ "code": name, "retry_after_s": s }));
+            data["retry_after_s"] = json!(s);
         }
-        err
+        RpcError {
+            code,
+            message: e.message,
+            data: Some(data),
+        }
     }
 }
 
@@ -214,6 +210,28 @@ mod tests {
     }
 
     #[test]
+    fn answers_and_notifications_are_json_rpc() {
+        assert_eq!(
+            answer(&json!(3), Ok(json!({"ok": true}))),
+            json!({"jsonrpc": "2.0", "id": 3, "result": {"ok": true}})
+        );
+        let e = RpcError::app("NOT_RUNNING", "alice's program has exited");
+        assert_eq!(
+            answer(&Value::Null, Err(e)),
+            json!({"jsonrpc": "2.0", "id": null, "error": {"code": APP_ERROR,
+                "message": "alice's program has exited", "data": {"code": "NOT_RUNNING"}}})
+        );
+        assert_eq!(
+            answer(&json!("x"), Err(RpcError::new(METHOD_NOT_FOUND, "no"))),
+            json!({"jsonrpc": "2.0", "id": "x", "error": {"code": -32601, "message": "no"}})
+        );
+        assert_eq!(
+            notification("eventrecv", json!({"type": "t"})),
+            json!({"jsonrpc": "2.0", "method": "eventrecv", "params": {"type": "t"}})
+        );
+    }
+
+    #[test]
     fn daemon_errors_keep_their_meaning() {
         let e: RpcError = ApiError::not_found("agent_not_found", "agent not found: bob").into();
         assert_eq!(e.code, APP_ERROR);
@@ -222,5 +240,10 @@ mod tests {
         assert_eq!(e.code, INVALID_PARAMS);
         let e: RpcError = ApiError::forbidden("no").into();
         assert_eq!(e.data, Some(json!({"code": "FORBIDDEN"})));
+        let e: RpcError = ApiError::conflict("not_running", "exited").into();
+        assert_eq!(
+            (e.code, e.data),
+            (APP_ERROR, Some(json!({"code": "NOT_RUNNING"})))
+        );
     }
 }
