@@ -28,6 +28,9 @@ pub struct PaneRecord {
     pub pane: Pane,
     pub provider: Provider,
     pub command: Vec<String>,
+    /// As opened, so a restart runs the same again.
+    pub cwd: Option<String>,
+    pub env: std::collections::BTreeMap<String, String>,
     pub created_ms: i64,
     /// Becomes true once the pane's exit has been published and audited.
     pub exit_recorded: tokio::sync::watch::Receiver<bool>,
@@ -208,6 +211,34 @@ impl Agents {
         drop(t);
         self.changed();
         orphaned
+    }
+
+    /// Adds a pane no name is bound to (a `term` block of the App API).
+    pub fn add_unnamed_pane(&self, record: PaneRecord) {
+        self.write().panes.insert(record.block, record);
+    }
+
+    /// Puts a new pane in `record.block`'s place (a restart); the names
+    /// bound to the block stay bound. Returns the pane it replaced.
+    pub fn replace_pane(&self, record: PaneRecord) -> Option<PaneRecord> {
+        let old = self.write().panes.insert(record.block, record);
+        self.changed();
+        old
+    }
+
+    /// Removes a pane no name is bound to; `Err` with the names if any are.
+    pub fn remove_unnamed_pane(&self, block: &BlockId) -> Result<Option<PaneRecord>, Vec<AgentId>> {
+        let mut t = self.write();
+        let names: Vec<AgentId> = t
+            .agents
+            .values()
+            .filter(|a| a.block.as_ref() == Some(block))
+            .map(|a| a.id.clone())
+            .collect();
+        if !names.is_empty() {
+            return Err(names);
+        }
+        Ok(t.panes.remove(block))
     }
 
     /// Binds `agent` to `block` (which must exist) or, with `None`, makes

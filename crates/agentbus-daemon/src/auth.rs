@@ -139,11 +139,49 @@ fn digest(secret: &str) -> [u8; 32] {
     Sha256::digest(secret.as_bytes()).into()
 }
 
+/// An extra App API token of an agent (`agentbus token create`), held to
+/// the scopes it was minted with.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ExtraToken {
+    pub token_id: String,
+    pub agent_id: AgentId,
+    pub scopes: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    pub created_ms: i64,
+    #[serde(skip)]
+    pub parsed: std::sync::Arc<Vec<crate::rpc::scope::Scope>>,
+}
+
+#[derive(Debug, Clone)]
+enum Grant {
+    /// The token an agent's pane gets; scopes come from the policy.
+    Own(AgentId),
+    Extra(ExtraToken),
+}
+
+impl Grant {
+    fn agent(&self) -> &AgentId {
+        match self {
+            Grant::Own(a) => a,
+            Grant::Extra(t) => &t.agent_id,
+        }
+    }
+}
+
+/// A presented credential, resolved.
+#[derive(Debug, Clone)]
+pub struct Credential {
+    pub identity: Identity,
+    /// Set for an extra token: it opens only the App API, within these.
+    pub extra: Option<ExtraToken>,
+}
+
 pub struct Auth {
     instance_key_digest: [u8; 32],
     forward_token_digest: [u8; 32],
     // A std RwLock: lookups are short and never span an await.
-    tokens: RwLock<HashMap<[u8; 32], AgentId>>,
+    tokens: RwLock<HashMap<[u8; 32], Grant>>,
 }
 
 impl Auth {
@@ -155,20 +193,72 @@ impl Auth {
         }
     }
 
-    /// Mints a token for `agent`, replacing any it had.
+    /// Mints the token of `agent`'s own pane, replacing the one it had
+    /// (its extra tokens stay valid).
     pub fn mint(&self, agent: &AgentId) -> String {
         let token = format!("{AGENT_TOKEN_PREFIX}{}", new_secret());
         if let Ok(mut t) = self.tokens.write() {
-            t.retain(|_, a| a != agent);
-            t.insert(digest(&token), agent.clone());
+            t.retain(|_, g| !matches!(g, Grant::Own(a) if a == agent));
+            t.insert(digest(&token), Grant::Own(agent.clone()));
         }
         token
     }
 
-    /// Invalidates every token of `agent`.
+    /// Mints an extra App API token for `agent`, held to `scopes`.
+    pub fn mint_extra(
+        &self,
+        agent: &AgentId,
+        scopes: Vec<String>,
+        label: Option<String>,
+    ) -> Result<(String, ExtraToken), String> {
+        let parsed = crate::rpc::scope::parse_all(&scopes)?;
+        let token = format!("{AGENT_TOKEN_PREFIX}{}", new_secret());
+        let info = ExtraToken {
+            token_id: format!("tok_{}", &new_secret()[..12]),
+            agent_id: agent.clone(),
+            scopes,
+            label,
+            created_ms: agentbus_proto::now_ms(),
+            parsed: std::sync::Arc::new(parsed),
+        };
+        if let Ok(mut t) = self.tokens.write() {
+            t.insert(digest(&token), Grant::Extra(info.clone()));
+        }
+        Ok((token, info))
+    }
+
+    /// Extra tokens, oldest first (never their secrets).
+    pub fn extra_tokens(&self) -> Vec<ExtraToken> {
+        let mut v: Vec<ExtraToken> = self
+            .tokens
+            .read()
+            .map(|t| {
+                t.values()
+                    .filter_map(|g| match g {
+                        Grant::Extra(e) => Some(e.clone()),
+                        Grant::Own(_) => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort_by(|a, b| (a.created_ms, &a.token_id).cmp(&(b.created_ms, &b.token_id)));
+        v
+    }
+
+    /// Revokes one extra token by id; whether it existed.
+    pub fn revoke_extra(&self, token_id: &str) -> bool {
+        let Ok(mut t) = self.tokens.write() else {
+            return false;
+        };
+        let before = t.len();
+        t.retain(|_, g| !matches!(g, Grant::Extra(e) if e.token_id == token_id));
+        t.len() != before
+    }
+
+    /// Invalidates every token of `agent`, its extra tokens too.
     pub fn revoke(&self, agent: &AgentId) {
         if let Ok(mut t) = self.tokens.write() {
-            t.retain(|_, a| a != agent);
+            t.retain(|_, g| g.agent() != agent);
         }
     }
 
@@ -178,19 +268,28 @@ impl Auth {
     }
 
     pub fn identify(&self, presented: &str) -> Option<Identity> {
+        self.lookup(presented).map(|c| c.identity)
+    }
+
+    pub fn lookup(&self, presented: &str) -> Option<Credential> {
+        let plain = |identity| Credential {
+            identity,
+            extra: None,
+        };
         if self.is_instance_key(presented) {
-            return Some(Identity::Admin);
+            return Some(plain(Identity::Admin));
         }
         let d = digest(presented);
         if bool::from(d.ct_eq(&self.forward_token_digest)) {
-            return Some(Identity::Peer);
+            return Some(plain(Identity::Peer));
         }
-        self.tokens
-            .read()
-            .ok()?
-            .get(&d)
-            .cloned()
-            .map(Identity::Agent)
+        match self.tokens.read().ok()?.get(&d)? {
+            Grant::Own(a) => Some(plain(Identity::Agent(a.clone()))),
+            Grant::Extra(e) => Some(Credential {
+                identity: Identity::Agent(e.agent_id.clone()),
+                extra: Some(e.clone()),
+            }),
+        }
     }
 }
 
@@ -207,10 +306,30 @@ pub fn presented_credential(headers: &HeaderMap) -> Option<&str> {
 /// Middleware for every route but `/healthz` and `/version`: resolves the
 /// caller or answers 401 (and audits the refusal, never the secret).
 pub async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    let identity = match presented_credential(req.headers()) {
+    let credential = match presented_credential(req.headers()) {
         None => Err("missing credential"),
-        Some(c) => state.auth().identify(c).ok_or("invalid credential"),
+        Some(c) => state.auth().lookup(c).ok_or("invalid credential"),
     };
+    if let Ok(Credential {
+        extra: Some(token), ..
+    }) = &credential
+    {
+        let target = format!("{} {}", req.method(), truncate(req.uri().path(), 200));
+        state
+            .audit_refusal(
+                &format!("agent:{}", token.agent_id),
+                &target,
+                "forbidden",
+                "App API token",
+            )
+            .await;
+        return ApiError::forbidden(format!(
+            "token {} opens only the App API (/ws); use the agent's own token for HTTP",
+            token.token_id
+        ))
+        .into_response();
+    }
+    let identity = credential.map(|c| c.identity);
     let forward_elsewhere = matches!(identity, Ok(Identity::Peer))
         && !FORWARD_ROUTES.contains(&(req.method().as_str(), req.uri().path()));
     match identity {
@@ -243,7 +362,7 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
     }
 }
 
-fn truncate(s: &str, max: usize) -> &str {
+pub fn truncate(s: &str, max: usize) -> &str {
     let mut end = s.len().min(max);
     while !s.is_char_boundary(end) {
         end -= 1;

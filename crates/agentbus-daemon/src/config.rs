@@ -21,6 +21,7 @@ pub struct Config {
     pub retention: RetentionConfig,
     pub policy: PolicyConfig,
     pub relay: RelayConfig,
+    pub app_api: AppApiConfig,
     /// Per-provider overrides of the built-in paste/submit profiles.
     pub profiles: BTreeMap<Provider, ProfileOverride>,
 }
@@ -132,7 +133,7 @@ pub struct RetentionConfig {
     pub audit_days: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PolicyConfig {
     /// Which agents (by token) may jekt which. Empty: every agent may
@@ -141,6 +142,101 @@ pub struct PolicyConfig {
     /// Agents allowed to jekt into `shell` panes with their own token (a
     /// jekt into a shell runs a command). The instance key always may.
     pub shell_jekt_senders: Vec<String>,
+    /// Scopes of every agent's own token on the App API (`/ws`), unless
+    /// `app_agents` names the agent. `method[@target]`, see docs/app-api.md.
+    pub app_scopes: Vec<String>,
+    /// Scopes for named agents' own tokens, replacing `app_scopes`.
+    pub app_agents: Vec<AgentScopes>,
+}
+
+/// The App API scopes of one agent's own token.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentScopes {
+    pub agent: String,
+    pub scopes: Vec<String>,
+}
+
+/// The JSON-RPC WebSocket App API (`/ws`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AppApiConfig {
+    /// Frames queued for one connection's socket; events beyond it are
+    /// dropped for that connection and counted in a `lagged` notice.
+    pub out_queue: usize,
+    /// Calls one connection may have running at once; reading its next
+    /// frame waits beyond that.
+    pub max_in_flight: usize,
+    /// A ping this often; a connection silent for three is closed.
+    pub ping_interval_s: u64,
+    /// A connection that has not authenticated after this long is closed.
+    pub auth_timeout_s: u64,
+    /// Calls per second per agent token (token bucket refill), and the
+    /// bucket size. The instance key is not limited.
+    pub calls_per_s: f64,
+    pub calls_burst: f64,
+    /// How often a `sysinfo` block publishes its event.
+    pub sysinfo_interval_ms: u64,
+    /// Events a pull subscription (`eventsub` with `"mode":"pull"`) keeps
+    /// for `eventrecv`; older ones are dropped and counted.
+    pub pull_queue: usize,
+}
+
+impl Default for AppApiConfig {
+    fn default() -> Self {
+        Self {
+            out_queue: 256,
+            max_in_flight: 32,
+            ping_interval_s: 20,
+            auth_timeout_s: 10,
+            calls_per_s: 20.0,
+            calls_burst: 40.0,
+            sysinfo_interval_ms: 2_000,
+            pull_queue: 1_000,
+        }
+    }
+}
+
+/// Scopes of an agent's own App API token when the config names none:
+/// look, talk, and watch; acting on processes and panes only its own.
+pub const DEFAULT_APP_SCOPES: [&str; 16] = [
+    "agent.list",
+    "agent.status",
+    "agent.send",
+    "agent.output@self",
+    "agent.process-list@self",
+    "agent.tracked-blocks",
+    "blockinfo@self",
+    "blockslist",
+    "controllerresync@self",
+    "eventpublish",
+    "eventsub",
+    "eventunsub",
+    "eventunsuball",
+    "eventreadhistory",
+    "eventrecv",
+    "agent.kill-process@self",
+];
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        Self {
+            jekt_allow: Vec::new(),
+            shell_jekt_senders: Vec::new(),
+            app_scopes: DEFAULT_APP_SCOPES.map(String::from).to_vec(),
+            app_agents: Vec::new(),
+        }
+    }
+}
+
+impl PolicyConfig {
+    /// The App API scopes of `agent`'s own token.
+    pub fn app_scopes_of(&self, agent: &str) -> &[String] {
+        self.app_agents
+            .iter()
+            .find(|a| a.agent == agent)
+            .map_or(&self.app_scopes, |a| &a.scopes)
+    }
 }
 
 /// The relay this instance's poller long-polls (relay.md). Off unless a
@@ -436,6 +532,27 @@ impl Config {
         }
         if self.retention.sweep_interval_s == 0 || self.retention.batch == 0 {
             return bad("retention.sweep_interval_s and retention.batch must be at least 1");
+        }
+        let a = &self.app_api;
+        if a.out_queue == 0 || a.max_in_flight == 0 || a.pull_queue == 0 {
+            return bad("app_api.out_queue, max_in_flight and pull_queue must be at least 1");
+        }
+        if a.ping_interval_s == 0 || a.auth_timeout_s == 0 || a.sysinfo_interval_ms < 100 {
+            return bad(
+                "app_api.ping_interval_s and auth_timeout_s must be at least 1, sysinfo_interval_ms at least 100",
+            );
+        }
+        if !(a.calls_per_s > 0.0 && a.calls_burst >= 1.0) {
+            return bad("app_api: calls_per_s must be > 0 and calls_burst >= 1");
+        }
+        let all_scopes = self
+            .policy
+            .app_scopes
+            .iter()
+            .chain(self.policy.app_agents.iter().flat_map(|a| &a.scopes));
+        for s in all_scopes {
+            crate::rpc::scope::Scope::parse(s)
+                .map_err(|e| ConfigError::Invalid(format!("policy: {e}")))?;
         }
         if let Some(u) = &self.relay.url {
             relay_url(u).map_err(ConfigError::Invalid)?;

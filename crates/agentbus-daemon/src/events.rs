@@ -11,8 +11,13 @@
 //! events keep `events.persist_builtin` each, except `message:received`
 //! (the mailbox itself is the durable record of mail).
 
-use agentbus_proto::event::{Event, EventKind};
+use crate::auth::Identity;
+use crate::error::{ApiError, check_range};
+use crate::state::AppState;
+use agentbus_proto::api::PublishEventRequest;
+use agentbus_proto::event::{Event, EventKind, check_custom_type, check_scope};
 use agentbus_store::Store;
+use axum::http::StatusCode;
 use std::sync::Arc;
 use tokio::sync::broadcast;
 
@@ -102,6 +107,67 @@ impl Subscription {
             Err(broadcast::error::RecvError::Closed) => None,
         }
     }
+}
+
+/// Largest `data` of a published event, serialized.
+const MAX_EVENT_DATA: usize = 64 * 1024;
+const MAX_SCOPES: usize = 16;
+
+pub fn bad_event(m: String) -> ApiError {
+    ApiError::bad_request("invalid_event", m)
+}
+
+/// Checks and publishes a client's event (HTTP `POST /v1/events` and the
+/// App API's `eventpublish`).
+pub fn publish_custom(
+    state: &AppState,
+    caller: &Identity,
+    req: PublishEventRequest,
+) -> Result<Arc<Event>, ApiError> {
+    check_custom_type(&req.event_type).map_err(bad_event)?;
+    if req.scopes.len() > MAX_SCOPES {
+        return Err(bad_event(format!("at most {MAX_SCOPES} scopes")));
+    }
+    for s in &req.scopes {
+        check_scope(s).map_err(bad_event)?;
+    }
+    let size = serde_json::to_vec(&req.data)
+        .map(|v| v.len())
+        .unwrap_or(usize::MAX);
+    if size > MAX_EVENT_DATA {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("event data may be at most {MAX_EVENT_DATA} bytes"),
+        ));
+    }
+    let max = state.config().events.max_persist;
+    if req.persist > max {
+        return Err(bad_event(format!("persist may be at most {max}")));
+    }
+    let event = Event::custom(req.event_type, req.scopes, req.data, caller.actor());
+    Ok(state.events().emit(event, req.persist))
+}
+
+/// The newest `limit` events of `event_type` in `scope`, newest first.
+pub async fn read_history(
+    state: &AppState,
+    event_type: String,
+    scope: String,
+    limit: i64,
+) -> Result<Vec<Event>, ApiError> {
+    check_range("limit", limit, 1..=10_000)?;
+    check_scope(&scope).map_err(bad_event)?;
+    if event_type.is_empty() || event_type.len() > 64 {
+        return Err(bad_event("type must be 1-64 characters".into()));
+    }
+    let rows = state
+        .read_store(move |s| s.event_history(&event_type, &scope, limit as u32))
+        .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|r| serde_json::from_str(&r.json).ok())
+        .collect())
 }
 
 /// Logs every event at debug level; a lag is a warning. Runs for the

@@ -7,7 +7,10 @@
 //!   writes `daemon.json`, serves, shuts down gracefully;
 //! - [`config`] — the one typed configuration (file, env, flags);
 //! - [`routes`] — the HTTP route table (seed-000 reactive routes + `/v1`);
-//! - [`rpc`] — the App API's JSON-RPC 2.0 framing (the `/ws` endpoint is being built);
+//! - [`rpc`] — `/ws`: the App API (JSON-RPC 2.0 over WebSocket), its
+//!   method table, scopes and connections;
+//! - [`blocks`] — the App API's blocks (views, tabs, sub-blocks, sysinfo);
+//! - [`tracker`] — the processes under each pane, from `/proc`;
 //! - [`auth`] — instance key and agent tokens, scopes, origin checks;
 //! - [`agents`] — the names of this instance and the panes they live in;
 //! - [`registry`] — the cross-instance registry and peer lookup;
@@ -23,6 +26,7 @@
 
 pub mod agents;
 pub mod auth;
+pub mod blocks;
 pub mod config;
 pub mod error;
 pub mod events;
@@ -39,6 +43,7 @@ pub mod retention;
 pub mod routes;
 pub mod rpc;
 pub mod state;
+pub mod tracker;
 
 pub use config::Config;
 pub use instance::{Daemon, DaemonError, Discovery};

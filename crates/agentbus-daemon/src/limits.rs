@@ -29,14 +29,40 @@ struct Bucket {
     at: Instant,
 }
 
+impl Bucket {
+    fn full(burst: f64, now: Instant) -> Bucket {
+        Bucket {
+            tokens: burst,
+            at: now,
+        }
+    }
+
+    /// Refills for the time passed; if no whole token is left, how long
+    /// until one is.
+    fn refill(&mut self, now: Instant, per_s: f64, burst: f64) -> Option<Duration> {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * per_s).min(burst);
+        self.at = now;
+        (self.tokens < 1.0).then(|| Duration::from_secs_f64((1.0 - self.tokens) / per_s))
+    }
+
+    fn is_full_at(&self, now: Instant, per_s: f64, burst: f64) -> bool {
+        self.tokens + now.saturating_duration_since(self.at).as_secs_f64() * per_s >= burst
+    }
+}
+
 #[derive(Default)]
 struct State {
     buckets: HashMap<String, Bucket>,
     pairs: HashMap<(String, String), VecDeque<Instant>>,
+    /// App API calls, per token.
+    calls: HashMap<String, Bucket>,
 }
 
 pub struct Limiter {
     config: LimitsConfig,
+    /// App API calls per second and burst, per token.
+    calls: (f64, f64),
     // A std mutex: each check is a few map operations, never awaited.
     state: Mutex<State>,
 }
@@ -49,8 +75,38 @@ impl Limiter {
     pub fn new(config: LimitsConfig) -> Self {
         Self {
             config,
+            calls: (20.0, 40.0),
             state: Mutex::new(State::default()),
         }
+    }
+
+    /// Sets the App API's per-token call rate and burst.
+    pub fn with_call_rate(mut self, per_s: f64, burst: f64) -> Self {
+        self.calls = (per_s, burst);
+        self
+    }
+
+    /// Counts one App API call of token `key`, or refuses it.
+    pub fn check_call(&self, key: &str) -> Result<(), Refusal> {
+        let (per_s, burst) = self.calls;
+        let now = Instant::now();
+        let Ok(mut st) = self.state.lock() else {
+            return Ok(());
+        };
+        let bucket = st
+            .calls
+            .entry(key.to_string())
+            .or_insert_with(|| Bucket::full(burst, now));
+        if let Some(wait) = bucket.refill(now, per_s, burst) {
+            return Err(Refusal {
+                retry_after_s: ceil_secs(wait),
+                reason: format!(
+                    "this token is calling faster than {per_s} per second (burst {burst})"
+                ),
+            });
+        }
+        bucket.tokens -= 1.0;
+        Ok(())
     }
 
     /// Counts one send from `sender` to `target`, or refuses it.
@@ -63,15 +119,11 @@ impl Limiter {
         let Ok(mut st) = self.state.lock() else {
             return Ok(());
         };
-        let bucket = st.buckets.entry(sender.to_string()).or_insert(Bucket {
-            tokens: c.sender_burst,
-            at: now,
-        });
-        let elapsed = now.saturating_duration_since(bucket.at).as_secs_f64();
-        bucket.tokens = (bucket.tokens + elapsed * c.sender_per_s).min(c.sender_burst);
-        bucket.at = now;
-        if bucket.tokens < 1.0 {
-            let wait = Duration::from_secs_f64((1.0 - bucket.tokens) / c.sender_per_s);
+        let bucket = st
+            .buckets
+            .entry(sender.to_string())
+            .or_insert_with(|| Bucket::full(c.sender_burst, now));
+        if let Some(wait) = bucket.refill(now, c.sender_per_s, c.sender_burst) {
             return Err(Refusal {
                 retry_after_s: ceil_secs(wait),
                 reason: format!(
@@ -116,9 +168,9 @@ impl Limiter {
             return;
         };
         let (rate, burst) = (self.config.sender_per_s, self.config.sender_burst);
-        st.buckets.retain(|_, b| {
-            b.tokens + now.saturating_duration_since(b.at).as_secs_f64() * rate < burst
-        });
+        st.buckets.retain(|_, b| !b.is_full_at(now, rate, burst));
+        let (rate, burst) = self.calls;
+        st.calls.retain(|_, b| !b.is_full_at(now, rate, burst));
         st.pairs.retain(|_, w| {
             w.back()
                 .is_some_and(|t| now.saturating_duration_since(*t) < WINDOW)

@@ -21,8 +21,12 @@ pub const RESERVED_ENV: [&str; 4] = [
     "AGENTBUS_AUTH_KEY",
 ];
 
-fn check_env(state: &AppState, req: &OpenRequest) -> Result<(), ApiError> {
-    for (k, v) in &req.env {
+/// Refuses environment variables a caller may not give a pane.
+pub fn check_env(
+    state: &AppState,
+    env: &std::collections::BTreeMap<String, String>,
+) -> Result<(), ApiError> {
+    for (k, v) in env {
         let valid_key = !k.is_empty() && !k.contains('=') && !k.contains('\0');
         if !valid_key || v.contains('\0') {
             return Err(ApiError::bad_request(
@@ -65,13 +69,7 @@ pub async fn open(
     actor: &str,
     req: OpenRequest,
 ) -> Result<OpenResponse, ApiError> {
-    if req.command.is_empty() || req.command[0].is_empty() {
-        return Err(ApiError::bad_request(
-            "invalid_request",
-            "command must not be empty",
-        ));
-    }
-    check_env(state, &req)?;
+    check_env(state, &req.env)?;
     let _one_at_a_time = state.open_lock().lock().await;
     let id = req.agent_id.clone();
     if let Some(existing) = state.agents().pane_of(&id)
@@ -86,38 +84,24 @@ pub async fn open(
         });
     }
     check_peer_name(state, &id)?;
-    let config = state.config();
     let provider = req
         .provider
         .unwrap_or_else(|| Provider::guess(&req.command));
-    let token = state.auth().mint(&id);
-    let block = BlockId::new();
-    let mut env: Vec<(String, String)> = req.env.clone().into_iter().collect();
-    env.push(("AGENTBUS_URL".into(), state.url().to_string()));
-    env.push(("AGENTBUS_AGENT_ID".into(), id.to_string()));
-    env.push(("AGENTBUS_AGENT_TOKEN".into(), token));
-    let spec = PaneSpec {
-        label: id.to_string(),
+    let launch = Launch {
+        provider,
         command: req.command.clone(),
-        cwd: req.cwd.as_ref().map(Into::into),
-        env,
-        // The daemon's own environment may hold the instance key; a pane
-        // must never see it.
-        env_remove: vec!["AGENTBUS_AUTH_KEY".into()],
-        rows: req.rows.unwrap_or(config.panes.rows),
-        cols: req.cols.unwrap_or(config.panes.cols),
-        scrollback_lines: config.panes.scrollback_lines,
-        profile: config.profile(provider),
-        input_timeout: Duration::from_millis(config.panes.input_timeout_ms),
-        max_parse_backlog: config.panes.max_parse_backlog_bytes,
+        cwd: req.cwd.clone(),
+        env: req.env.clone(),
+        rows: req.rows,
+        cols: req.cols,
     };
-    let pane = match Pane::spawn(spec) {
-        Ok(p) => p,
-        Err(e) => {
+    let block = BlockId::new();
+    let started = match start(state, block, Some(&id), &launch) {
+        Ok(r) => r,
+        Err(err) => {
             if state.agents().get(&id).is_none() {
                 state.auth().revoke(&id);
             }
-            let err = spawn_error(e);
             state
                 .audit(
                     AuditRecord::new(actor, "open", Some(id.as_str()), "failed")
@@ -127,28 +111,18 @@ pub async fn open(
             return Err(err);
         }
     };
-    let pid = pane.pid();
-    let (exit_recorded_tx, exit_recorded) = tokio::sync::watch::channel(false);
-    let replaced = state.agents().add_pane(
-        &id,
-        PaneRecord {
-            block,
-            pane: pane.clone(),
-            provider,
-            command: req.command.clone(),
-            created_ms: now_ms(),
-            exit_recorded,
-        },
-    );
+    let pid = started.record.pane.pid();
+    let replaced = state.agents().add_pane(&id, started.record.clone());
+    started.follow_exit(state);
     if let Some(old) = replaced {
         retire(state, old);
     }
-    watch_exit(state.clone(), block, pane, exit_recorded_tx);
     state.events().publish(EventKind::BlockCreated {
         block_id: block,
-        agent_id: id.clone(),
-        provider,
+        agent_id: Some(id.clone()),
+        provider: Some(provider),
         pid,
+        view: None,
     });
     state.events().publish(EventKind::AgentRegistered {
         agent_id: id.clone(),
@@ -180,6 +154,89 @@ pub async fn open(
         created: true,
         pid,
     })
+}
+
+/// What a pane runs.
+#[derive(Debug, Clone)]
+pub struct Launch {
+    pub provider: Provider,
+    pub command: Vec<String>,
+    pub cwd: Option<String>,
+    pub env: std::collections::BTreeMap<String, String>,
+    pub rows: Option<u16>,
+    pub cols: Option<u16>,
+}
+
+/// Spawns `launch` in a new PTY as block `block` and follows its exit.
+/// With `agent`, the pane gets that agent's name and a fresh token.
+pub fn start(
+    state: &AppState,
+    block: BlockId,
+    agent: Option<&AgentId>,
+    launch: &Launch,
+) -> Result<Started, ApiError> {
+    if launch.command.is_empty() || launch.command[0].is_empty() {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            "command must not be empty",
+        ));
+    }
+    let config = state.config();
+    let mut env: Vec<(String, String)> = launch.env.clone().into_iter().collect();
+    env.push(("AGENTBUS_URL".into(), state.url().to_string()));
+    if let Some(id) = agent {
+        env.push(("AGENTBUS_AGENT_ID".into(), id.to_string()));
+        env.push(("AGENTBUS_AGENT_TOKEN".into(), state.auth().mint(id)));
+    }
+    let spec = PaneSpec {
+        label: agent.map_or_else(|| block.to_string(), ToString::to_string),
+        command: launch.command.clone(),
+        cwd: launch.cwd.as_ref().map(Into::into),
+        env,
+        // The daemon's own environment may hold the instance key; a pane
+        // must never see it.
+        env_remove: vec!["AGENTBUS_AUTH_KEY".into()],
+        rows: launch.rows.unwrap_or(config.panes.rows),
+        cols: launch.cols.unwrap_or(config.panes.cols),
+        scrollback_lines: config.panes.scrollback_lines,
+        profile: config.profile(launch.provider),
+        input_timeout: Duration::from_millis(config.panes.input_timeout_ms),
+        max_parse_backlog: config.panes.max_parse_backlog_bytes,
+    };
+    let pane = Pane::spawn(spec).map_err(spawn_error)?;
+    let (exit_recorded_tx, exit_recorded) = tokio::sync::watch::channel(false);
+    Ok(Started {
+        record: PaneRecord {
+            block,
+            pane,
+            provider: launch.provider,
+            command: launch.command.clone(),
+            cwd: launch.cwd.clone(),
+            env: launch.env.clone(),
+            created_ms: now_ms(),
+            exit_recorded,
+        },
+        exit_recorded: exit_recorded_tx,
+    })
+}
+
+/// A pane just spawned. Its exit is followed once the caller has put the
+/// record in the table ([`Started::follow_exit`]), so the exit finds the
+/// names bound to it.
+pub struct Started {
+    pub record: PaneRecord,
+    exit_recorded: tokio::sync::watch::Sender<bool>,
+}
+
+impl Started {
+    pub fn follow_exit(self, state: &AppState) {
+        watch_exit(
+            state.clone(),
+            self.record.block,
+            self.record.pane,
+            self.exit_recorded,
+        );
+    }
 }
 
 /// Tells the other instances of this user that `id` lives here.
@@ -251,7 +308,7 @@ fn watch_exit(
 }
 
 /// Ends a pane no name points to any more, in the background.
-fn retire(state: &AppState, record: PaneRecord) {
+pub fn retire(state: &AppState, record: PaneRecord) {
     let grace = Duration::from_millis(state.config().panes.stop_grace_ms);
     tokio::spawn(async move {
         record.pane.stop(false, grace).await;

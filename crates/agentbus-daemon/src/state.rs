@@ -2,6 +2,7 @@
 
 use crate::agents::Agents;
 use crate::auth::Auth;
+use crate::blocks::Blocks;
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::events::EventBus;
@@ -11,11 +12,20 @@ use crate::limits::Limiter;
 use crate::mailbox::{DeliveredMarks, Waiters};
 use crate::poller::Poller;
 use crate::registry::Registry;
+use crate::tracker::Tracker;
 use agentbus_proto::now_ms;
 use agentbus_store::{NewAudit, Store};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use tokio::sync::watch;
+
+/// Live App API connections and subscriptions (`/v1/stats`), so a leak
+/// shows.
+#[derive(Default)]
+pub struct AppApiCounts {
+    pub connections: std::sync::atomic::AtomicUsize,
+    pub subscriptions: std::sync::atomic::AtomicUsize,
+}
 
 #[derive(Clone)]
 pub struct AppState {
@@ -34,6 +44,9 @@ struct Inner {
     waiters: Waiters,
     marks: DeliveredMarks,
     held: HeldIndex,
+    blocks: Blocks,
+    tracker: Tracker,
+    app_api: AppApiCounts,
     // Serializes pane creation so two opens of one name cannot both start
     // a program. An async mutex: spawning is awaited while it is held.
     open_lock: tokio::sync::Mutex<()>,
@@ -42,6 +55,12 @@ struct Inner {
     poller: Poller,
     // One pooled client for calls to peers (and the relay).
     http: reqwest::Client,
+}
+
+/// Resolves once shutdown has begun. The borrow guard `wait_for` returns
+/// is dropped here, not held by the caller's future (it is not `Send`).
+pub async fn shutdown_requested(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|down| *down).await.map(|_| ());
 }
 
 /// An audit entry being built. Bodies contribute only length and hash.
@@ -86,7 +105,8 @@ impl AppState {
             Some(store.clone()),
             config.events.persist_builtin,
         );
-        let limiter = Limiter::new(config.limits.clone());
+        let limiter = Limiter::new(config.limits.clone())
+            .with_call_rate(config.app_api.calls_per_s, config.app_api.calls_burst);
         let (shutdown, _) = watch::channel(false);
         Self {
             inner: Arc::new(Inner {
@@ -101,6 +121,9 @@ impl AppState {
                 waiters: Waiters::default(),
                 marks: DeliveredMarks::default(),
                 held: HeldIndex::default(),
+                blocks: Blocks::default(),
+                tracker: Tracker::default(),
+                app_api: AppApiCounts::default(),
                 open_lock: tokio::sync::Mutex::new(()),
                 shutdown,
                 registry,
@@ -166,6 +189,18 @@ impl AppState {
 
     pub fn held(&self) -> &HeldIndex {
         &self.inner.held
+    }
+
+    pub fn blocks(&self) -> &Blocks {
+        &self.inner.blocks
+    }
+
+    pub fn tracker(&self) -> &Tracker {
+        &self.inner.tracker
+    }
+
+    pub fn app_api(&self) -> &AppApiCounts {
+        &self.inner.app_api
     }
 
     pub(crate) fn open_lock(&self) -> &tokio::sync::Mutex<()> {

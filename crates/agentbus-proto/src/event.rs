@@ -24,11 +24,19 @@ pub enum EventKind {
     #[serde(rename = "block:created")]
     BlockCreated {
         block_id: BlockId,
-        agent_id: AgentId,
-        provider: Provider,
+        /// Absent for a block no agent is bound to (App API `pane.open`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        agent_id: Option<AgentId>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        provider: Option<Provider>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pid: Option<u32>,
+        /// The block's view, for blocks made through the App API.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        view: Option<String>,
     },
+    #[serde(rename = "block:deleted")]
+    BlockDeleted { block_id: BlockId },
     #[serde(rename = "block:exited")]
     BlockExited {
         block_id: BlockId,
@@ -67,6 +75,18 @@ pub enum EventKind {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         thread_id: Option<crate::ThreadId>,
     },
+    /// The machine's load, published for a `sysinfo` block.
+    #[serde(rename = "sysinfo")]
+    Sysinfo {
+        block_id: BlockId,
+        /// Busy share of all CPUs since the previous sample, 0-100.
+        cpu_percent: f64,
+        mem_total_kb: u64,
+        mem_available_kb: u64,
+        mem_used_percent: f64,
+        /// 1, 5 and 15 minute load averages.
+        load: [f64; 3],
+    },
     /// Published by a client; its type is not one of the above.
     #[serde(untagged)]
     Custom {
@@ -77,10 +97,11 @@ pub enum EventKind {
 }
 
 /// Type names agentbus itself publishes; clients may not publish these.
-pub const BUILTIN_TYPES: [&str; 8] = [
+pub const BUILTIN_TYPES: [&str; 9] = [
     "agent:registered",
     "agent:unregistered",
     "block:created",
+    "block:deleted",
     "block:exited",
     "jekt:delivered",
     "jekt:held",
@@ -95,6 +116,8 @@ impl EventKind {
             EventKind::AgentRegistered { .. } => "agent:registered",
             EventKind::AgentUnregistered { .. } => "agent:unregistered",
             EventKind::BlockCreated { .. } => "block:created",
+            EventKind::BlockDeleted { .. } => "block:deleted",
+            EventKind::Sysinfo { .. } => "sysinfo",
             EventKind::BlockExited { .. } => "block:exited",
             EventKind::JektDelivered { .. } => "jekt:delivered",
             EventKind::JektHeld { .. } => "jekt:held",
@@ -112,10 +135,13 @@ impl EventKind {
             EventKind::AgentUnregistered { agent_id } => (Some(agent_id), None),
             EventKind::BlockCreated {
                 block_id, agent_id, ..
-            } => (Some(agent_id), Some(*block_id)),
-            EventKind::BlockExited {
+            }
+            | EventKind::BlockExited {
                 block_id, agent_id, ..
             } => (agent_id.as_ref(), Some(*block_id)),
+            EventKind::BlockDeleted { block_id } | EventKind::Sysinfo { block_id, .. } => {
+                (None, Some(*block_id))
+            }
             EventKind::JektDelivered { to, block_id, .. } => (Some(to), Some(*block_id)),
             EventKind::JektHeld { to, .. } | EventKind::MessageReceived { to, .. } => {
                 (Some(to), None)
@@ -225,9 +251,10 @@ mod tests {
         let b = BlockId::new();
         let e = Event::new(EventKind::BlockCreated {
             block_id: b,
-            agent_id: a,
-            provider: Provider::Shell,
+            agent_id: Some(a),
+            provider: Some(Provider::Shell),
             pid: Some(7),
+            view: None,
         });
         assert_eq!(
             e.scopes,

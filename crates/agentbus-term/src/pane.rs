@@ -396,6 +396,20 @@ impl Pane {
             .unwrap_or_default()
     }
 
+    /// Numbered lines of text (see `Screen::numbered_lines`).
+    pub fn numbered_lines(&self, n: usize, after: Option<u64>) -> (u64, Vec<String>) {
+        self.inner
+            .screen
+            .lock()
+            .map(|s| s.numbered_lines(n, after))
+            .unwrap_or((1, Vec::new()))
+    }
+
+    /// Told of every chunk of output (and of skips), from now on.
+    pub fn subscribe_output(&self) -> broadcast::Receiver<PaneOutput> {
+        self.inner.output.subscribe()
+    }
+
     /// A repaint of the current screen and a subscription to everything
     /// written after it, taken together so nothing falls between them.
     pub fn attach(&self) -> (Vec<u8>, broadcast::Receiver<PaneOutput>) {

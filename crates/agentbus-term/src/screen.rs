@@ -15,6 +15,8 @@ use vt100::capture::{BasicFormattedCaptureState, RowContents, basic_formatted_to
 /// Plain-text lines that scrolled off the top of the screen, oldest first.
 pub struct Scrollback {
     lines: VecDeque<String>,
+    /// Lines ever added, including those since dropped: numbers lines.
+    pushed: u64,
     capacity: usize,
     capture: BasicFormattedCaptureState,
     buf: String,
@@ -24,6 +26,7 @@ impl Scrollback {
     fn new(capacity: usize) -> Self {
         Self {
             lines: VecDeque::with_capacity(capacity.min(1024)),
+            pushed: 0,
             capacity,
             capture: BasicFormattedCaptureState::new(),
             buf: String::new(),
@@ -34,6 +37,7 @@ impl Scrollback {
         if self.capacity == 0 {
             return;
         }
+        self.pushed += 1;
         if self.lines.len() == self.capacity {
             self.lines.pop_front();
         }
@@ -127,9 +131,9 @@ impl Screen {
         self.parser.screen().state_formatted().into_bytes()
     }
 
-    /// The last `n` lines of text: scrollback then the screen, with wrapped
-    /// rows joined and the blank rows below the last text dropped.
-    pub fn last_lines(&self, n: usize) -> Vec<String> {
+    /// The screen's rows as text lines: wrapped rows joined, the blank
+    /// rows below the last text dropped.
+    fn screen_lines(&self) -> Vec<String> {
         let screen = self.parser.screen();
         let (_, cols) = screen.size();
         let mut rows: Vec<String> = Vec::new();
@@ -147,19 +151,43 @@ impl Screen {
         while rows.last().is_some_and(|r| r.trim_end().is_empty()) {
             rows.pop();
         }
-        let history = &self.parser.callbacks().lines;
-        let from_history = n.saturating_sub(rows.len()).min(history.len());
+        rows
+    }
+
+    /// The last `n` lines of text: scrollback then the screen, with wrapped
+    /// rows joined and the blank rows below the last text dropped.
+    pub fn last_lines(&self, n: usize) -> Vec<String> {
+        self.numbered_lines(n, None).1
+    }
+
+    /// Lines numbered from 1 over the pane's life (a line keeps its number
+    /// as it scrolls into history): with `after`, the first `n` lines
+    /// numbered above it (from the oldest still kept); without, the last
+    /// `n`. Returns the number of the first line returned and the lines.
+    pub fn numbered_lines(&self, n: usize, after: Option<u64>) -> (u64, Vec<String>) {
+        let rows = self.screen_lines();
+        let sb = self.parser.callbacks();
+        let history = &sb.lines;
+        // Number of the oldest line still kept.
+        let oldest = sb.pushed - history.len() as u64 + 1;
+        let total = history.len() + rows.len();
+        let start = match after {
+            Some(a) => (a.saturating_add(1).max(oldest) - oldest).min(total as u64) as usize,
+            None => total.saturating_sub(n),
+        };
+        let end = (start + n).min(total);
         let mut out: Vec<String> = history
-            .range(history.len() - from_history..)
+            .iter()
+            .chain(rows.iter())
+            .skip(start)
+            .take(end - start)
             .cloned()
             .collect();
-        let skip = rows.len().saturating_sub(n);
-        out.extend(rows.into_iter().skip(skip));
         out.iter_mut().for_each(|l| {
             let trimmed = l.trim_end().len();
             l.truncate(trimmed);
         });
-        out
+        (oldest + start as u64, out)
     }
 }
 
@@ -187,6 +215,32 @@ mod tests {
         let all = s.last_lines(100);
         assert_eq!(all[0], "abcdefghijklmno", "{all:?}");
         assert_eq!(all.last().unwrap(), "w");
+    }
+
+    #[test]
+    fn lines_keep_their_numbers_as_they_scroll() {
+        let mut s = Screen::new(3, 20, 5);
+        for i in 1..=4 {
+            s.process(format!("line {i}\r\n").as_bytes());
+        }
+        // 4 lines + an empty cursor row; 2 scrolled into history.
+        let (first, lines) = s.numbered_lines(2, None);
+        assert_eq!((first, lines), (3, vec!["line 3".into(), "line 4".into()]));
+        let (first, lines) = s.numbered_lines(10, Some(1));
+        assert_eq!(first, 2);
+        assert_eq!(lines[0], "line 2");
+        for i in 5..=20 {
+            s.process(format!("line {i}\r\n").as_bytes());
+        }
+        // History keeps 5: asking from line 1 starts at the oldest kept.
+        let (first, lines) = s.numbered_lines(1, Some(0));
+        assert_eq!(lines, vec![format!("line {first}")]);
+        assert!(first > 10);
+        let (first, lines) = s.numbered_lines(5, Some(18));
+        assert_eq!(
+            (first, lines),
+            (19, vec!["line 19".into(), "line 20".into()])
+        );
     }
 
     #[test]

@@ -157,6 +157,11 @@ impl Client {
             .await
     }
 
+    pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        self.send(self.http.delete(format!("{}{path}", self.base)))
+            .await
+    }
+
     /// Performs `call` (an MCP tool's request); the answer's JSON, or the
     /// daemon's error — a daemon that cannot be reached is status 0.
     pub async fn request(

@@ -1,6 +1,7 @@
 //! `agentbus`: the one binary. `main` parses the command line and hands
 //! each subcommand to its file under `cmd/`.
 
+mod app_client;
 mod client;
 mod cmd;
 mod tty;

@@ -8,47 +8,10 @@ mod common;
 
 use common::{Cred, Daemon, Sink, bin, eventually};
 use serde_json::{Value, json};
-use std::path::PathBuf;
-use std::process::Command;
-
-fn python() -> PathBuf {
-    let p = std::env::var_os("AGENTBUS_TEST_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/pyenv/bin/python")
-        });
-    assert!(
-        p.exists(),
-        "{} is missing: run `bash scripts/test.sh`, which installs the Python test packages",
-        p.display()
-    );
-    p
-}
 
 /// Runs the session script with `args`; its JSON report.
 async fn session(args: Vec<String>) -> Value {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/mcp_session.py");
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(python())
-            .arg(script)
-            .args(&args)
-            .env_remove("AGENTBUS_URL")
-            .env_remove("AGENTBUS_AGENT_TOKEN")
-            .env_remove("AGENTBUS_AGENT_ID")
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "the MCP client failed ({}):\n{stdout}\n{stderr}",
-        out.status
-    );
-    let last = stdout.lines().last().unwrap_or_default();
-    serde_json::from_str(last).unwrap_or_else(|e| panic!("bad report ({e}): {stdout}\n{stderr}"))
+    common::run_python("mcp_session.py", args).await
 }
 
 fn s(v: &str) -> String {
@@ -397,7 +360,7 @@ async fn new_mail_is_pushed_as_a_claude_channel_notification_when_asked() {
 async fn two_agents_in_panes_exchange_a_jekt_and_a_message_through_the_tools() {
     let d = Daemon::start();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/mcp_agent.py");
-    let py = python();
+    let py = common::python();
     let py = py.to_str().unwrap();
     d.open(
         "coder",

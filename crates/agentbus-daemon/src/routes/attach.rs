@@ -59,11 +59,7 @@ fn control(msg: &AttachControl) -> Message {
     Message::Text(serde_json::to_string(msg).unwrap_or_default().into())
 }
 
-async fn shutdown_requested(rx: &mut tokio::sync::watch::Receiver<bool>) {
-    // The borrow guard `wait_for` returns is dropped here, not held by
-    // the caller's future.
-    let _ = rx.wait_for(|down| *down).await.map(|_| ());
-}
+use crate::state::shutdown_requested;
 
 async fn serve(state: AppState, pane: Pane, socket: WebSocket) {
     let (mut sink, mut stream) = socket.split();

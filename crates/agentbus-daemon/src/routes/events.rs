@@ -2,11 +2,11 @@
 
 use super::Table;
 use crate::auth::Caller;
-use crate::error::{ApiError, ApiJson, ApiQuery, check_range};
+use crate::error::{ApiError, ApiJson, ApiQuery};
 use crate::events::Received;
 use crate::state::AppState;
 use agentbus_proto::api::{EventHistory, PublishEventRequest};
-use agentbus_proto::event::{Event, check_custom_type, check_scope};
+use agentbus_proto::event::{Event, check_scope};
 use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
@@ -24,42 +24,12 @@ pub(super) fn add(t: Table) -> Table {
         .add(&["GET"], "/v1/events/stream", false, get(stream))
 }
 
-/// Largest `data` of a published event, serialized.
-const MAX_EVENT_DATA: usize = 64 * 1024;
-const MAX_SCOPES: usize = 16;
-
-fn bad(m: String) -> ApiError {
-    ApiError::bad_request("invalid_event", m)
-}
-
 async fn publish(
     State(state): State<AppState>,
     Caller(caller): Caller,
     ApiJson(req): ApiJson<PublishEventRequest>,
 ) -> Result<(StatusCode, Json<Event>), ApiError> {
-    check_custom_type(&req.event_type).map_err(bad)?;
-    if req.scopes.len() > MAX_SCOPES {
-        return Err(bad(format!("at most {MAX_SCOPES} scopes")));
-    }
-    for s in &req.scopes {
-        check_scope(s).map_err(bad)?;
-    }
-    let size = serde_json::to_vec(&req.data)
-        .map(|v| v.len())
-        .unwrap_or(usize::MAX);
-    if size > MAX_EVENT_DATA {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            format!("event data may be at most {MAX_EVENT_DATA} bytes"),
-        ));
-    }
-    let max = state.config().events.max_persist;
-    if req.persist > max {
-        return Err(bad(format!("persist may be at most {max}")));
-    }
-    let event = Event::custom(req.event_type, req.scopes, req.data, caller.actor());
-    let published = state.events().emit(event, req.persist);
+    let published = crate::events::publish_custom(&state, &caller, req)?;
     Ok((StatusCode::CREATED, Json((*published).clone())))
 }
 
@@ -77,19 +47,8 @@ async fn history(
     _: Caller,
     ApiQuery(p): ApiQuery<HistoryParams>,
 ) -> Result<Json<EventHistory>, ApiError> {
-    let limit = p.limit.unwrap_or(100);
-    check_range("limit", limit, 1..=10_000)?;
-    check_scope(&p.scope).map_err(bad)?;
-    if p.event_type.is_empty() || p.event_type.len() > 64 {
-        return Err(bad("type must be 1-64 characters".into()));
-    }
-    let rows = state
-        .read_store(move |s| s.event_history(&p.event_type, &p.scope, limit as u32))
-        .await?;
-    let events = rows
-        .into_iter()
-        .filter_map(|r| serde_json::from_str(&r.json).ok())
-        .collect();
+    let events =
+        crate::events::read_history(&state, p.event_type, p.scope, p.limit.unwrap_or(100)).await?;
     Ok(Json(EventHistory { events }))
 }
 
@@ -116,7 +75,7 @@ async fn stream(
     ApiQuery(p): ApiQuery<StreamParams>,
 ) -> Result<Response, ApiError> {
     if let Some(s) = &p.scope {
-        check_scope(s).map_err(bad)?;
+        check_scope(s).map_err(crate::events::bad_event)?;
     }
     let sub = state.events().subscribe();
     let shutdown = state.shutdown_signal();

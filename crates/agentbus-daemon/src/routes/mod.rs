@@ -5,6 +5,7 @@
 //! document (`docs/openapi.json`) and neither can drift from the other.
 
 mod agents;
+mod app_api;
 mod attach;
 mod events;
 mod messages;
@@ -71,6 +72,7 @@ fn table() -> Table {
     let t = messages::add(t);
     let t = events::add(t);
     let t = stats::add(t);
+    let t = app_api::add(t);
     agents::add(t)
 }
 

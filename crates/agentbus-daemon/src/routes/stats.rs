@@ -30,5 +30,9 @@ async fn stats(State(state): State<AppState>, _: AdminOnly) -> Json<serde_json::
         "event_subscribers": state.events().subscriber_count(),
         "rate_limit_senders": senders,
         "rate_limit_pairs": pairs,
+        "app_api_connections": state.app_api().connections.load(std::sync::atomic::Ordering::Relaxed),
+        "app_api_subscriptions": state.app_api().subscriptions.load(std::sync::atomic::Ordering::Relaxed),
+        "blocks": state.blocks().all().len(),
+        "block_tasks": state.blocks().tasks(),
     }))
 }

@@ -2,6 +2,7 @@
 //! definitions and the dispatch.
 
 mod agents;
+mod app;
 mod attach;
 mod audit;
 mod bench;
@@ -92,6 +93,12 @@ pub enum Command {
     Setup(setup::SetupArgs),
     /// Point this instance at a relay, stop polling it, or show how it goes
     Poller(poller::PollerArgs),
+    /// Call one App API method over the WebSocket (JSON-RPC) and print the answer
+    Rpc(app::RpcArgs),
+    /// List the processes under an agent's pane (the process tracker)
+    Ps(app::PsArgs),
+    /// Mint, list or revoke App API tokens held to scopes
+    Token(app::TokenArgs),
     /// Read the audit log
     Audit(audit::AuditArgs),
     /// Show the effective configuration
@@ -158,6 +165,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Register(a) => agents::register(&client()?, a).await,
         Command::Unregister(a) => agents::unregister(&client()?, a).await,
         Command::Audit(a) => audit::run(&client()?, a).await,
+        Command::Rpc(a) => app::rpc(&client()?, a).await,
+        Command::Ps(a) => app::ps(&client()?, a).await,
+        Command::Token(a) => app::token(&client()?, a).await,
         Command::Poller(a) => poller::run(&client()?, a).await,
         Command::Config(a) => config::run(a, cli.data_dir),
         Command::Mcp(a) => mcp::run(a, dir).await,

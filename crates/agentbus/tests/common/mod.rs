@@ -13,6 +13,48 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_agentbus")
 }
 
+/// The Python of the test venv (`scripts/test.sh` installs it).
+pub fn python() -> PathBuf {
+    let p = std::env::var_os("AGENTBUS_TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/pyenv/bin/python")
+        });
+    assert!(
+        p.exists(),
+        "{} is missing: run `bash scripts/test.sh`, which installs the Python test packages",
+        p.display()
+    );
+    p
+}
+
+/// Runs `tests/python/<script>` with `args`; the JSON report it prints
+/// as its last line.
+pub async fn run_python(script: &str, args: Vec<String>) -> Value {
+    let script = format!("{}/tests/python/{script}", env!("CARGO_MANIFEST_DIR"));
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(python())
+            .arg(script)
+            .args(&args)
+            .env_remove("AGENTBUS_URL")
+            .env_remove("AGENTBUS_AGENT_TOKEN")
+            .env_remove("AGENTBUS_AGENT_ID")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "the Python client failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    let last = stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(last).unwrap_or_else(|e| panic!("bad report ({e}): {stdout}\n{stderr}"))
+}
+
 /// How a request authenticates.
 #[derive(Clone, Debug)]
 pub enum Cred {

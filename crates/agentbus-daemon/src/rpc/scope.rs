@@ -1,0 +1,284 @@
+//! Scopes: what an agent token may call on the App API, and on what.
+//!
+//! A scope is `method[@target]`:
+//! - `method` is a method name (`agent.send`), a family (`agent.*`,
+//!   `pane.*`, `block.*`, `controller.*`, `event.*`) or `*`;
+//! - `target` is `self` (the token's own agent and its blocks), an agent
+//!   name or glob (`worker-*`), `block:<id>`, `scope:<event scope glob>`,
+//!   or `*`. Without one, any target.
+//!
+//! A call is allowed when one scope covers its method and every target it
+//! names. The instance key is not held to scopes.
+
+use super::methods::{self, Family};
+use agentbus_proto::{AgentId, BlockId};
+use std::fmt;
+
+/// What a call acts on, as read from its params.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Target {
+    Agent(AgentId),
+    /// A block and the agent names bound to it.
+    Block {
+        id: BlockId,
+        names: Vec<AgentId>,
+    },
+    /// An event scope that names neither an agent nor a block.
+    EventScope(String),
+    /// Every event scope (`allscopes`).
+    AllEventScopes,
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Agent(a) => write!(f, "{a}"),
+            Target::Block { id, .. } => write!(f, "block:{id}"),
+            Target::EventScope(s) => write!(f, "scope:{s}"),
+            Target::AllEventScopes => f.write_str("*"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum MethodPattern {
+    Any,
+    Family(Family),
+    Exact(&'static str),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum TargetPattern {
+    Any,
+    Own,
+    Block(String),
+    EventScope(String),
+    AgentGlob(String),
+}
+
+/// One parsed scope.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scope {
+    text: String,
+    method: MethodPattern,
+    target: Option<TargetPattern>,
+}
+
+/// `*` anywhere in `pattern` matches any run of characters.
+fn glob(pattern: &str, s: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == s;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !s.starts_with(first) || s.len() < first.len() + last.len() || !s.ends_with(last) {
+        return false;
+    }
+    let mut rest = &s[first.len()..s.len() - last.len()];
+    for mid in &parts[1..parts.len() - 1] {
+        match rest.find(mid) {
+            Some(i) => rest = &rest[i + mid.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+fn glob_ok(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_*:./".contains(c))
+}
+
+impl Scope {
+    pub fn parse(text: &str) -> Result<Scope, String> {
+        let bad = |why: &str| format!("scope {text:?} is invalid: {why}");
+        let (m, t) = match text.split_once('@') {
+            Some((m, t)) => (m, Some(t)),
+            None => (text, None),
+        };
+        let method = if m == "*" {
+            MethodPattern::Any
+        } else if let Some(fam) = m.strip_suffix(".*") {
+            MethodPattern::Family(Family::parse(fam).ok_or_else(|| {
+                bad("families are agent.*, pane.*, block.*, controller.*, event.*")
+            })?)
+        } else {
+            MethodPattern::Exact(
+                methods::find(m)
+                    .ok_or_else(|| bad(&format!("no method named {m}")))?
+                    .name,
+            )
+        };
+        let target = match t {
+            None => None,
+            Some("*") => Some(TargetPattern::Any),
+            Some("self") => Some(TargetPattern::Own),
+            Some(t) if !glob_ok(t) => {
+                return Err(bad(
+                    "a target is self, *, an agent name or glob, block:<id> or scope:<scope>",
+                ));
+            }
+            Some(t) => Some(if let Some(b) = t.strip_prefix("block:") {
+                TargetPattern::Block(b.to_string())
+            } else if let Some(s) = t.strip_prefix("scope:") {
+                TargetPattern::EventScope(s.to_string())
+            } else {
+                TargetPattern::AgentGlob(t.to_string())
+            }),
+        };
+        Ok(Scope {
+            text: text.to_string(),
+            method,
+            target,
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    fn covers_method(&self, name: &str, family: Family) -> bool {
+        match &self.method {
+            MethodPattern::Any => true,
+            MethodPattern::Family(f) => *f == family,
+            MethodPattern::Exact(m) => *m == name,
+        }
+    }
+
+    fn covers_target(&self, target: &Target, me: &AgentId) -> bool {
+        let Some(p) = &self.target else { return true };
+        let agent = |a: &AgentId| match p {
+            TargetPattern::Any => true,
+            TargetPattern::Own => a == me,
+            TargetPattern::AgentGlob(g) => glob(g, a.as_str()),
+            TargetPattern::Block(_) | TargetPattern::EventScope(_) => false,
+        };
+        match target {
+            Target::Agent(a) => agent(a),
+            Target::Block { id, names } => {
+                matches!(p, TargetPattern::Block(b) if glob(b, &id.to_string()))
+                    || names.iter().any(agent)
+            }
+            Target::EventScope(s) => match p {
+                TargetPattern::Any => true,
+                TargetPattern::EventScope(g) => glob(g, s),
+                _ => false,
+            },
+            Target::AllEventScopes => *p == TargetPattern::Any,
+        }
+    }
+}
+
+/// A token's scopes, checked against one call.
+pub fn check(
+    scopes: &[Scope],
+    me: &AgentId,
+    method: &str,
+    family: Family,
+    targets: &[Target],
+) -> Result<(), String> {
+    let mine = Target::Agent(me.clone());
+    // A call that names no target acts for the caller itself.
+    let targets: &[Target] = if targets.is_empty() {
+        std::slice::from_ref(&mine)
+    } else {
+        targets
+    };
+    for t in targets {
+        let ok = scopes
+            .iter()
+            .any(|s| s.covers_method(method, family) && s.covers_target(t, me));
+        if !ok {
+            let t = if *t == mine {
+                "self".to_string()
+            } else {
+                t.to_string()
+            };
+            return Err(format!("{method}@{t}"));
+        }
+    }
+    Ok(())
+}
+
+pub fn parse_all(texts: &[String]) -> Result<Vec<Scope>, String> {
+    texts.iter().map(|s| Scope::parse(s)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn a(s: &str) -> AgentId {
+        AgentId::parse(s).unwrap()
+    }
+
+    fn allowed(scopes: &[&str], method: &str, targets: &[Target]) -> Result<(), String> {
+        let scopes: Vec<Scope> = scopes.iter().map(|s| Scope::parse(s).unwrap()).collect();
+        let family = methods::find(method).unwrap().family;
+        check(&scopes, &a("me"), method, family, targets)
+    }
+
+    #[test]
+    fn scopes_parse_or_say_why_not() {
+        for ok in [
+            "*",
+            "agent.*",
+            "agent.send@worker-*",
+            "controllerinput@block:0190*",
+            "eventsub@scope:team-*",
+            "agent.output@self",
+        ] {
+            Scope::parse(ok).unwrap();
+        }
+        for bad in ["agent.sned", "files.*", "agent.send@", "agent.send@a b"] {
+            let e = Scope::parse(bad).unwrap_err();
+            assert!(e.contains(bad), "{e}");
+        }
+    }
+
+    #[test]
+    fn methods_and_targets_are_both_checked() {
+        let bob = Target::Agent(a("bob"));
+        assert!(allowed(&["agent.*"], "agent.stop", std::slice::from_ref(&bob)).is_ok());
+        assert_eq!(
+            allowed(&["agent.send"], "agent.stop", std::slice::from_ref(&bob)),
+            Err("agent.stop@bob".into())
+        );
+        assert!(allowed(&["agent.output@self"], "agent.output", &[]).is_ok());
+        assert_eq!(
+            allowed(&["agent.output@self"], "agent.output", &[bob]),
+            Err("agent.output@bob".into())
+        );
+        let block = Target::Block {
+            id: BlockId::new(),
+            names: vec![a("worker-2")],
+        };
+        assert!(allowed(&["controller.*@worker-*"], "controllerinput", &[block]).is_ok());
+        let unbound = Target::Block {
+            id: BlockId::new(),
+            names: vec![],
+        };
+        assert!(allowed(&["controller.*@self"], "controllerinput", &[unbound]).is_err());
+        assert!(
+            allowed(
+                &["eventsub@scope:team*"],
+                "eventsub",
+                &[Target::EventScope("team-a".into())]
+            )
+            .is_ok()
+        );
+        assert!(allowed(&["eventsub@scope:*"], "eventsub", &[Target::AllEventScopes]).is_err());
+        assert!(allowed(&["eventsub"], "eventsub", &[Target::AllEventScopes]).is_ok());
+    }
+
+    #[test]
+    fn globs_match_like_a_shell() {
+        assert!(glob("w*-*x", "w1-2x"));
+        assert!(glob("*", ""));
+        assert!(!glob("a*b", "ab-"));
+        assert!(glob("a*b", "ab"));
+        assert!(!glob("abc", "ab"));
+    }
+}

@@ -1,0 +1,412 @@
+//! One WebSocket connection of the App API: authentication, the frames
+//! it sends, the calls it has running, the subscriptions it owns.
+//!
+//! Everything the daemon sends goes through one bounded queue to one
+//! writer task. Answers wait for room (a client that does not read its
+//! answers slows only its own calls); events never wait: when the queue
+//! is full they are dropped for this connection and counted, and the next
+//! frame that fits is a `lagged` notice. So a reader that stops reading
+//! costs the daemon at most the queue, never the publisher's time.
+//!
+//! When the socket closes, the connection's cancel token fires: its
+//! subscriptions and streams end and are freed.
+
+use super::protocol::{self, Frame, Item, RpcError};
+use super::scope::Scope;
+use crate::auth::Identity;
+use crate::error::ApiError;
+use crate::state::AppState;
+use axum::extract::ws::{Message, WebSocket};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+
+/// Who is calling, once authenticated.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub identity: Identity,
+    /// `None` for the instance key (admin); the scopes for an agent token.
+    pub scopes: Option<Arc<Vec<Scope>>>,
+    /// The rate limit's key: the token, not the agent (an extra token has
+    /// its own bucket).
+    pub limit_key: String,
+    /// An extra token's id.
+    pub token_id: Option<String>,
+}
+
+impl Caller {
+    /// The caller for a presented secret, or why not.
+    pub fn from_secret(state: &AppState, secret: &str) -> Result<Caller, ApiError> {
+        let Some(cred) = state.auth().lookup(secret) else {
+            return Err(ApiError::new(
+                axum::http::StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "invalid credential: give the instance key or an agent token",
+            ));
+        };
+        match (cred.identity, cred.extra) {
+            (Identity::Admin, _) => Ok(Caller {
+                identity: Identity::Admin,
+                scopes: None,
+                limit_key: "admin".into(),
+                token_id: None,
+            }),
+            (Identity::Agent(a), Some(extra)) => Ok(Caller {
+                identity: Identity::Agent(a),
+                scopes: Some(extra.parsed.clone()),
+                limit_key: extra.token_id.clone(),
+                token_id: Some(extra.token_id),
+            }),
+            (Identity::Agent(a), None) => {
+                let texts = state.config().policy.app_scopes_of(a.as_str());
+                // Validated when the config was loaded.
+                let scopes = super::scope::parse_all(texts).unwrap_or_default();
+                Ok(Caller {
+                    limit_key: format!("agent:{a}"),
+                    identity: Identity::Agent(a),
+                    scopes: Some(Arc::new(scopes)),
+                    token_id: None,
+                })
+            }
+            (Identity::Peer | Identity::Relay, _) => Err(ApiError::forbidden(
+                "a forward token does not open the App API",
+            )),
+        }
+    }
+
+    /// How errors name this caller.
+    pub fn describe(&self) -> String {
+        match (&self.identity, &self.token_id) {
+            (Identity::Agent(a), Some(t)) => format!("token {t} of {a}"),
+            (Identity::Agent(a), None) => format!("the agent token of {a}"),
+            (other, _) => other.actor(),
+        }
+    }
+}
+
+/// A subscription: its task (cancelled with the connection or by
+/// `eventunsub`) and, in pull mode, the queue `eventrecv` reads.
+pub struct Sub {
+    pub cancel: CancellationToken,
+    pub pull: Option<Arc<super::events::PullQueue>>,
+}
+
+pub struct Session {
+    out: mpsc::Sender<Message>,
+    caller: RwLock<Option<Caller>>,
+    pub subs: Mutex<HashMap<String, Sub>>,
+    next_sub: AtomicU64,
+    pub cancel: CancellationToken,
+    last_heard_ms: AtomicI64,
+}
+
+impl Session {
+    pub fn caller(&self) -> Option<Caller> {
+        self.caller.read().ok()?.clone()
+    }
+
+    fn set_caller(&self, c: Caller) {
+        if let Ok(mut w) = self.caller.write() {
+            *w = Some(c);
+        }
+    }
+
+    pub fn next_sub_id(&self) -> String {
+        format!("sub-{}", self.next_sub.fetch_add(1, Ordering::Relaxed) + 1)
+    }
+
+    /// Queues a frame, waiting for room; false once the connection is gone.
+    pub async fn send(&self, v: &Value) -> bool {
+        let text = v.to_string();
+        tokio::select! {
+            r = self.out.send(Message::Text(text.into())) => r.is_ok(),
+            _ = self.cancel.cancelled() => false,
+        }
+    }
+
+    /// Queues a frame if there is room now.
+    pub fn try_send(&self, v: &Value) -> bool {
+        self.out
+            .try_send(Message::Text(v.to_string().into()))
+            .is_ok()
+    }
+}
+
+/// Counts a live connection for `/v1/stats` while it exists.
+struct Counted<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> Counted<'a> {
+    fn new(n: &'a std::sync::atomic::AtomicUsize) -> Self {
+        n.fetch_add(1, Ordering::Relaxed);
+        Counted(n)
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+const AUTH_METHODS: [&str; 2] = ["authenticate", "authenticatetoken"];
+const MAX_FAILED_AUTH: u32 = 3;
+
+/// Serves one connection until it closes (or the daemon shuts down).
+pub async fn serve(state: AppState, socket: WebSocket, caller: Option<Caller>) {
+    let _counted = Counted::new(&state.app_api().connections);
+    let config = state.config().app_api.clone();
+    let (mut sink, mut stream) = socket.split();
+    let (out, mut out_rx) = mpsc::channel::<Message>(config.out_queue);
+    let session = Arc::new(Session {
+        out,
+        caller: RwLock::new(None),
+        subs: Mutex::new(HashMap::new()),
+        next_sub: AtomicU64::new(0),
+        cancel: CancellationToken::new(),
+        last_heard_ms: AtomicI64::new(agentbus_proto::now_ms()),
+    });
+    if let Some(c) = caller {
+        session.set_caller(c);
+    }
+    // The writer: the queue, and a ping every interval; a connection not
+    // heard from for three intervals is closed.
+    let ping_every = Duration::from_secs(config.ping_interval_s);
+    let writer_session = session.clone();
+    let mut shutdown = state.shutdown_signal();
+    let writer = tokio::spawn(async move {
+        let s = writer_session;
+        let mut ping = tokio::time::interval(ping_every);
+        ping.reset();
+        loop {
+            tokio::select! {
+                m = out_rx.recv() => match m {
+                    Some(m) => if sink.send(m).await.is_err() { break },
+                    None => break,
+                },
+                _ = ping.tick() => {
+                    let silent = agentbus_proto::now_ms() - s.last_heard_ms.load(Ordering::Relaxed);
+                    if silent > 3 * ping_every.as_millis() as i64 {
+                        tracing::debug!("app api connection silent; closing");
+                        break;
+                    }
+                    if sink.send(Message::Ping(Vec::new().into())).await.is_err() { break }
+                }
+                _ = s.cancel.cancelled() => break,
+                _ = crate::state::shutdown_requested(&mut shutdown) => break,
+            }
+        }
+        let _ = sink.send(Message::Close(None)).await;
+        s.cancel.cancel();
+    });
+    let in_flight = Arc::new(Semaphore::new(config.max_in_flight));
+    let auth_deadline = tokio::time::sleep(Duration::from_secs(config.auth_timeout_s));
+    tokio::pin!(auth_deadline);
+    let mut failed_auth = 0;
+    loop {
+        let msg = tokio::select! {
+            m = stream.next() => m,
+            _ = session.cancel.cancelled() => break,
+            _ = &mut auth_deadline, if session.caller().is_none() => {
+                let e = RpcError::app("UNAUTHORIZED", "not authenticated in time; closing");
+                session.send(&protocol::answer(&Value::Null, Err(e))).await;
+                break;
+            }
+        };
+        let text = match msg {
+            Some(Ok(Message::Text(t))) => t.to_string(),
+            Some(Ok(Message::Binary(b))) => String::from_utf8_lossy(&b).into_owned(),
+            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+            Some(Ok(_)) => {
+                // Ping / pong: the peer is alive.
+                session
+                    .last_heard_ms
+                    .store(agentbus_proto::now_ms(), Ordering::Relaxed);
+                continue;
+            }
+        };
+        session
+            .last_heard_ms
+            .store(agentbus_proto::now_ms(), Ordering::Relaxed);
+        let frame = protocol::parse(&text);
+        match session.caller() {
+            None => {
+                // Before authentication frames are handled one at a time,
+                // and only an authentication call does anything.
+                let answer = pre_auth(&state, &session, frame, &mut failed_auth).await;
+                if let Some(a) = answer {
+                    session.send(&a).await;
+                }
+                if failed_auth >= MAX_FAILED_AUTH {
+                    break;
+                }
+            }
+            Some(caller) => {
+                let Ok(permit) = in_flight.clone().acquire_owned().await else {
+                    break;
+                };
+                let (state, session) = (state.clone(), session.clone());
+                tokio::spawn(async move {
+                    let answer = handle_frame(&state, &session, caller, frame).await;
+                    if let Some(a) = answer {
+                        session.send(&a).await;
+                    }
+                    drop(permit);
+                });
+            }
+        }
+    }
+    session.cancel.cancel();
+    if let Ok(mut subs) = session.subs.lock() {
+        for (_, s) in subs.drain() {
+            s.cancel.cancel();
+        }
+    }
+    let _ = writer.await;
+}
+
+/// Answers a frame from an authenticated caller: one call, or a batch run
+/// concurrently and answered as one array.
+async fn handle_frame(
+    state: &AppState,
+    session: &Arc<Session>,
+    caller: Caller,
+    frame: Frame,
+) -> Option<Value> {
+    let one = |item: Item| {
+        let caller = caller.clone();
+        async move {
+            match item {
+                Item::Invalid(id, e) => Some(protocol::answer(&id.unwrap_or(Value::Null), Err(e))),
+                Item::Call(c) if AUTH_METHODS.contains(&c.method.as_str()) => {
+                    // Re-authenticating on an open connection switches
+                    // who it is.
+                    let id = c.id.clone();
+                    let r = authenticate(state, session, &c.method, c.params).await;
+                    id.map(|id| protocol::answer(&id, r))
+                }
+                Item::Call(c) => super::methods::dispatch(state, session, caller, c).await,
+            }
+        }
+    };
+    match frame {
+        Frame::Broken(e) => Some(protocol::answer(&Value::Null, Err(e))),
+        Frame::Single(item) => one(item).await,
+        Frame::Batch(items) => {
+            let answers: Vec<Value> = futures_util::future::join_all(items.into_iter().map(one))
+                .await
+                .into_iter()
+                .flatten()
+                .collect();
+            (!answers.is_empty()).then_some(Value::Array(answers))
+        }
+    }
+}
+
+async fn pre_auth(
+    state: &AppState,
+    session: &Arc<Session>,
+    frame: Frame,
+    failed: &mut u32,
+) -> Option<Value> {
+    let not_yet = || {
+        RpcError::app(
+            "UNAUTHORIZED",
+            "authenticate first: call authenticate {token} or authenticatetoken {token}",
+        )
+    };
+    let item = match frame {
+        Frame::Broken(e) => return Some(protocol::answer(&Value::Null, Err(e))),
+        Frame::Batch(_) => {
+            *failed += 1;
+            return Some(protocol::answer(&Value::Null, Err(not_yet())));
+        }
+        Frame::Single(item) => item,
+    };
+    match item {
+        Item::Invalid(id, e) => Some(protocol::answer(&id.unwrap_or(Value::Null), Err(e))),
+        Item::Call(c) if AUTH_METHODS.contains(&c.method.as_str()) => {
+            let r = authenticate(state, session, &c.method, c.params).await;
+            if r.is_err() {
+                *failed += 1;
+            }
+            Some(protocol::answer(&c.id.unwrap_or(Value::Null), r))
+        }
+        Item::Call(c) => {
+            *failed += 1;
+            state
+                .audit_refusal(
+                    "anonymous",
+                    &format!("rpc {}", super::truncate(&c.method, 64)),
+                    "unauthorized",
+                    "call before authenticate",
+                )
+                .await;
+            Some(protocol::answer(
+                &c.id.unwrap_or(Value::Null),
+                Err(not_yet()),
+            ))
+        }
+    }
+}
+
+/// `authenticate {token}` / `authenticatetoken {token, agent_id?}`.
+async fn authenticate(
+    state: &AppState,
+    session: &Arc<Session>,
+    method: &str,
+    params: Value,
+) -> Result<Value, RpcError> {
+    let token = params
+        .get("token")
+        .or_else(|| params.get(0))
+        .and_then(Value::as_str)
+        .ok_or_else(|| {
+            RpcError::new(
+                protocol::INVALID_PARAMS,
+                format!("invalid params for {method}: give {{\"token\": \"<instance key or agent token>\"}}"),
+            )
+        })?;
+    let result = Caller::from_secret(state, token).map_err(RpcError::from);
+    let result = result.and_then(|c| match (params.get("agent_id"), &c.identity) {
+        (Some(Value::String(claimed)), Identity::Agent(me)) if claimed != me.as_str() => {
+            Err(RpcError::app(
+                "FORBIDDEN",
+                format!("this token belongs to {me}, not {claimed}"),
+            ))
+        }
+        _ => Ok(c),
+    });
+    match result {
+        Ok(c) => {
+            state
+                .audit(
+                    crate::state::AuditRecord::new(c.identity.actor(), "rpc", Some(method), "ok")
+                        .detail(c.describe()),
+                )
+                .await;
+            let answer = json!({
+                "authenticated": true,
+                "actor": c.identity.actor(),
+                "scopes": c.scopes.as_ref().map(|s| s.iter().map(Scope::as_str).collect::<Vec<_>>()),
+            });
+            session.set_caller(c);
+            Ok(answer)
+        }
+        Err(e) => {
+            state
+                .audit_refusal(
+                    "anonymous",
+                    &format!("rpc {method}"),
+                    "unauthorized",
+                    &e.message,
+                )
+                .await;
+            Err(e)
+        }
+    }
+}
