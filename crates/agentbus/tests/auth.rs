@@ -30,7 +30,11 @@ async fn every_route_without_a_credential_is_401_and_the_refusal_is_audited() {
     assert!(routes.len() >= 15, "the route list is read");
     for (method, path, open) in &routes {
         let (status, body) = d.send(method, path, &Cred::None).await;
-        if *open {
+        if *path == "/ws" {
+            // The WebSocket: plain HTTP is told to upgrade.
+            assert_eq!(status, 426, "{body}");
+            assert_eq!(body["error"]["code"], "upgrade_required");
+        } else if *open {
             assert_eq!(status, 200, "{method} {path} should be open: {body}");
         } else {
             assert_eq!(status, 401, "{method} {path}: {body}");
@@ -39,14 +43,14 @@ async fn every_route_without_a_credential_is_401_and_the_refusal_is_audited() {
         let (status, _) = d
             .send(method, path, &Cred::Token("abt_not-a-real-token".into()))
             .await;
-        if !*open {
+        if !*open || *path == "/ws" {
             assert_eq!(status, 401, "{method} {path} with a bad token");
         }
     }
     let (_, audit) = d.get("/v1/audit?kind=auth&limit=1000", &Cred::Key).await;
     let refusals = audit["entries"].as_array().unwrap();
     assert!(
-        refusals.len() >= 2 * (routes.len() - 2),
+        refusals.len() >= 2 * (routes.len() - 3),
         "{} refusals",
         refusals.len()
     );

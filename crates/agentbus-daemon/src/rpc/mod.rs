@@ -22,8 +22,9 @@ pub mod session;
 
 use crate::error::ApiError;
 use crate::state::AppState;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{Query, State, WebSocketUpgrade};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
@@ -42,7 +43,7 @@ pub async fn upgrade(
     State(state): State<AppState>,
     headers: HeaderMap,
     Query(p): Query<UpgradeParams>,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     let presented = crate::auth::presented_credential(&headers)
         .map(str::to_string)
@@ -58,6 +59,14 @@ pub async fn upgrade(
                 return e.into_response();
             }
         },
+    };
+    let Ok(ws) = ws else {
+        return ApiError::new(
+            StatusCode::UPGRADE_REQUIRED,
+            "upgrade_required",
+            "/ws is the App API's WebSocket: connect with a WebSocket client (Upgrade: websocket)",
+        )
+        .into_response();
     };
     let max = state.config().daemon.max_body_bytes;
     ws.max_message_size(max)
