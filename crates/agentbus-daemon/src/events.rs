@@ -149,7 +149,7 @@ pub fn publish_custom(
     Ok(state.events().emit(event, req.persist))
 }
 
-/// The newest `limit` events of `event_type` in `scope`, newest first.
+/// The newest `limit` events of `event_type` in `scope`, oldest first.
 pub async fn read_history(
     state: &AppState,
     event_type: String,

@@ -405,3 +405,31 @@ async fn the_cli_calls_methods_and_lists_processes() {
     assert!(out.status.success(), "{out:?}");
     assert_eq!(stats(&d).await["block_tasks"], 0);
 }
+
+#[tokio::test]
+async fn blocks_controllers_and_event_methods_do_what_they_say() {
+    let d = Daemon::start();
+    let r = run_python("app_api.py", args(&d, "blocks", &[])).await;
+    assert_eq!(r["sub_parent"], true, "{r}");
+    assert_eq!(r["info_subblocks"], true);
+    assert_eq!(r["info_running"], true);
+    assert_eq!(r["not_sub"], "NOT_A_SUBBLOCK");
+    assert_eq!(r["resync_lines"], true);
+    assert_eq!(r["restart_new_pid"], true, "{r}");
+    assert_eq!(r["stop"]["running"], false);
+    assert_eq!(r["input_after_stop"], "NOT_RUNNING");
+    assert_eq!(r["resync_restart"], true);
+    assert_eq!(r["del_sub"]["deleted"].as_array().unwrap().len(), 1);
+    assert_eq!(r["del"]["deleted"].as_array().unwrap().len(), 1);
+    assert_eq!(r["after_delete"], "BLOCK_NOT_FOUND");
+    assert_eq!(r["listed_after"], json!([]));
+    assert_eq!(r["pulled"], json!([0, 1, 2]));
+    assert_eq!(r["recv_push"], "NOT_PULL");
+    assert_eq!(r["history"], json!([1, 2]));
+    assert_eq!(r["unsub"], true);
+    assert_eq!(r["unsub_again"], "SUBSCRIPTION_NOT_FOUND");
+    assert_eq!(r["unsuball"], 1);
+    // The deleted terminal's program is gone.
+    let s = stats(&d).await;
+    assert_eq!(s["panes_running"], 0, "{s}");
+}

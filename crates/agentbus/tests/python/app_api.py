@@ -268,6 +268,50 @@ async def scopes(args):
     return r
 
 
+async def blocks(args):
+    ws, rpc = await connect(args)
+    r = {}
+    term = (await rpc.call("createblock", {"view": "term", "command": ["cat"], "tab_id": "t9"}))["result"]
+    sub = (await rpc.call("createsubblock", {"block_id": term["block_id"], "view": "help"}))["result"]
+    r["sub_parent"] = sub["parent_id"] == term["block_id"]
+    info = (await rpc.call("blockinfo", {"block_id": term["block_id"]}))["result"]
+    r["info_subblocks"] = info["subblocks"] == [sub["block_id"]]
+    r["info_running"] = info["controller"]["running"]
+    r["not_sub"] = code(await rpc.call("deletesubblock", {"block_id": term["block_id"]}))
+    await rpc.call("controllerinput", {"block_id": term["block_id"], "data": "line-one\r"})
+    for _ in range(100):
+        res = (await rpc.call("controllerresync", {"block_id": term["block_id"]}))["result"]
+        if "line-one" in res["lines"]:
+            break
+        await asyncio.sleep(0.02)
+    r["resync_lines"] = "line-one" in res["lines"]
+    before = term["pid"]
+    r["restart"] = (await rpc.call("controllerrestart", {"block_id": term["block_id"]}))["result"]
+    r["restart_new_pid"] = r["restart"]["pid"] not in (None, before)
+    r["stop"] = (await rpc.call("controllerstop", {"block_id": term["block_id"]}))["result"]
+    r["input_after_stop"] = code(await rpc.call("controllerinput", {"block_id": term["block_id"], "data": "x"}))
+    r["resync_restart"] = (await rpc.call("controllerresync", {"block_id": term["block_id"], "restart": True}))["result"]["running"]
+    r["del_sub"] = (await rpc.call("deletesubblock", {"block_id": sub["block_id"]}))["result"]
+    r["del"] = (await rpc.call("deleteblock", {"block_id": term["block_id"]}))["result"]
+    r["after_delete"] = code(await rpc.call("blockinfo", {"block_id": term["block_id"]}))
+    r["listed_after"] = (await rpc.call("blockslist", {"tab_id": "t9"}))["result"]["blocks"]
+    # Pull subscription, history, unsubscribe.
+    pull = (await rpc.call("eventsub", {"event": "tick", "scopes": ["lab"], "mode": "pull"}))["result"]["sub_id"]
+    push = (await rpc.call("eventsub", {"event": "tick", "scopes": ["lab"]}))["result"]["sub_id"]
+    for i in range(3):
+        await rpc.call("eventpublish", {"event": "tick", "scopes": ["lab"], "data": {"i": i}, "persist": 10})
+    got = (await rpc.call("eventrecv", {"sub_id": pull, "max": 10, "wait_ms": 2000}))["result"]
+    r["pulled"] = [e["data"]["i"] for e in got["events"]]
+    r["recv_push"] = code(await rpc.call("eventrecv", {"sub_id": push}))
+    hist = (await rpc.call("eventreadhistory", {"event": "tick", "scope": "lab", "maxitems": 2}))["result"]
+    r["history"] = [e["data"]["i"] for e in hist["events"]]
+    r["unsub"] = (await rpc.call("eventunsub", {"sub_id": push}))["result"]["removed"]
+    r["unsub_again"] = code(await rpc.call("eventunsub", {"sub_id": push}))
+    r["unsuball"] = (await rpc.call("eventunsuball", {}))["result"]["removed"]
+    await ws.close()
+    return r
+
+
 def proc_state(pid):
     try:
         with open(f"/proc/{pid}/stat") as f:
@@ -359,7 +403,7 @@ async def main():
     p.add_argument("--hold", type=float, default=1.0)
     args = p.parse_args()
     fn = {"e2e": e2e, "protocol": protocol, "lag": lag, "hold_open": hold_open,
-          "scopes": scopes, "procs": procs}[args.scenario]
+          "scopes": scopes, "procs": procs, "blocks": blocks}[args.scenario]
     print(json.dumps(await fn(args)), flush=True)
 
 
