@@ -609,6 +609,23 @@ mod tests {
     }
 
     #[test]
+    fn app_api_scopes_come_from_the_policy_and_are_checked_at_load() {
+        let c = Config::from_toml(
+            "[[policy.app_agents]]\nagent = \"planner\"\nscopes = [\"agent.*\", \"controller.*@worker-*\"]\n",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(
+            c.policy.app_scopes_of("planner"),
+            ["agent.*", "controller.*@worker-*"]
+        );
+        assert_eq!(c.policy.app_scopes_of("other"), DEFAULT_APP_SCOPES);
+        let bad = Config::from_toml("[policy]\napp_scopes = [\"agent.sned\"]\n").unwrap();
+        let e = bad.validate().unwrap_err().to_string();
+        assert!(e.contains("no method named agent.sned"), "{e}");
+    }
+
+    #[test]
     fn unknown_keys_are_errors_and_the_rendered_config_reads_back() {
         assert!(Config::from_toml("[panes]\nscrolback = 1\n").is_err());
         let c = Config::default();
