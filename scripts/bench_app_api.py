@@ -35,11 +35,14 @@ class Conn:
         asyncio.ensure_future(self.read())
 
     async def read(self):
-        async for raw in self.ws:
-            m = json.loads(raw)
-            fut = self.waiting.pop(m.get("id"), None)
-            if fut:
-                fut.set_result(m)
+        try:
+            async for raw in self.ws:
+                m = json.loads(raw)
+                fut = self.waiting.pop(m.get("id"), None)
+                if fut:
+                    fut.set_result(m)
+        except websockets.ConnectionClosed:
+            pass
 
     async def call(self, method, params):
         self.n += 1

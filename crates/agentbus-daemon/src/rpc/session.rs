@@ -200,7 +200,8 @@ pub async fn serve(state: AppState, socket: WebSocket, caller: Option<Caller>) {
                 _ = crate::state::shutdown_requested(&mut shutdown) => break,
             }
         }
-        let _ = sink.send(Message::Close(None)).await;
+        // Sends our close frame (or the reply to the client's) and flushes.
+        let _ = sink.close().await;
         s.cancel.cancel();
     });
     let in_flight = Arc::new(Semaphore::new(config.max_in_flight));
