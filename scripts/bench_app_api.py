@@ -12,21 +12,12 @@ Prints a table of medians and p99.
 import argparse
 import asyncio
 import json
-import os
 import statistics
-import subprocess
 import tempfile
 import time
 
 import websockets
-
-
-def start_daemon(bin_path, data_dir):
-    proc = subprocess.Popen([bin_path, "--data-dir", data_dir, "daemon"],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    url = proc.stdout.readline().strip()
-    key = open(os.path.join(data_dir, "authkey")).read().strip()
-    return proc, url, key
+from benchlib import p99, start_daemon
 
 
 class Conn:
@@ -52,11 +43,6 @@ class Conn:
         m = await fut
         assert "result" in m, m
         return m
-
-
-def pct(v, p):
-    v = sorted(v)
-    return v[min(len(v) - 1, int(len(v) * p))]
 
 
 async def main():
@@ -86,14 +72,14 @@ async def main():
                     t = time.perf_counter()
                     await c.call(method, params)
                     times.append((time.perf_counter() - t) * 1000)
-                rows.append((method, statistics.median(times), pct(times, 0.99)))
+                rows.append((method, statistics.median(times), p99(times)))
             t = time.perf_counter()
             await asyncio.gather(*[c.call("agent.status", {"agent_id": "bench"}) for _ in range(a.n)])
             burst = a.n / (time.perf_counter() - t)
             print(f"| method (n={a.n}, one socket) | median ms | p99 ms |")
             print("|---|---|---|")
-            for m, med, p99 in rows:
-                print(f"| `{m}` | {med:.2f} | {p99:.2f} |")
+            for m, med, tail in rows:
+                print(f"| `{m}` | {med:.2f} | {tail:.2f} |")
             print(f"| `agent.status`, {a.n} concurrent | {burst:,.0f} calls/s | |")
             await ws.close()
         finally:

@@ -13,26 +13,16 @@ of medians and p99.
 import argparse
 import asyncio
 import json
-import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
 
 import httpx2
+from benchlib import p99, start_daemon
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
-
-
-def start_daemon(bin_path, data_dir):
-    proc = subprocess.Popen([bin_path, "--data-dir", data_dir, "daemon"],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    url = proc.stdout.readline().strip()
-    key = open(os.path.join(data_dir, "authkey")).read().strip()
-    return proc, url, key
 
 
 def register(url, key, name):
@@ -61,9 +51,7 @@ async def run(client, n):
 
 
 def row(name, proto, ms):
-    ms = sorted(ms)
-    p99 = ms[min(len(ms) - 1, int(len(ms) * 0.99))]
-    return f"| {name} | {proto} | {statistics.median(ms):.2f} | {p99:.2f} |"
+    return f"| {name} | {proto} | {statistics.median(ms):.2f} | {p99(ms):.2f} |"
 
 
 async def main():

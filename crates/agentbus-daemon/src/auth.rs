@@ -314,7 +314,7 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
         extra: Some(token), ..
     }) = &credential
     {
-        let target = format!("{} {}", req.method(), truncate(req.uri().path(), 200));
+        let target = route_of(req.method(), req.uri().path());
         state
             .audit_refusal(
                 &format!("agent:{}", token.agent_id),
@@ -334,7 +334,7 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
         && !FORWARD_ROUTES.contains(&(req.method().as_str(), req.uri().path()));
     match identity {
         Ok(_) if forward_elsewhere => {
-            let target = format!("{} {}", req.method(), truncate(req.uri().path(), 200));
+            let target = route_of(req.method(), req.uri().path());
             state
                 .audit_refusal("peer", &target, "forbidden", "forward token")
                 .await;
@@ -348,7 +348,7 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
             next.run(req).await
         }
         Err(why) => {
-            let target = format!("{} {}", req.method(), truncate(req.uri().path(), 200));
+            let target = route_of(req.method(), req.uri().path());
             state
                 .audit_refusal("anonymous", &target, "unauthorized", why)
                 .await;
@@ -360,6 +360,11 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
             .into_response()
         }
     }
+}
+
+/// How refusals name a route in the audit log: `METHOD /path` (cut).
+fn route_of(method: &Method, path: &str) -> String {
+    format!("{method} {}", truncate(path, 200))
 }
 
 pub fn truncate(s: &str, max: usize) -> &str {
@@ -402,7 +407,7 @@ impl FromRequestParts<AppState> for AdminOnly {
         match Caller::from_request_parts(parts, state).await?.0 {
             Identity::Admin => Ok(AdminOnly),
             agent => {
-                let target = format!("{} {}", parts.method, truncate(parts.uri.path(), 200));
+                let target = route_of(&parts.method, parts.uri.path());
                 state
                     .audit_refusal(&agent.actor(), &target, "forbidden", "admin route")
                     .await;

@@ -48,6 +48,11 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, code, message)
     }
 
+    /// 404 `agent_not_found`, in the words every route uses.
+    pub fn agent_not_found(id: impl std::fmt::Display) -> Self {
+        Self::not_found("agent_not_found", format!("agent not found: {id}"))
+    }
+
     pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::CONFLICT, code, message)
     }

@@ -254,9 +254,7 @@ async fn route(
     if caller.is_limited(&config.limits)
         && let Err(r) = state.limiter().check(from, req.target_agent.as_str())
     {
-        let mut e = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", r.reason);
-        e.retry_after_s = Some(r.retry_after_s);
-        return Err(refused(state, caller, req, "rate_limited", e).await);
+        return Err(refused(state, caller, req, "rate_limited", r.into()).await);
     }
     let (agent, record) = match state.agents().resolve(&req.target_agent) {
         Resolution::Pane { agent, record } => (agent, Some(record)),

@@ -24,6 +24,19 @@ pub struct Refusal {
     pub reason: String,
 }
 
+/// 429 `rate_limited` with `Retry-After`.
+impl From<Refusal> for crate::error::ApiError {
+    fn from(r: Refusal) -> Self {
+        let mut e = Self::new(
+            axum::http::StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            r.reason,
+        );
+        e.retry_after_s = Some(r.retry_after_s);
+        e
+    }
+}
+
 struct Bucket {
     tokens: f64,
     at: Instant,

@@ -168,9 +168,7 @@ pub async fn send(
     if caller.is_limited(&state.config().limits)
         && let Err(r) = state.limiter().check(&from, req.to.as_str())
     {
-        let mut e = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", r.reason);
-        e.retry_after_s = Some(r.retry_after_s);
-        return Err(refuse("rate_limited", e).await);
+        return Err(refuse("rate_limited", r.into()).await);
     }
     let now = now_ms();
     let recipient_known = state.agents().get(&req.to).is_some();

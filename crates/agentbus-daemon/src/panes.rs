@@ -273,6 +273,8 @@ fn watch_exit(
     tokio::spawn(async move {
         let exit = pane.exited().await;
         state.agents().changed();
+        // Its processes are no longer the tracker's business.
+        state.tracker().forget(&block);
         let names = state.agents().names_of(&block);
         // Not reachable here any more: peers stop forwarding to it.
         if let Some(r) = state.registry() {
@@ -377,10 +379,7 @@ pub async fn unregister(
     id: &AgentId,
 ) -> Result<UnregisterResponse, ApiError> {
     let Some((_, orphan)) = state.agents().remove(id) else {
-        return Err(ApiError::not_found(
-            "agent_not_found",
-            format!("agent not found: {id}"),
-        ));
+        return Err(ApiError::agent_not_found(id));
     };
     state.auth().revoke(id);
     if let Some(old) = orphan {
@@ -424,10 +423,7 @@ pub fn pane_or_error(state: &AppState, id: &AgentId) -> Result<PaneRecord, ApiEr
             format!("{id} is an external agent with no pane"),
         ));
     }
-    Err(ApiError::not_found(
-        "agent_not_found",
-        format!("agent not found: {id}"),
-    ))
+    Err(ApiError::agent_not_found(id))
 }
 
 /// Stops the program in `id`'s pane: its quit, then SIGTERM, then SIGKILL

@@ -13,18 +13,36 @@ use crate::mailbox::{DeliveredMarks, Waiters};
 use crate::poller::Poller;
 use crate::registry::Registry;
 use crate::tracker::Tracker;
-use agentbus_proto::now_ms;
+use agentbus_proto::api::AgentInfo;
+use agentbus_proto::{AgentId, now_ms};
 use agentbus_store::{NewAudit, Store};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::sync::watch;
 
 /// Live App API connections and subscriptions (`/v1/stats`), so a leak
 /// shows.
 #[derive(Default)]
 pub struct AppApiCounts {
-    pub connections: std::sync::atomic::AtomicUsize,
-    pub subscriptions: std::sync::atomic::AtomicUsize,
+    pub connections: Arc<AtomicUsize>,
+    pub subscriptions: Arc<AtomicUsize>,
+}
+
+/// Counts one live thing (a connection, a subscription) while it exists.
+pub struct Live(Arc<AtomicUsize>);
+
+impl Live {
+    pub fn new(counter: &Arc<AtomicUsize>) -> Live {
+        counter.fetch_add(1, Ordering::Relaxed);
+        Live(counter.clone())
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 #[derive(Clone)]
@@ -189,6 +207,17 @@ impl AppState {
 
     pub fn held(&self) -> &HeldIndex {
         &self.inner.held
+    }
+
+    /// Every agent of this instance, as `/v1/agents` and `agent.list` show them.
+    pub fn agent_list(&self) -> Vec<AgentInfo> {
+        self.agents()
+            .list(self.config().jekt.idle_quiet_ms, self.held())
+    }
+
+    pub fn agent_info(&self, id: &AgentId) -> Option<AgentInfo> {
+        self.agents()
+            .info(id, self.config().jekt.idle_quiet_ms, self.held())
     }
 
     pub fn blocks(&self) -> &Blocks {

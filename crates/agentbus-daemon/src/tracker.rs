@@ -16,6 +16,7 @@
 //! - `none` — no `/proc`, or the pane's program is not running.
 
 use agentbus_proto::BlockId;
+use nix::sys::signal::Signal;
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
@@ -79,7 +80,8 @@ fn read_proc(pid: u32) -> Option<Proc> {
     Some(p)
 }
 
-fn all_procs() -> Option<Vec<Proc>> {
+/// Every process `/proc` shows now; `None` without `/proc`.
+pub fn all_procs() -> Option<Vec<Proc>> {
     let dir = std::fs::read_dir("/proc").ok()?;
     Some(
         dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
@@ -96,11 +98,17 @@ pub struct Tree {
 }
 
 pub fn tree(root: Option<u32>) -> Tree {
+    tree_in(all_procs().as_deref(), root)
+}
+
+/// The tree of `root` within a snapshot of `/proc` (one read serves
+/// several panes).
+pub fn tree_in(procs: Option<&[Proc]>, root: Option<u32>) -> Tree {
     let none = Tree {
         confidence: Confidence::None,
         processes: Vec::new(),
     };
-    let (Some(root), Some(procs)) = (root, all_procs()) else {
+    let (Some(root), Some(procs)) = (root, procs) else {
         return none;
     };
     let Some(leader) = procs.iter().find(|p| p.pid == root) else {
@@ -108,7 +116,7 @@ pub fn tree(root: Option<u32>) -> Tree {
     };
     let sid = leader.sid;
     let mut children: HashMap<u32, Vec<&Proc>> = HashMap::new();
-    for p in &procs {
+    for p in procs {
         children.entry(p.ppid).or_default().push(p);
     }
     let mut seen: HashSet<u32> = HashSet::from([root]);
@@ -197,7 +205,7 @@ impl Tracker {
         root: Option<u32>,
         pid: u32,
         start_time: Option<u64>,
-        signal: i32,
+        signal: Signal,
     ) -> Result<Proc, Refusal> {
         let t = tree(root);
         let Some(member) = t.processes.into_iter().find(|p| p.pid == pid) else {
@@ -225,10 +233,29 @@ pub fn is_alive(p: &Proc) -> bool {
     })
 }
 
+/// Signals each of `procs` (by identity); how many were signalled.
+pub fn signal_all(procs: &[Proc], signal: Signal) -> usize {
+    procs
+        .iter()
+        .filter(|p| signal_identified(p, signal).is_ok())
+        .count()
+}
+
+/// Waits until every one of `procs` has ended, or `bound` has passed;
+/// `procs` keeps those still running.
+pub async fn wait_gone(procs: &mut Vec<Proc>, bound: std::time::Duration) {
+    let end = tokio::time::Instant::now() + bound;
+    procs.retain(is_alive);
+    while !procs.is_empty() && tokio::time::Instant::now() < end {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        procs.retain(is_alive);
+    }
+}
+
 /// Opens a pidfd for `p`, checks its start time again (the pidfd pins the
 /// process: a pid reused in between is caught here), then signals it.
-pub fn signal_identified(p: &Proc, signal: i32) -> Result<(), Refusal> {
-    use rustix::process::{Pid, PidfdFlags, Signal, pidfd_open, pidfd_send_signal};
+pub fn signal_identified(p: &Proc, signal: Signal) -> Result<(), Refusal> {
+    use rustix::process::{Pid, PidfdFlags, pidfd_open, pidfd_send_signal};
     let pid = Pid::from_raw(p.pid as i32).ok_or(Refusal::NotTracked)?;
     let fd = pidfd_open(pid, PidfdFlags::empty()).map_err(|_| Refusal::NotTracked)?;
     match read_proc(p.pid) {
@@ -241,7 +268,7 @@ pub fn signal_identified(p: &Proc, signal: i32) -> Result<(), Refusal> {
         }
         None => return Err(Refusal::NotTracked),
     }
-    let sig = Signal::from_named_raw(signal).ok_or(Refusal::NotTracked)?;
+    let sig = rustix::process::Signal::from_named_raw(signal as i32).ok_or(Refusal::NotTracked)?;
     pidfd_send_signal(&fd, sig).map_err(|_| Refusal::NotTracked)
 }
 

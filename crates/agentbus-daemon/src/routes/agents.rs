@@ -52,18 +52,14 @@ impl<S: Send + Sync> FromRequestParts<S> for AgentPath {
 
 async fn list(State(state): State<AppState>, _: Caller) -> Json<AgentList> {
     Json(AgentList {
-        agents: state
-            .agents()
-            .list(state.config().jekt.idle_quiet_ms, state.held()),
+        agents: state.agent_list(),
     })
 }
 
 /// This instance's agents, then those of peer instances (a name hosted
 /// here shadows a peer's, as delivery does), and the relay if one is set.
 async fn directory(State(state): State<AppState>, _: Caller) -> Json<Directory> {
-    let local = state
-        .agents()
-        .list(state.config().jekt.idle_quiet_ms, state.held());
+    let local = state.agent_list();
     let mut agents: Vec<DirectoryEntry> = local
         .into_iter()
         .map(|a| DirectoryEntry {
@@ -117,10 +113,9 @@ async fn status(
 ) -> Result<Json<AgentInfo>, ApiError> {
     caller.own_or_admin(&id, "status")?;
     state
-        .agents()
-        .info(&id, state.config().jekt.idle_quiet_ms, state.held())
+        .agent_info(&id)
         .map(Json)
-        .ok_or_else(|| ApiError::not_found("agent_not_found", format!("agent not found: {id}")))
+        .ok_or_else(|| ApiError::agent_not_found(&id))
 }
 
 #[derive(Debug, Deserialize)]

@@ -53,10 +53,7 @@ async fn create(
         ));
     }
     if state.agents().get(&req.agent_id).is_none() {
-        return Err(ApiError::not_found(
-            "agent_not_found",
-            format!("agent not found: {}", req.agent_id),
-        ));
+        return Err(ApiError::agent_not_found(&req.agent_id));
     }
     if req.label.as_ref().is_some_and(|l| l.len() > 100) {
         return Err(ApiError::bad_request(

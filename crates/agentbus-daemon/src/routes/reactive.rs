@@ -131,9 +131,7 @@ async fn unregister(
 
 async fn agents(State(state): State<AppState>, _: Caller) -> Json<AgentList> {
     Json(AgentList {
-        agents: state
-            .agents()
-            .list(state.config().jekt.idle_quiet_ms, state.held()),
+        agents: state.agent_list(),
     })
 }
 
@@ -149,8 +147,7 @@ async fn agent(
 ) -> Result<Json<AgentInfo>, ApiError> {
     let id = AgentId::parse(&p.agent_id)?;
     state
-        .agents()
-        .info(&id, state.config().jekt.idle_quiet_ms, state.held())
+        .agent_info(&id)
         .map(Json)
-        .ok_or_else(|| ApiError::not_found("agent_not_found", format!("agent not found: {id}")))
+        .ok_or_else(|| ApiError::agent_not_found(&id))
 }

@@ -15,9 +15,7 @@ pub(super) fn add(t: Table) -> Table {
 async fn stats(State(state): State<AppState>, _: AdminOnly) -> Json<serde_json::Value> {
     let panes = state.agents().all_panes();
     let running = panes.iter().filter(|p| p.pane.is_running()).count();
-    let agents = state
-        .agents()
-        .list(state.config().jekt.idle_quiet_ms, state.held());
+    let agents = state.agent_list();
     let held: u64 = agents.iter().map(|a| u64::from(a.held_jekts)).sum();
     let (senders, pairs) = state.limiter().tracked();
     Json(serde_json::json!({

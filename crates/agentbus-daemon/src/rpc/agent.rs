@@ -2,7 +2,7 @@
 //! under another name (`panes::open`, `jekt::inject`, `panes::stop`, ...),
 //! plus the process tracker.
 
-use super::methods::{Ctx, missing};
+use super::methods::{Ctx, NoParams, missing};
 use super::protocol::RpcError;
 use crate::agents::PaneRecord;
 use crate::error::{ApiError, check_range};
@@ -12,6 +12,7 @@ use agentbus_proto::api::{
     AgentInfo, AgentList, InjectRequest, InjectResponse, OpenRequest, Provider,
 };
 use agentbus_proto::{AgentId, BlockId};
+use nix::sys::signal::Signal;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -35,7 +36,7 @@ fn agent_of(
             .into_iter()
             .next()
             .ok_or_else(|| {
-                if ctx.state.agents().pane(&b).is_some() || ctx.state.blocks().get(&b).is_some() {
+                if super::blocks::exists(ctx, &b) {
                     RpcError::app("AGENT_NOT_FOUND", format!("no agent is bound to block {b}"))
                 } else {
                     super::not_found_block(&b).into()
@@ -119,7 +120,7 @@ pub async fn open(ctx: Ctx, p: OpenParams) -> Result<Value, RpcError> {
             .blocks()
             .insert(r.block_id, View::Term, p.tab_id, None, Default::default());
     }
-    let status = info(&ctx, &r.agent_id).map(|i| i.state);
+    let status = ctx.state.agent_info(&r.agent_id).map(|i| i.state);
     Ok(json!({
         "block_id": r.block_id,
         "agent_id": r.agent_id,
@@ -128,11 +129,6 @@ pub async fn open(ctx: Ctx, p: OpenParams) -> Result<Value, RpcError> {
         "created": r.created,
         "pid": r.pid,
     }))
-}
-
-fn info(ctx: &Ctx, id: &AgentId) -> Option<AgentInfo> {
-    let s = &ctx.state;
-    s.agents().info(id, s.config().jekt.idle_quiet_ms, s.held())
 }
 
 #[derive(Debug, Deserialize)]
@@ -201,19 +197,14 @@ pub struct WhichParams {
 
 pub async fn status(ctx: Ctx, p: WhichParams) -> Result<AgentInfo, RpcError> {
     let id = agent_of(&ctx, p.agent_id, p.block_id)?;
-    info(&ctx, &id).ok_or_else(|| {
-        ApiError::not_found("agent_not_found", format!("agent not found: {id}")).into()
-    })
+    ctx.state
+        .agent_info(&id)
+        .ok_or_else(|| ApiError::agent_not_found(&id).into())
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NoParams {}
-
 pub async fn list(ctx: Ctx, _: NoParams) -> Result<AgentList, RpcError> {
-    let s = &ctx.state;
     Ok(AgentList {
-        agents: s.agents().list(s.config().jekt.idle_quiet_ms, s.held()),
+        agents: ctx.state.agent_list(),
     })
 }
 
@@ -324,6 +315,7 @@ fn live_pid(record: &PaneRecord) -> Option<u32> {
 }
 
 pub async fn tracked_blocks(ctx: Ctx, _: NoParams) -> Result<Value, RpcError> {
+    let procs = tracker::all_procs();
     let blocks: Vec<Value> = ctx
         .state
         .agents()
@@ -331,7 +323,7 @@ pub async fn tracked_blocks(ctx: Ctx, _: NoParams) -> Result<Value, RpcError> {
         .iter()
         .filter(|r| r.pane.is_running())
         .map(|r| {
-            let t = tracker::tree(live_pid(r));
+            let t = tracker::tree_in(procs.as_deref(), live_pid(r));
             json!({
                 "block_id": r.block,
                 "agents": ctx.state.agents().names_of(&r.block),
@@ -345,24 +337,22 @@ pub async fn tracked_blocks(ctx: Ctx, _: NoParams) -> Result<Value, RpcError> {
     Ok(json!({ "blocks": blocks }))
 }
 
-pub(super) fn parse_signal(name: Option<&str>) -> Result<i32, RpcError> {
+pub(super) fn parse_signal(name: Option<&str>) -> Result<Signal, RpcError> {
     let name = name.unwrap_or("SIGTERM");
     let full = if name.starts_with("SIG") {
         name.to_string()
     } else {
         format!("SIG{name}")
     };
-    full.parse::<nix::sys::signal::Signal>()
-        .map(|s| s as i32)
-        .map_err(|_| {
-            RpcError::new(
-                super::protocol::INVALID_PARAMS,
-                format!(
-                    "unknown signal {}",
-                    agentbus_proto::ids::escape_for_display(name, 20)
-                ),
-            )
-        })
+    full.parse::<Signal>().map_err(|_| {
+        RpcError::new(
+            super::protocol::INVALID_PARAMS,
+            format!(
+                "unknown signal {}",
+                agentbus_proto::ids::escape_for_display(name, 20)
+            ),
+        )
+    })
 }
 
 #[derive(Debug, Deserialize)]
@@ -425,41 +415,16 @@ pub async fn kill_tree(ctx: Ctx, p: KillTreeParams) -> Result<Value, RpcError> {
             format!("block {}'s program is not running", record.block),
         ));
     }
-    let term = nix::sys::signal::Signal::SIGTERM as i32;
-    let kill = nix::sys::signal::Signal::SIGKILL as i32;
-    let mut signalled = 0;
-    for m in &tree.processes {
-        if tracker::signal_identified(m, term).is_ok() {
-            signalled += 1;
-        }
-    }
+    let signalled = tracker::signal_all(&tree.processes, Signal::SIGTERM);
     let grace = Duration::from_millis(
         p.grace_ms
             .unwrap_or(ctx.state.config().panes.stop_grace_ms)
             .min(60_000),
     );
-    let start = tokio::time::Instant::now();
-    let mut left: Vec<tracker::Proc> = tree
-        .processes
-        .iter()
-        .filter(|m| tracker::is_alive(m))
-        .cloned()
-        .collect();
-    while !left.is_empty() && start.elapsed() < grace {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        left.retain(tracker::is_alive);
-    }
-    let mut killed = 0;
-    for m in &left {
-        if tracker::signal_identified(m, kill).is_ok() {
-            killed += 1;
-        }
-    }
-    let end = tokio::time::Instant::now() + Duration::from_secs(2);
-    while !left.is_empty() && tokio::time::Instant::now() < end {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        left.retain(tracker::is_alive);
-    }
+    let mut left = tree.processes.clone();
+    tracker::wait_gone(&mut left, grace).await;
+    let killed = tracker::signal_all(&left, Signal::SIGKILL);
+    tracker::wait_gone(&mut left, Duration::from_secs(2)).await;
     Ok(json!({
         "block_id": record.block,
         "confidence": tree.confidence,

@@ -3,7 +3,7 @@
 //! `blockslist`. `pane.open` is `createblock` with its view's argument
 //! required.
 
-use super::methods::{Ctx, missing};
+use super::methods::{BlockParams, Ctx, missing};
 use super::protocol::RpcError;
 use crate::blocks::{BlockSummary, View};
 use crate::panes::{self, Launch};
@@ -153,7 +153,8 @@ async fn create(ctx: &Ctx, parent: Option<BlockId>, p: CreateParams) -> Result<V
     Ok(json!({ "block_id": block, "view": view, "parent_id": parent, "pid": pid }))
 }
 
-fn exists(ctx: &Ctx, id: &BlockId) -> bool {
+/// Whether block `id` exists: an App API block, or any pane.
+pub(super) fn exists(ctx: &Ctx, id: &BlockId) -> bool {
     ctx.state.blocks().get(id).is_some() || ctx.state.agents().pane(id).is_some()
 }
 
@@ -184,12 +185,6 @@ pub async fn create_sub_block(ctx: Ctx, p: CreateParams) -> Result<Value, RpcErr
     create(&ctx, Some(parent), p).await
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BlockParams {
-    block_id: BlockId,
-}
-
 /// Deletes a block and its sub-blocks; a terminal's program is stopped.
 /// An agent's pane is not deleted this way: stop or unregister the agent.
 fn delete(ctx: &Ctx, id: BlockId) -> Result<Vec<BlockId>, RpcError> {
@@ -218,7 +213,6 @@ fn delete(ctx: &Ctx, id: BlockId) -> Result<Vec<BlockId>, RpcError> {
         panes::retire(&ctx.state, record);
     }
     ctx.state.blocks().remove(&id);
-    ctx.state.tracker().forget(&id);
     ctx.state
         .events()
         .publish(EventKind::BlockDeleted { block_id: id });

@@ -2,7 +2,7 @@
 //! resize; resync; restart; stop.
 
 use super::agent::{pane_of, parse_signal};
-use super::methods::{Ctx, missing};
+use super::methods::{BlockParams, Ctx, missing};
 use super::protocol::{INVALID_PARAMS, RpcError};
 use crate::panes::{self, Launch};
 use crate::state::AuditRecord;
@@ -79,9 +79,7 @@ pub async fn input(ctx: Ctx, p: InputParams) -> Result<Value, RpcError> {
             .await
             .map_err(|_| not_running(p.block_id))?;
     }
-    if let Some(sig) = signal
-        && let Ok(sig) = nix::sys::signal::Signal::try_from(sig)
-    {
+    if let Some(sig) = signal {
         record.pane.signal(sig);
     }
     Ok(json!({
@@ -122,12 +120,6 @@ pub async fn resync(ctx: Ctx, p: ResyncParams) -> Result<Value, RpcError> {
         "first_line": first,
         "lines": lines,
     }))
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BlockParams {
-    block_id: BlockId,
 }
 
 /// Stops the block's program (if running) and starts the same command in

@@ -7,7 +7,7 @@
 //! soon as there is room. A pull subscription keeps the newest
 //! `app_api.pull_queue` events for `eventrecv` and counts what it drops.
 
-use super::methods::{Ctx, missing};
+use super::methods::{Ctx, NoParams, missing};
 use super::protocol::{RpcError, notification};
 use super::session::Sub;
 use crate::events::Received;
@@ -16,7 +16,6 @@ use agentbus_proto::event::{Event, check_scope};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::VecDeque;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -104,18 +103,6 @@ impl PullQueue {
     }
 }
 
-/// Decrements the subscription count when the task ends, however it ends.
-struct Live(crate::state::AppState);
-
-impl Drop for Live {
-    fn drop(&mut self) {
-        self.0
-            .app_api()
-            .subscriptions
-            .fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
 pub async fn subscribe(ctx: Ctx, p: SubParams) -> Result<Value, RpcError> {
     if p.scopes.is_empty() && !p.allscopes {
         return Err(missing("eventsub needs scopes, or allscopes: true"));
@@ -148,11 +135,8 @@ pub async fn subscribe(ctx: Ctx, p: SubParams) -> Result<Value, RpcError> {
     // Subscribed before answering: nothing published after the answer is
     // missed.
     let mut bus = ctx.state.events().subscribe();
-    ctx.state
-        .app_api()
-        .subscriptions
-        .fetch_add(1, Ordering::Relaxed);
-    let live = Live(ctx.state.clone());
+    // Counted until the task ends, however it ends.
+    let live = crate::state::Live::new(&ctx.state.app_api().subscriptions);
     let id = sub_id.clone();
     let mode = if pull.is_some() { "pull" } else { "push" };
     let event_type = (p.event != "*").then_some(p.event);
@@ -189,9 +173,7 @@ pub async fn subscribe(ctx: Ctx, p: SubParams) -> Result<Value, RpcError> {
                 }
                 None => break,
             };
-            let wanted = event_type
-                .as_deref()
-                .is_none_or(|t| e.kind.type_name() == t)
+            let wanted = e.matches(event_type.as_deref(), None)
                 && (all || e.scopes.iter().any(|s| scopes.contains(s)));
             if !wanted {
                 continue;
@@ -248,10 +230,6 @@ pub async fn unsubscribe(ctx: Ctx, p: UnsubParams) -> Result<Value, RpcError> {
         None => Err(no_sub(&p.sub_id)),
     }
 }
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NoParams {}
 
 pub async fn unsubscribe_all(ctx: Ctx, _: NoParams) -> Result<Value, RpcError> {
     let subs: Vec<(String, Sub)> = ctx

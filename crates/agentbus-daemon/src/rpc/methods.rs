@@ -225,43 +225,38 @@ pub async fn dispatch(
     call: Call,
 ) -> Option<Value> {
     let Call { id, method, params } = call;
-    let result = run(state, session, &caller, &id, &method, params).await;
-    let (outcome, detail) = match &result {
-        Ok(_) => ("ok".to_string(), None),
-        Err((e, _)) => (
-            e.data
-                .as_ref()
-                .and_then(|d| d["code"].as_str())
-                .map_or_else(|| e.code.to_string(), |c| c.to_lowercase()),
-            Some(e.message.clone()),
-        ),
+    let mut targets = String::new();
+    let result = run(state, session, &caller, &id, &method, params, &mut targets).await;
+    let outcome = match &result {
+        Ok(_) => "ok".to_string(),
+        Err(e) => e
+            .data
+            .as_ref()
+            .and_then(|d| d["code"].as_str())
+            .map_or_else(|| e.code.to_string(), str::to_lowercase),
     };
-    let targets = match &result {
-        Ok((_, t)) | Err((_, t)) => t.clone(),
-    };
+    let detail: Vec<String> = [
+        (!targets.is_empty()).then(|| format!("targets={targets}")),
+        result.as_ref().err().map(|e| e.message.clone()),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
     let mut record = AuditRecord::new(
         caller.identity.actor(),
         "rpc",
         Some(super::truncate(&method, 64)),
         &outcome,
     );
-    let mut d = String::new();
-    if !targets.is_empty() {
-        d = format!("targets={targets}");
-    }
-    if let Some(m) = detail {
-        d = if d.is_empty() { m } else { format!("{d} {m}") };
-    }
-    if !d.is_empty() {
-        record = record.detail(super::truncate(&d, 300).to_string());
+    if !detail.is_empty() {
+        record = record.detail(super::truncate(&detail.join(" "), 300).to_string());
     }
     state.audit(record).await;
-    let id = id?;
-    Some(answer(&id, result.map(|(v, _)| v).map_err(|(e, _)| e)))
+    Some(answer(&id?, result))
 }
 
-type Outcome = Result<(Value, String), (RpcError, String)>;
-
+/// Finds the method, checks scopes and rate, runs the handler. `shown`
+/// gets the call's targets as the audit log names them.
 async fn run(
     state: &AppState,
     session: &Arc<Session>,
@@ -269,24 +264,24 @@ async fn run(
     id: &Option<Value>,
     name: &str,
     params: Value,
-) -> Outcome {
+    shown: &mut String,
+) -> Result<Value, RpcError> {
     let Some(method) = find(name) else {
-        let shown = agentbus_proto::ids::escape_for_display(name, 64);
-        return Err((
-            RpcError::new(METHOD_NOT_FOUND, format!("method not found: {shown}")),
-            String::new(),
+        let name = agentbus_proto::ids::escape_for_display(name, 64);
+        return Err(RpcError::new(
+            METHOD_NOT_FOUND,
+            format!("method not found: {name}"),
         ));
     };
-    let targets = targets(state, &params).map_err(|e| (e, String::new()))?;
-    let shown = targets
+    let targets = targets(state, &params)?;
+    *shown = targets
         .iter()
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join(",");
-    let fail = |e: RpcError| (e, shown.clone());
     if let (Identity::Agent(me), Some(scopes)) = (&caller.identity, &caller.scopes) {
         scope::check(scopes, me, method.name, method.family, &targets).map_err(|missing| {
-            fail(RpcError::app(
+            RpcError::app(
                 "FORBIDDEN",
                 format!(
                     "{} lacks scope {missing}; it has: {}",
@@ -297,14 +292,12 @@ async fn run(
                         .collect::<Vec<_>>()
                         .join(", ")
                 ),
-            ))
+            )
         })?;
-        state.limiter().check_call(&caller.limit_key).map_err(|r| {
-            let mut e = RpcError::app("RATE_LIMITED", r.reason);
-            e.data =
-                Some(serde_json::json!({"code": "RATE_LIMITED", "retry_after_s": r.retry_after_s}));
-            fail(e)
-        })?;
+        state
+            .limiter()
+            .check_call(&caller.limit_key)
+            .map_err(ApiError::from)?;
     }
     let ctx = Ctx {
         state: state.clone(),
@@ -312,10 +305,19 @@ async fn run(
         caller: caller.clone(),
         request_id: id.clone(),
     };
-    match (method.handler)(ctx, params).await {
-        Ok(v) => Ok((v, shown)),
-        Err(e) => Err(fail(e)),
-    }
+    (method.handler)(ctx, params).await
+}
+
+/// Params of a method that takes none.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoParams {}
+
+/// Params of a method that takes only a block.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlockParams {
+    pub block_id: BlockId,
 }
 
 pub fn missing(what: &str) -> RpcError {

@@ -137,28 +137,15 @@ impl Session {
     }
 }
 
-/// Counts a live connection for `/v1/stats` while it exists.
-struct Counted<'a>(&'a std::sync::atomic::AtomicUsize);
-
-impl<'a> Counted<'a> {
-    fn new(n: &'a std::sync::atomic::AtomicUsize) -> Self {
-        n.fetch_add(1, Ordering::Relaxed);
-        Counted(n)
-    }
+/// `authenticate` and `authenticatetoken`, which the connection handles.
+fn is_auth(method: &str) -> bool {
+    super::methods::find(method).is_some_and(|m| m.family == super::methods::Family::Auth)
 }
-
-impl Drop for Counted<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-const AUTH_METHODS: [&str; 2] = ["authenticate", "authenticatetoken"];
 const MAX_FAILED_AUTH: u32 = 3;
 
 /// Serves one connection until it closes (or the daemon shuts down).
 pub async fn serve(state: AppState, socket: WebSocket, caller: Option<Caller>) {
-    let _counted = Counted::new(&state.app_api().connections);
+    let _live = crate::state::Live::new(&state.app_api().connections);
     let config = state.config().app_api.clone();
     let (mut sink, mut stream) = socket.split();
     let (out, mut out_rx) = mpsc::channel::<Message>(config.out_queue);
@@ -283,7 +270,7 @@ async fn handle_frame(
         async move {
             match item {
                 Item::Invalid(id, e) => Some(protocol::answer(&id.unwrap_or(Value::Null), Err(e))),
-                Item::Call(c) if AUTH_METHODS.contains(&c.method.as_str()) => {
+                Item::Call(c) if is_auth(&c.method) => {
                     // Re-authenticating on an open connection switches
                     // who it is.
                     let id = c.id.clone();
@@ -330,7 +317,7 @@ async fn pre_auth(
     };
     match item {
         Item::Invalid(id, e) => Some(protocol::answer(&id.unwrap_or(Value::Null), Err(e))),
-        Item::Call(c) if AUTH_METHODS.contains(&c.method.as_str()) => {
+        Item::Call(c) if is_auth(&c.method) => {
             let r = authenticate(state, session, &c.method, c.params).await;
             if r.is_err() {
                 *failed += 1;
