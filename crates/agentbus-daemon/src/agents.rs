@@ -352,8 +352,18 @@ fn describe(
         output_bytes: 0,
         output_skipped_bytes: 0,
         held_jekts: held.count(&rec.id) as u32,
+        tmux: None,
     };
     let Some(p) = pane else { return info };
+    info.tmux = p.pane.tmux().map(|t| agentbus_proto::api::TmuxPane {
+        socket: t
+            .server
+            .socket()
+            .map(|s| s.display().to_string())
+            .unwrap_or_default(),
+        pane_id: t.id.clone(),
+        pane_pid: t.pid,
+    });
     let (rows, cols) = p.pane.size();
     info.provider = Some(p.provider);
     info.pid = p.pane.pid();

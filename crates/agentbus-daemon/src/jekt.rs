@@ -177,6 +177,11 @@ fn term_error(agent: &AgentId, e: TermError) -> ApiError {
                 "{agent}'s program has not read its input for {ms} ms; the jekt may be partly written"
             ),
         ),
+        TermError::Tmux(msg) => ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "tmux_failed",
+            format!("tmux refused the jekt for {agent}: {msg}"),
+        ),
         other => ApiError::internal(other),
     }
 }

@@ -6,11 +6,12 @@ use crate::error::ApiError;
 use crate::state::{AppState, AuditRecord};
 use agentbus_proto::api::{
     AgentState, OpenRequest, OpenResponse, Provider, RegisterRequest, RegisterResponse,
-    StopResponse, UnregisterResponse,
+    StopResponse, TmuxPane, UnregisterResponse,
 };
 use agentbus_proto::event::EventKind;
 use agentbus_proto::{AgentId, BlockId, now_ms};
-use agentbus_term::{Pane, PaneSpec, TermError};
+use agentbus_term::tmux::{PaneRef, Server};
+use agentbus_term::{Pane, PaneSpec, TermError, TmuxSpec};
 use std::time::Duration;
 
 /// Variables the daemon sets in every pane; a caller may not set them.
@@ -62,41 +63,73 @@ fn spawn_error(e: TermError) -> ApiError {
     }
 }
 
-/// Starts `req.command` in a new pane as agent `req.agent_id`. Idempotent:
-/// an agent whose pane is running is returned as is (`created: false`).
+/// How often an adopted tmux pane is looked at (liveness, activity).
+const TMUX_POLL: Duration = Duration::from_millis(250);
+
+/// Starts `req.command` in a new pane as agent `req.agent_id`, or with
+/// `req.tmux` adopts that tmux pane. Idempotent: an agent whose pane is
+/// running is returned as is (`created: false`).
 pub async fn open(
     state: &AppState,
     actor: &str,
     req: OpenRequest,
 ) -> Result<OpenResponse, ApiError> {
     check_env(state, &req.env)?;
+    let tmux = req.tmux.as_ref().map(tmux_ref).transpose()?;
+    if tmux.is_some() && !req.command.is_empty() {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            "give either command (a program to start) or tmux (a pane to adopt), not both",
+        ));
+    }
     let _one_at_a_time = state.open_lock().lock().await;
     let id = req.agent_id.clone();
     if let Some(existing) = state.agents().pane_of(&id)
         && existing.pane.is_running()
     {
+        if tmux.is_some() && existing.pane.tmux() != tmux.as_ref() {
+            return Err(ApiError::conflict(
+                "agent_exists",
+                format!(
+                    "{id} is already open in another pane ({}); stop it first",
+                    existing.block
+                ),
+            ));
+        }
         return Ok(OpenResponse {
             agent_id: id,
             block_id: existing.block,
             provider: existing.provider,
             created: false,
             pid: existing.pane.pid(),
+            token: None,
         });
     }
     check_peer_name(state, &id)?;
-    let provider = req
-        .provider
-        .unwrap_or_else(|| Provider::guess(&req.command));
-    let launch = Launch {
-        provider,
-        command: req.command.clone(),
-        cwd: req.cwd.clone(),
-        env: req.env.clone(),
-        rows: req.rows,
-        cols: req.cols,
-    };
     let block = BlockId::new();
-    let started = match start(state, block, Some(&id), &launch) {
+    let mut token = None;
+    let started = match &tmux {
+        Some(pane) => adopt(state, block, &id, pane, req.provider).map(|(started, t)| {
+            token = Some(t);
+            started
+        }),
+        None => start(
+            state,
+            block,
+            Some(&id),
+            &Launch {
+                provider: req
+                    .provider
+                    .unwrap_or_else(|| Provider::guess(&req.command)),
+                command: req.command.clone(),
+                cwd: req.cwd.clone(),
+                env: req.env.clone(),
+                rows: req.rows,
+                cols: req.cols,
+            },
+        ),
+    };
+    let started = match started {
         Ok(r) => r,
         Err(err) => {
             if state.agents().get(&id).is_none() {
@@ -112,6 +145,7 @@ pub async fn open(
         }
     };
     let pid = started.record.pane.pid();
+    let provider = started.record.provider;
     let replaced = state.agents().add_pane(&id, started.record.clone());
     started.follow_exit(state);
     if let Some(old) = replaced {
@@ -135,16 +169,17 @@ pub async fn open(
     publish(state, &id);
     crate::hold::kick(state, &id);
     // The program's name only: arguments may carry secrets.
-    let program = req.command[0]
-        .rsplit('/')
-        .next()
-        .unwrap_or_default()
-        .to_string();
+    let what = match (&req.tmux, req.command.first()) {
+        (Some(t), _) => format!("tmux={} socket={}", t.pane_id, t.socket),
+        (None, Some(program)) => {
+            format!("program={}", program.rsplit('/').next().unwrap_or_default())
+        }
+        (None, None) => String::new(),
+    };
     state
         .audit(
-            AuditRecord::new(actor, "open", Some(id.as_str()), "ok").detail(format!(
-                "block={block} provider={provider} program={program}"
-            )),
+            AuditRecord::new(actor, "open", Some(id.as_str()), "ok")
+                .detail(format!("block={block} provider={provider} {what}")),
         )
         .await;
     Ok(OpenResponse {
@@ -153,7 +188,110 @@ pub async fn open(
         provider,
         created: true,
         pid,
+        token,
     })
+}
+
+/// Checks a tmux pane reference from a request: an absolute path to a
+/// socket of this user's, a `%N` pane id, a pid.
+fn tmux_ref(t: &TmuxPane) -> Result<PaneRef, ApiError> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let bad = |msg: String| ApiError::bad_request("invalid_tmux", msg);
+    let path = std::path::Path::new(&t.socket);
+    if !path.is_absolute() {
+        return Err(bad(format!(
+            "tmux.socket must be an absolute path, got {:?}",
+            t.socket
+        )));
+    }
+    let meta =
+        std::fs::metadata(path).map_err(|e| bad(format!("tmux.socket {}: {e}", t.socket)))?;
+    if !meta.file_type().is_socket() {
+        return Err(bad(format!("tmux.socket {} is not a socket", t.socket)));
+    }
+    if meta.uid() != nix::unistd::geteuid().as_raw() {
+        return Err(bad(format!(
+            "tmux.socket {} belongs to another user",
+            t.socket
+        )));
+    }
+    let digits = t.pane_id.strip_prefix('%').unwrap_or_default();
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad(format!(
+            "tmux.pane_id must be a pane id like %3, got {:?}",
+            t.pane_id
+        )));
+    }
+    if t.pane_pid == 0 {
+        return Err(bad("tmux.pane_pid must be a process id".into()));
+    }
+    Ok(PaneRef {
+        server: Server::at(&t.socket),
+        id: t.pane_id.clone(),
+        pid: t.pane_pid,
+    })
+}
+
+/// Takes tmux pane `pane` as agent `id`'s terminal. Returns the record and
+/// the agent's new token (nothing can put it in the pane's environment).
+fn adopt(
+    state: &AppState,
+    block: BlockId,
+    id: &AgentId,
+    pane: &PaneRef,
+    provider: Option<Provider>,
+) -> Result<(Started, String), ApiError> {
+    if let Some(other) = state
+        .agents()
+        .all_panes()
+        .into_iter()
+        .find(|r| r.pane.is_running() && r.pane.tmux() == Some(pane))
+    {
+        let names = state.agents().names_of(&other.block);
+        return Err(ApiError::conflict(
+            "tmux_pane_taken",
+            format!(
+                "tmux pane {} is already the terminal of {}",
+                pane.id,
+                names
+                    .first()
+                    .map_or_else(|| other.block.to_string(), ToString::to_string)
+            ),
+        ));
+    }
+    let unavailable = |e: TermError| ApiError::bad_request("tmux_pane_unavailable", e.to_string());
+    let info = pane
+        .server
+        .pane(&pane.id)
+        .map_err(|e| unavailable(TermError::Tmux(e.to_string())))?;
+    let provider = provider.unwrap_or_else(|| Provider::guess(std::slice::from_ref(&info.command)));
+    let config = state.config();
+    let adopted = Pane::adopt_tmux(TmuxSpec {
+        label: id.to_string(),
+        pane: pane.clone(),
+        profile: config.profile(provider),
+        input_timeout: Duration::from_millis(config.panes.input_timeout_ms),
+        poll: TMUX_POLL,
+    })
+    .map_err(unavailable)?;
+    let token = state.auth().mint(id);
+    let (exit_recorded_tx, exit_recorded) = tokio::sync::watch::channel(false);
+    Ok((
+        Started {
+            record: PaneRecord {
+                block,
+                pane: adopted,
+                provider,
+                command: Vec::new(),
+                cwd: Some(info.cwd),
+                env: Default::default(),
+                created_ms: now_ms(),
+                exit_recorded,
+            },
+            exit_recorded: exit_recorded_tx,
+        },
+        token,
+    ))
 }
 
 /// What a pane runs.
@@ -289,11 +427,15 @@ fn watch_exit(
             exit_code: exit.code,
             signal: exit.signal.clone(),
         });
-        let how = match (&exit.code, &exit.signal) {
-            (Some(c), _) => format!("exit_code={c}"),
-            (None, Some(s)) => format!("signal={s}"),
-            (None, None) => "unknown".into(),
+        let mut how = match (&exit.code, &exit.signal, &exit.reason) {
+            (Some(c), _, _) => format!("exit_code={c}"),
+            (None, Some(s), _) => format!("signal={s}"),
+            (None, None, Some(r)) => r.clone(),
+            (None, None, None) => "unknown".into(),
         };
+        if let (Some(reason), true) = (&exit.reason, exit.code.is_some() || exit.signal.is_some()) {
+            how = format!("{how} ({reason})");
+        }
         state
             .audit(
                 AuditRecord::new(
@@ -305,6 +447,15 @@ fn watch_exit(
                 .detail(format!("block={block} {how}")),
             )
             .await;
+        // A tmux pane that ended is not coming back under that name: its
+        // agents are unregistered (a daemon shutdown only lets it go).
+        if pane.tmux().is_some() && !*state.shutdown_signal().borrow() {
+            for name in state.agents().names_of(&block) {
+                if let Err(e) = unregister(&state, "daemon", &name).await {
+                    tracing::warn!(agent = %name, error = %e.message, "unregistering a closed tmux pane's agent failed");
+                }
+            }
+        }
         let _ = recorded.send(true);
     });
 }
@@ -474,7 +625,11 @@ pub async fn hang_up_all(state: &AppState) {
         tracing::info!(panes = running.len(), "hanging up panes");
     }
     for p in &running {
-        p.signal(nix::sys::signal::Signal::SIGHUP);
+        match p.tmux() {
+            // Not ours: let go, never signalled.
+            Some(_) => drop(p.stop(false, Duration::ZERO).await),
+            None => p.signal(nix::sys::signal::Signal::SIGHUP),
+        }
     }
     let grace = Duration::from_millis(state.config().panes.stop_grace_ms);
     let all_exited = futures_util::future::join_all(running.iter().map(|p| p.exited()));
@@ -545,6 +700,7 @@ mod tests {
                 agent_id: id.clone(),
                 provider: Some(Provider::Claude),
                 command: vec!["sh".into(), "-c".into(), "read -r x; exit 5".into()],
+                tmux: None,
                 cwd: None,
                 env: Default::default(),
                 rows: None,

@@ -330,6 +330,23 @@ pub struct AgentInfo {
     /// Jekts waiting in the durable hold for this agent.
     #[serde(default)]
     pub held_jekts: u32,
+    /// The tmux pane the agent lives in, when it is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tmux: Option<TmuxPane>,
+}
+
+/// An existing tmux pane, named so it cannot be mistaken for another:
+/// `%N` ids are reused across servers, and `respawn-pane` keeps the id
+/// but starts a new program (pid).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TmuxPane {
+    /// The tmux server's socket path (absolute).
+    pub socket: String,
+    /// `%N`
+    pub pane_id: String,
+    /// The pid of the pane's first process.
+    pub pane_pid: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -379,7 +396,12 @@ pub struct OpenRequest {
     /// Defaults to a guess from the command's program name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provider: Option<Provider>,
+    /// The program to start; empty (or absent) with `tmux`.
+    #[serde(default)]
     pub command: Vec<String>,
+    /// Adopt this existing tmux pane instead of starting a program.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tmux: Option<TmuxPane>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cwd: Option<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -399,6 +421,10 @@ pub struct OpenResponse {
     pub created: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid: Option<u32>,
+    /// For an adopted tmux pane, newly opened: the agent's token (a
+    /// hosted pane gets it in its environment). Shown once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
 }
 
 /// `POST /v1/agents/{id}/stop`.

@@ -16,14 +16,19 @@
 //! program that never reads its input blocks only its own writer; the
 //! *waiter* reaps the child and records its exit status. A noisy or stuck
 //! pane therefore slows only itself.
+//!
+//! A pane can also be an existing tmux pane ([`tmux`], [`Pane::adopt_tmux`]):
+//! input goes in by tmux commands, text comes from `capture-pane`, and one
+//! watcher thread notices when the pane closes or is respawned.
 
 mod backlog;
 pub mod modes;
 pub mod pane;
 pub mod profile;
 pub mod screen;
+pub mod tmux;
 
-pub use pane::{ExitInfo, Pane, PaneOutput, PaneSpec, PasteReport, StopReport, StopStep};
+pub use pane::{ExitInfo, Pane, PaneOutput, PaneSpec, PasteReport, StopReport, StopStep, TmuxSpec};
 pub use profile::Profile;
 
 /// Why a pane operation failed.
@@ -43,4 +48,6 @@ pub enum TermError {
     BadSize { rows: u16, cols: u16 },
     #[error("pty error: {0}")]
     Pty(String),
+    #[error("tmux: {0}")]
+    Tmux(String),
 }

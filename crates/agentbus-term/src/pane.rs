@@ -1,10 +1,13 @@
-//! One hosted pane: a program in a PTY and the threads that serve it.
+//! One pane: a program in a PTY of our own and the threads that serve it,
+//! or an existing tmux pane adopted as an agent's terminal (see
+//! [`Pane::adopt_tmux`]). Callers see one type either way.
 
 use crate::TermError;
 use crate::backlog::{Backlog, Item};
 use crate::modes::{ModeScanner, Modes};
 use crate::profile::Profile;
 use crate::screen::Screen;
+use crate::tmux::{PaneRef, TmuxError};
 use agentbus_proto::now_ms;
 use bytes::Bytes;
 use nix::sys::signal::{Signal, killpg};
@@ -79,6 +82,9 @@ pub struct ExitInfo {
     /// Name of the signal that ended it, when one did.
     pub signal: Option<String>,
     pub at_ms: i64,
+    /// Why the pane ended when it is not the program's own exit (a tmux
+    /// pane closed or respawned, or let go).
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,6 +104,8 @@ pub enum StopStep {
     Quit,
     Sigterm,
     Sigkill,
+    /// A tmux pane let go: agentbus stopped using it; its program runs on.
+    Released,
 }
 
 impl StopStep {
@@ -107,6 +115,7 @@ impl StopStep {
             StopStep::Quit => "quit",
             StopStep::Sigterm => "sigterm",
             StopStep::Sigkill => "sigkill",
+            StopStep::Released => "released",
         }
     }
 }
@@ -142,11 +151,8 @@ struct Inner {
     profile: Profile,
     started_ms: i64,
     modes: Arc<Modes>,
-    // A std mutex: held only to parse one chunk or to read lines, never
-    // across an await.
-    screen: Arc<Mutex<Screen>>,
     output: broadcast::Sender<PaneOutput>,
-    input: mpsc::Sender<WriteJob>,
+    io: Io,
     // An async mutex on purpose: it is held across the awaits of one input
     // sequence (paste, settle, submit) so that no other input, from a jekt
     // or an attached human, lands in the middle of it.
@@ -155,9 +161,37 @@ struct Inner {
     last_output_ms: Arc<AtomicI64>,
     stats: Arc<(AtomicU64, AtomicU64)>,
     exit: watch::Receiver<Option<ExitInfo>>,
-    // MasterPty is Send but not Sync; resize needs it.
-    master: Mutex<Box<dyn MasterPty + Send>>,
-    size: Mutex<(u16, u16)>,
+    size: Arc<Mutex<(u16, u16)>>,
+}
+
+/// Where the pane's input goes and its text comes from.
+enum Io {
+    /// A PTY of our own.
+    Pty {
+        // A std mutex: held only to parse one chunk or to read lines,
+        // never across an await.
+        screen: Arc<Mutex<Screen>>,
+        input: mpsc::Sender<WriteJob>,
+        // MasterPty is Send but not Sync; resize needs it.
+        master: Mutex<Box<dyn MasterPty + Send>>,
+    },
+    /// A pane of a tmux server: input by tmux commands, text by
+    /// `capture-pane`, exit seen by the watcher thread.
+    Tmux {
+        pane: PaneRef,
+        exit: Arc<watch::Sender<Option<ExitInfo>>>,
+    },
+}
+
+/// How to adopt a tmux pane.
+#[derive(Debug, Clone)]
+pub struct TmuxSpec {
+    pub label: String,
+    pub pane: PaneRef,
+    pub profile: Profile,
+    pub input_timeout: Duration,
+    /// How often the watcher looks at the pane (liveness and activity).
+    pub poll: Duration,
 }
 
 fn check_size(rows: u16, cols: u16) -> Result<(), TermError> {
@@ -288,17 +322,20 @@ impl Pane {
                             code: None,
                             signal: Some(sig.to_string()),
                             at_ms: now_ms(),
+                            reason: None,
                         },
                         None => ExitInfo {
                             code: Some(s.exit_code() as i32),
                             signal: None,
                             at_ms: now_ms(),
+                            reason: None,
                         },
                     },
                     Err(e) => ExitInfo {
                         code: None,
                         signal: Some(format!("unknown ({e})")),
                         at_ms: now_ms(),
+                        reason: None,
                     },
                 };
                 let _ = exit_tx.send(Some(info));
@@ -312,18 +349,91 @@ impl Pane {
                 profile: spec.profile,
                 started_ms: now_ms(),
                 modes,
-                screen,
                 output,
-                input,
+                io: Io::Pty {
+                    screen,
+                    input,
+                    master: Mutex::new(pair.master),
+                },
                 input_lock: tokio::sync::Mutex::new(()),
                 input_timeout: spec.input_timeout,
                 last_output_ms,
                 stats,
                 exit: exit_rx,
-                master: Mutex::new(pair.master),
-                size: Mutex::new((spec.rows, spec.cols)),
+                size: Arc::new(Mutex::new((spec.rows, spec.cols))),
             }),
         })
+    }
+
+    /// Takes an existing tmux pane as this pane's terminal. Fails if the
+    /// pane is gone, dead, or runs another program than `spec.pane.pid`.
+    /// Nothing is started; a watcher thread follows the pane until it
+    /// closes, is respawned, or is let go ([`Pane::stop`]).
+    pub fn adopt_tmux(spec: TmuxSpec) -> Result<Pane, TermError> {
+        let PaneRef { server, id, pid } = &spec.pane;
+        let info = server.pane(id).map_err(tmux_err)?;
+        if info.id != *id {
+            return Err(TermError::Tmux(format!(
+                "{id} is not a pane id (it names {})",
+                info.id
+            )));
+        }
+        if info.pid != *pid {
+            return Err(TermError::Tmux(format!(
+                "tmux pane {id} now runs pid {}, not {pid}: it was replaced",
+                info.pid
+            )));
+        }
+        if info.dead {
+            return Err(TermError::Tmux(format!(
+                "tmux pane {id}'s program has exited"
+            )));
+        }
+        let (exit_tx, exit_rx) = watch::channel(None);
+        let exit_tx = Arc::new(exit_tx);
+        let (output, _) = broadcast::channel(OUTPUT_CHANNEL);
+        let size = Arc::new(Mutex::new((info.height, info.width)));
+        let last_output_ms = Arc::new(AtomicI64::new(0));
+        let watcher = TmuxWatcher {
+            pane: spec.pane.clone(),
+            exit: exit_tx.clone(),
+            output: output.clone(),
+            size: size.clone(),
+            last_output_ms: last_output_ms.clone(),
+            poll: spec.poll,
+        };
+        std::thread::Builder::new()
+            .name(format!("pane-tmux-{}", spec.label))
+            .spawn(move || watcher.run())
+            .map_err(pty_err)?;
+        Ok(Pane {
+            inner: Arc::new(Inner {
+                label: spec.label,
+                pid: Some(*pid),
+                profile: spec.profile,
+                started_ms: now_ms(),
+                modes: Arc::new(Modes::default()),
+                output,
+                io: Io::Tmux {
+                    pane: spec.pane,
+                    exit: exit_tx,
+                },
+                input_lock: tokio::sync::Mutex::new(()),
+                input_timeout: spec.input_timeout,
+                last_output_ms,
+                stats: Arc::new((AtomicU64::new(0), AtomicU64::new(0))),
+                exit: exit_rx,
+                size,
+            }),
+        })
+    }
+
+    /// The tmux pane this pane is, if it is one.
+    pub fn tmux(&self) -> Option<&PaneRef> {
+        match &self.inner.io {
+            Io::Tmux { pane, .. } => Some(pane),
+            Io::Pty { .. } => None,
+        }
     }
 
     pub fn pid(&self) -> Option<u32> {
@@ -363,6 +473,7 @@ impl Pane {
                     code: None,
                     signal: Some("unknown".into()),
                     at_ms: now_ms(),
+                    reason: None,
                 });
             }
         }
@@ -389,20 +500,27 @@ impl Pane {
 
     /// The last `n` lines of parsed text (scrollback, then screen).
     pub fn lines(&self, n: usize) -> Vec<String> {
-        self.inner
-            .screen
-            .lock()
-            .map(|s| s.last_lines(n))
-            .unwrap_or_default()
+        self.numbered_lines(n, None).1
     }
 
-    /// Numbered lines of text (see `Screen::numbered_lines`).
+    /// Numbered lines of text (see `Screen::numbered_lines`). A tmux
+    /// pane's lines are numbered from the oldest line tmux still keeps.
     pub fn numbered_lines(&self, n: usize, after: Option<u64>) -> (u64, Vec<String>) {
-        self.inner
-            .screen
-            .lock()
-            .map(|s| s.numbered_lines(n, after))
-            .unwrap_or((1, Vec::new()))
+        match &self.inner.io {
+            Io::Pty { screen, .. } => screen
+                .lock()
+                .map(|s| s.numbered_lines(n, after))
+                .unwrap_or((1, Vec::new())),
+            Io::Tmux { pane, .. } => {
+                // Without `after`, only the end is wanted: capture no more.
+                let history = after.is_none().then_some(n as u64);
+                let text = pane
+                    .server
+                    .capture(&pane.id, history, false)
+                    .unwrap_or_default();
+                crate::screen::select_numbered(text_lines(&text), 1, n, after)
+            }
+        }
     }
 
     /// Told of every chunk of output (and of skips), from now on.
@@ -413,25 +531,48 @@ impl Pane {
     /// A repaint of the current screen and a subscription to everything
     /// written after it, taken together so nothing falls between them.
     pub fn attach(&self) -> (Vec<u8>, broadcast::Receiver<PaneOutput>) {
-        match self.inner.screen.lock() {
-            Ok(s) => (s.repaint(), self.inner.output.subscribe()),
-            Err(_) => (Vec::new(), self.inner.output.subscribe()),
+        match &self.inner.io {
+            Io::Pty { screen, .. } => match screen.lock() {
+                Ok(s) => (s.repaint(), self.inner.output.subscribe()),
+                Err(_) => (Vec::new(), self.inner.output.subscribe()),
+            },
+            // A tmux pane tells of changes as `Resync`: a repaint each.
+            Io::Tmux { .. } => {
+                let rx = self.inner.output.subscribe();
+                (self.repaint(), rx)
+            }
         }
     }
 
     /// The current screen as repaint escape codes.
     pub fn repaint(&self) -> Vec<u8> {
-        self.inner
-            .screen
-            .lock()
-            .map(|s| s.repaint())
-            .unwrap_or_default()
+        match &self.inner.io {
+            Io::Pty { screen, .. } => screen.lock().map(|s| s.repaint()).unwrap_or_default(),
+            Io::Tmux { pane, .. } => {
+                let text = pane
+                    .server
+                    .capture(&pane.id, Some(0), true)
+                    .unwrap_or_default();
+                let mut out = b"\x1b[H\x1b[2J".to_vec();
+                out.extend_from_slice(text.trim_end_matches('\n').replace('\n', "\r\n").as_bytes());
+                out
+            }
+        }
     }
 
+    /// Resizes a hosted pane. A tmux pane's size belongs to tmux.
     pub fn resize(&self, rows: u16, cols: u16) -> Result<(), TermError> {
         check_size(rows, cols)?;
-        self.inner
-            .master
+        let (screen, master) = match &self.inner.io {
+            Io::Pty { screen, master, .. } => (screen, master),
+            Io::Tmux { pane, .. } => {
+                return Err(TermError::Tmux(format!(
+                    "tmux pane {} is sized by tmux; resize it there",
+                    pane.id
+                )));
+            }
+        };
+        master
             .lock()
             .map_err(pty_err)?
             .resize(PtySize {
@@ -441,7 +582,7 @@ impl Pane {
                 pixel_height: 0,
             })
             .map_err(pty_err)?;
-        if let Ok(mut s) = self.inner.screen.lock() {
+        if let Ok(mut s) = screen.lock() {
             s.resize(rows, cols);
         }
         if let Ok(mut s) = self.inner.size.lock() {
@@ -469,9 +610,17 @@ impl Pane {
     }
 
     async fn write_raw(&self, bytes: Vec<u8>) -> Result<(), TermError> {
+        let input = match &self.inner.io {
+            Io::Pty { input, .. } => input,
+            Io::Tmux { pane, .. } => {
+                let pane = pane.clone();
+                return self
+                    .tmux_call(move || pane.server.send_bytes(&pane.id, &bytes))
+                    .await;
+            }
+        };
         let (done, result) = oneshot::channel();
-        self.inner
-            .input
+        input
             .send(WriteJob { bytes, done })
             .map_err(|_| TermError::NotRunning)?;
         match tokio::time::timeout(self.inner.input_timeout, result).await {
@@ -481,6 +630,47 @@ impl Pane {
                 self.inner.input_timeout.as_millis() as u64,
             )),
         }
+    }
+
+    /// Runs a tmux command off the async threads, bounded by the input
+    /// timeout.
+    async fn tmux_call(
+        &self,
+        call: impl FnOnce() -> Result<(), TmuxError> + Send + 'static,
+    ) -> Result<(), TermError> {
+        let timeout = self.inner.input_timeout;
+        match tokio::time::timeout(timeout, tokio::task::spawn_blocking(call)).await {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(e))) => Err(tmux_err(e)),
+            Ok(Err(e)) => Err(TermError::Tmux(e.to_string())),
+            Err(_) => Err(TermError::InputStalled(timeout.as_millis() as u64)),
+        }
+    }
+
+    /// Checks that the tmux pane still runs the program it was adopted
+    /// with; if not, the pane has ended (recorded now, not at the
+    /// watcher's next look) and nothing may be typed into it.
+    async fn check_tmux_identity(&self) -> Result<(), TermError> {
+        let Io::Tmux { pane, exit } = &self.inner.io else {
+            return Ok(());
+        };
+        let (p, exit) = (pane.clone(), exit.clone());
+        self.tmux_call(move || {
+            let ended = match p.server.pane(&p.id) {
+                Ok(info) => tmux_ended(&p, &info),
+                Err(e) => Some(gone(&p, &e)),
+            };
+            match ended {
+                Some(info) => {
+                    let reason = info.reason.clone().unwrap_or_default();
+                    exit.send_if_modified(|e| e.is_none() && e.replace(info).is_none());
+                    Err(TmuxError::Failed(reason))
+                }
+                None => Ok(()),
+            }
+        })
+        .await
+        .map_err(|_| TermError::NotRunning)
     }
 
     /// Types `bytes` into the pane as they are (an attached human's keys,
@@ -505,6 +695,26 @@ impl Pane {
             return Err(TermError::NotRunning);
         }
         let profile = &self.inner.profile;
+        if let Io::Tmux { pane, .. } = &self.inner.io {
+            self.check_tmux_identity().await?;
+            // tmux adds the brackets itself, if the program asked for them.
+            let bracketed = profile.bracketed_paste;
+            let (p, body) = (pane.clone(), text.to_string());
+            self.tmux_call(move || p.server.paste(&p.id, &body, bracketed))
+                .await?;
+            let submitted = !profile.submit.is_empty();
+            if submitted {
+                if profile.settle_ms > 0 {
+                    tokio::time::sleep(profile.settle()).await;
+                }
+                self.write_raw(profile.submit.as_bytes().to_vec()).await?;
+            }
+            return Ok(PasteReport {
+                bracketed,
+                bytes: text.len(),
+                submitted,
+            });
+        }
         let bracketed = profile.bracketed_paste && self.inner.modes.bracketed_paste();
         let mut payload = Vec::with_capacity(text.len() + 12);
         if bracketed {
@@ -539,12 +749,10 @@ impl Pane {
         }
         let Some(pid) = self.inner.pid else { return };
         let _ = killpg(Pid::from_raw(pid as i32), sig);
-        let foreground = self
-            .inner
-            .master
-            .lock()
-            .ok()
-            .and_then(|m| m.process_group_leader());
+        let Io::Pty { master, .. } = &self.inner.io else {
+            return;
+        };
+        let foreground = master.lock().ok().and_then(|m| m.process_group_leader());
         if let Some(fg) = foreground
             && fg != pid as i32
         {
@@ -555,11 +763,30 @@ impl Pane {
     /// Ends the program: unless `force`, first the profile's quit (its quit
     /// text, or SIGHUP), then SIGTERM, then SIGKILL, waiting up to `grace`
     /// after each step.
+    ///
+    /// A tmux pane is not ours to end: it is let go (its program runs on,
+    /// agentbus stops using it) and reported as ended with `released`.
     pub async fn stop(&self, force: bool, grace: Duration) -> StopReport {
         if let Some(exit) = self.exit_info() {
             return StopReport {
                 step: StopStep::AlreadyExited,
                 exit: Some(exit),
+            };
+        }
+        if let Io::Tmux { pane, exit } = &self.inner.io {
+            exit.send_if_modified(|e| {
+                e.is_none()
+                    && e.replace(ExitInfo {
+                        code: None,
+                        signal: None,
+                        at_ms: now_ms(),
+                        reason: Some(format!("released tmux pane {}", pane.id)),
+                    })
+                    .is_none()
+            });
+            return StopReport {
+                step: StopStep::Released,
+                exit: self.exit_info(),
             };
         }
         if !force {
@@ -597,10 +824,108 @@ impl Drop for Inner {
     fn drop(&mut self) {
         // The last handle is gone: nobody can reach this program any more.
         if self.exit.borrow().is_none()
+            && matches!(self.io, Io::Pty { .. })
             && let Some(pid) = self.pid
         {
             tracing::debug!(pane = %self.label, pid, "killing the program of a dropped pane");
             let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+        }
+    }
+}
+
+fn tmux_err(e: TmuxError) -> TermError {
+    TermError::Tmux(e.to_string())
+}
+
+/// Text lines of a capture: trailing spaces and blank lines at the end
+/// dropped, as for a hosted pane's screen.
+fn text_lines(text: &str) -> Vec<String> {
+    let mut lines: Vec<String> = text.lines().map(|l| l.trim_end().to_string()).collect();
+    while lines.last().is_some_and(String::is_empty) {
+        lines.pop();
+    }
+    lines
+}
+
+/// How an adopted tmux pane has ended, if it has: its program exited
+/// (tmux kept the pane), or another program now runs in it.
+fn tmux_ended(pane: &PaneRef, info: &crate::tmux::PaneInfo) -> Option<ExitInfo> {
+    if info.pid != pane.pid {
+        return Some(ExitInfo {
+            code: None,
+            signal: None,
+            at_ms: now_ms(),
+            reason: Some(format!(
+                "tmux pane {} was respawned (pid {} is now {})",
+                pane.id, pane.pid, info.pid
+            )),
+        });
+    }
+    info.dead.then(|| ExitInfo {
+        code: info.dead_status,
+        signal: None,
+        at_ms: now_ms(),
+        reason: Some(format!("the program in tmux pane {} exited", pane.id)),
+    })
+}
+
+fn gone(pane: &PaneRef, e: &TmuxError) -> ExitInfo {
+    ExitInfo {
+        code: None,
+        signal: None,
+        at_ms: now_ms(),
+        reason: Some(format!("tmux pane {} is gone ({e})", pane.id)),
+    }
+}
+
+/// Follows an adopted tmux pane: whether it still runs the same program,
+/// its size, and when its screen last changed (its activity).
+struct TmuxWatcher {
+    pane: PaneRef,
+    exit: Arc<watch::Sender<Option<ExitInfo>>>,
+    output: broadcast::Sender<PaneOutput>,
+    size: Arc<Mutex<(u16, u16)>>,
+    last_output_ms: Arc<AtomicI64>,
+    poll: Duration,
+}
+
+impl TmuxWatcher {
+    fn run(self) {
+        use std::hash::{DefaultHasher, Hash, Hasher};
+        let mut last_screen: Option<u64> = None;
+        let mut failures = 0;
+        loop {
+            if self.exit.borrow().is_some() {
+                return;
+            }
+            let ended = match self.pane.server.snapshot(&self.pane.id) {
+                Ok((info, screen)) => {
+                    failures = 0;
+                    if let Ok(mut s) = self.size.lock() {
+                        *s = (info.height, info.width);
+                    }
+                    let mut h = DefaultHasher::new();
+                    screen.hash(&mut h);
+                    let h = h.finish();
+                    if last_screen != Some(h) {
+                        last_screen = Some(h);
+                        self.last_output_ms.store(now_ms(), Ordering::Release);
+                        let _ = self.output.send(PaneOutput::Resync);
+                    }
+                    tmux_ended(&self.pane, &info)
+                }
+                // One failed look may be a passing hiccup; two are an end.
+                Err(e) => {
+                    failures += 1;
+                    (failures >= 2).then(|| gone(&self.pane, &e))
+                }
+            };
+            if let Some(info) = ended {
+                self.exit
+                    .send_if_modified(|e| e.is_none() && e.replace(info).is_none());
+                return;
+            }
+            std::thread::sleep(self.poll);
         }
     }
 }

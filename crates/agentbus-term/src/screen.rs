@@ -165,30 +165,41 @@ impl Screen {
     /// numbered above it (from the oldest still kept); without, the last
     /// `n`. Returns the number of the first line returned and the lines.
     pub fn numbered_lines(&self, n: usize, after: Option<u64>) -> (u64, Vec<String>) {
-        let rows = self.screen_lines();
         let sb = self.parser.callbacks();
         let history = &sb.lines;
         // Number of the oldest line still kept.
         let oldest = sb.pushed - history.len() as u64 + 1;
-        let total = history.len() + rows.len();
-        let start = match after {
-            Some(a) => (a.saturating_add(1).max(oldest) - oldest).min(total as u64) as usize,
-            None => total.saturating_sub(n),
-        };
-        let end = (start + n).min(total);
-        let mut out: Vec<String> = history
-            .iter()
-            .chain(rows.iter())
-            .skip(start)
-            .take(end - start)
-            .cloned()
-            .collect();
-        out.iter_mut().for_each(|l| {
+        let lines: Vec<String> = history.iter().cloned().chain(self.screen_lines()).collect();
+        select_numbered(lines, oldest, n, after)
+    }
+}
+
+/// From `lines`, numbered from `oldest`: with `after`, the first `n` lines
+/// numbered above it; without, the last `n`. Trailing spaces trimmed.
+/// Returns the number of the first line returned and the lines.
+pub fn select_numbered(
+    lines: Vec<String>,
+    oldest: u64,
+    n: usize,
+    after: Option<u64>,
+) -> (u64, Vec<String>) {
+    let total = lines.len();
+    let start = match after {
+        Some(a) => (a.saturating_add(1).max(oldest) - oldest).min(total as u64) as usize,
+        None => total.saturating_sub(n),
+    };
+    let end = (start + n).min(total);
+    let out: Vec<String> = lines
+        .into_iter()
+        .skip(start)
+        .take(end - start)
+        .map(|mut l| {
             let trimmed = l.trim_end().len();
             l.truncate(trimmed);
-        });
-        (oldest + start as u64, out)
-    }
+            l
+        })
+        .collect();
+    (oldest + start as u64, out)
 }
 
 #[cfg(test)]

@@ -10,7 +10,17 @@ use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let cli = cmd::Cli::parse();
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    // Installed (linked) as `tmux-bridge`, it is `agentbus tmux`, so a skill
+    // written for the seed's bridge runs unchanged.
+    if args
+        .first()
+        .and_then(|a| std::path::Path::new(a).file_name())
+        == Some("tmux-bridge".as_ref())
+    {
+        args.insert(1, "tmux".into());
+    }
+    let cli = cmd::Cli::parse_from(args);
     cmd::init_logging(&cli);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -163,7 +163,10 @@ async fn resize(
     record
         .pane
         .resize(req.rows, req.cols)
-        .map_err(|e| ApiError::bad_request("invalid_size", e.to_string()))?;
+        .map_err(|e| match e {
+            agentbus_term::TermError::Tmux(m) => ApiError::conflict("tmux_pane", m),
+            e => ApiError::bad_request("invalid_size", e.to_string()),
+        })?;
     state
         .audit(
             AuditRecord::new("admin", "resize", Some(id.as_str()), "ok")

@@ -43,7 +43,8 @@ pub(super) async fn attach(
             format!("{id}'s program has exited"),
         ));
     }
-    if let (Some(rows), Some(cols)) = (p.rows, p.cols) {
+    // A tmux pane keeps tmux's size; the attached view mirrors it.
+    if let (Some(rows), Some(cols), None) = (p.rows, p.cols, record.pane.tmux()) {
         record
             .pane
             .resize(rows, cols)

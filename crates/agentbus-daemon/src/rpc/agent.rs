@@ -109,6 +109,7 @@ pub async fn open(ctx: Ctx, p: OpenParams) -> Result<Value, RpcError> {
         agent_id: p.agent_id,
         provider: p.provider,
         command,
+        tmux: None,
         cwd: p.cwd,
         env: p.env,
         rows: p.rows,

@@ -18,6 +18,7 @@ mod poller;
 mod probe;
 pub(crate) mod relay;
 mod setup;
+pub(crate) mod tmux;
 
 use crate::client::Client;
 use clap::{Args, Parser, Subcommand};
@@ -99,6 +100,8 @@ pub enum Command {
     Ps(app::PsArgs),
     /// Mint, list or revoke App API tokens held to scopes
     Token(app::TokenArgs),
+    /// The tmux bridge: list, read, type into and message other tmux panes (read before you act)
+    Tmux(tmux::TmuxArgs),
     /// Read the audit log
     Audit(audit::AuditArgs),
     /// Show the effective configuration
@@ -164,6 +167,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Resize(a) => agents::resize(&client()?, a).await,
         Command::Register(a) => agents::register(&client()?, a).await,
         Command::Unregister(a) => agents::unregister(&client()?, a).await,
+        Command::Tmux(a) => tmux::run(a, dir),
         Command::Audit(a) => audit::run(&client()?, a).await,
         Command::Rpc(a) => app::rpc(&client()?, a).await,
         Command::Ps(a) => app::ps(&client()?, a).await,

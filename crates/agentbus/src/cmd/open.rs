@@ -27,13 +27,21 @@ pub struct OpenArgs {
     pub rows: Option<u16>,
     #[arg(long)]
     pub cols: Option<u16>,
+    /// Make an existing tmux pane the agent's terminal instead of starting
+    /// a program: %N, session:window.pane or a label (found as `agentbus
+    /// tmux` finds it). Prints the block id, then the agent's token.
+    #[arg(long, value_name = "TARGET", conflicts_with_all = ["command", "cwd", "env", "rows", "cols"])]
+    pub tmux: Option<String>,
     /// The program and its arguments, after `--`
-    #[arg(last = true, required = true, value_name = "COMMAND")]
+    #[arg(last = true, required_unless_present = "tmux", value_name = "COMMAND")]
     pub command: Vec<String>,
 }
 
 /// Opens the agent; prints its block id. Returns the agent's name.
 pub async fn open(client: &Client, args: OpenArgs) -> anyhow::Result<String> {
+    if let Some(target) = &args.tmux {
+        return open_tmux(client, &args, target).await;
+    }
     let mut env = BTreeMap::new();
     for kv in &args.env {
         let (k, v) = kv
@@ -57,6 +65,7 @@ pub async fn open(client: &Client, args: OpenArgs) -> anyhow::Result<String> {
             .transpose()
             .map_err(anyhow::Error::msg)?,
         command: args.command,
+        tmux: None,
         cwd: Some(cwd.display().to_string()),
         env,
         rows: args.rows.or(size.map(|s| s.0)),
@@ -73,6 +82,42 @@ pub async fn open(client: &Client, args: OpenArgs) -> anyhow::Result<String> {
         );
     } else {
         eprintln!("{} is already open", resp.agent_id);
+    }
+    Ok(resp.agent_id.to_string())
+}
+
+/// `open --tmux`: the CLI finds the pane (it runs where the caller's tmux
+/// environment is); the daemon adopts exactly that (socket, pane, pid).
+async fn open_tmux(client: &Client, args: &OpenArgs, target: &str) -> anyhow::Result<String> {
+    let pane = crate::cmd::tmux::locate(target)?;
+    let req = OpenRequest {
+        agent_id: args.name.clone(),
+        provider: args
+            .provider
+            .as_deref()
+            .map(str::parse::<Provider>)
+            .transpose()
+            .map_err(anyhow::Error::msg)?,
+        command: Vec::new(),
+        tmux: Some(pane.clone()),
+        cwd: None,
+        env: BTreeMap::new(),
+        rows: None,
+        cols: None,
+    };
+    let resp: OpenResponse = client.post("/v1/agents", &req).await?;
+    println!("{}", resp.block_id);
+    match &resp.token {
+        Some(token) => {
+            // The token goes to stdout alone, so it can be captured.
+            println!("{token}");
+            eprintln!(
+                "opened {} in tmux pane {} ({}, pid {}, server {}); the line above is its token \
+                 (AGENTBUS_AGENT_TOKEN for a program in that pane), shown once",
+                resp.agent_id, pane.pane_id, resp.provider, pane.pane_pid, pane.socket
+            );
+        }
+        None => eprintln!("{} is already open", resp.agent_id),
     }
     Ok(resp.agent_id.to_string())
 }

@@ -58,6 +58,7 @@ async fn open_probe(
         agent_id: name.clone(),
         provider: Some(provider),
         command,
+        tmux: None,
         cwd: None,
         env: Default::default(),
         rows: size.map(|s| s.0),
