@@ -10,6 +10,23 @@ if ! command -v cargo >/dev/null 2>&1; then
   exit 1
 fi
 
+# tmux: the bridge tests drive real tmux servers on private sockets.
+if ! command -v tmux >/dev/null 2>&1; then
+  echo "installing tmux (the tmux bridge tests need it)" >&2
+  SUDO=""
+  if [ "$(id -u)" != 0 ]; then
+    if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+      SUDO="sudo -n"
+    else
+      echo "error: tmux is missing and installing it needs root (apt-get install -y tmux)" >&2
+      exit 1
+    fi
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get install -y -qq tmux >/dev/null 2>&1 \
+    || { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq tmux; }
+fi
+
 # Python clients the tests drive the real binary with (the official MCP
 # SDK, ...), in a venv under target/ so nothing outside the checkout
 # changes. Reinstalled only when the requirements change.

@@ -178,8 +178,29 @@ impl Server {
 
     /// The pane `target` (any tmux target form) names.
     pub fn pane(&self, target: &str) -> Result<PaneInfo, TmuxError> {
-        let out = self.run(&["display-message", "-p", "-t", target, PANE_FORMAT])?;
-        parse_pane(out.trim_end_matches('\n'))
+        // `display-message -t` falls back to some other pane (or prints
+        // nothing) when the target does not exist; `capture-pane` fails.
+        // One invocation: the capture checks, the last line describes.
+        let out = self.run(&[
+            "capture-pane",
+            "-p",
+            "-t",
+            target,
+            "-S",
+            "0",
+            "-E",
+            "0",
+            ";",
+            "display-message",
+            "-p",
+            "-t",
+            target,
+            PANE_FORMAT,
+        ])?;
+        out.trim_end_matches('\n')
+            .rsplit('\n')
+            .next()
+            .and_then(parse_pane)
             .ok_or_else(|| TmuxError::Failed(format!("can't find pane: {target}")))
     }
 

@@ -17,13 +17,15 @@ use std::time::Duration;
 const BRIDGE_VERSION: &str = "2.0.0";
 /// A read authorizes one act for this long (`AGENTBUS_TMUX_GUARD_TTL_S`).
 const GUARD_TTL: Duration = Duration::from_secs(600);
+/// The page an agent reads to use the bridge (`agentbus tmux skill`).
+const SKILL: &str = include_str!("../../../../docs/tmux-skill.md");
 /// Longest label `name` accepts, in characters.
 const MAX_LABEL: usize = 128;
 
 #[derive(Args, Debug)]
 #[command(disable_help_flag = true)]
 pub struct TmuxArgs {
-    /// list | read | type | message | keys | name | resolve | id | doctor | version
+    /// list | read | type | message | keys | name | resolve | id | doctor | version | skill
     #[arg(
         trailing_var_arg = true,
         allow_hyphen_values = true,
@@ -48,6 +50,7 @@ Commands:
   id                        Print this pane's id ($TMUX_PANE)
   doctor                    Check tmux, the server found, this pane and the guard
   version                   Print the version
+  skill                     Print the page that teaches an agent to use this
 
 Targets: a pane id (%3), session:window.pane (main:1.0), or a label set with
 'name'. A bare number is refused: say %3, or main:3.
@@ -84,6 +87,10 @@ pub fn run(args: TmuxArgs, data_dir: Option<&Path>) -> anyhow::Result<ExitCode> 
             return Ok(ExitCode::SUCCESS);
         }
         "doctor" => return doctor(&env, data_dir),
+        "skill" => {
+            print!("{SKILL}");
+            return Ok(ExitCode::SUCCESS);
+        }
         _ => {}
     }
     let need = |n: usize| -> anyhow::Result<()> {
