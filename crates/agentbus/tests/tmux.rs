@@ -682,6 +682,17 @@ async fn stopping_or_shutting_down_lets_a_tmux_pane_go() {
         (status, body["error"]["code"].as_str()),
         (409, Some("tmux_pane"))
     );
+    // The App API cannot restart what agentbus did not start.
+    let (_, info) = d.get("/v1/agents/erin", &Cred::Key).await;
+    let params = format!(r#"{{"block_id":"{}"}}"#, info["block_id"].as_str().unwrap());
+    let restart = d.cli(&["rpc", "controllerrestart", &params]);
+    assert_eq!(restart.status.code(), Some(1));
+    assert!(
+        stderr(&restart).contains("TMUX_PANE"),
+        "{}",
+        stderr(&restart)
+    );
+    assert_eq!(t.pane_pid(&b), pid_b);
     let exit = d.signal_and_wait(nix::sys::signal::Signal::SIGTERM);
     assert!(exit.success());
     assert_eq!(t.pane_pid(&a), pid_a, "stop left the pane's program alone");

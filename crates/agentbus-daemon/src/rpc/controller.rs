@@ -127,6 +127,16 @@ pub async fn resync(ctx: Ctx, p: ResyncParams) -> Result<Value, RpcError> {
 async fn respawn(ctx: &Ctx, block: BlockId) -> Result<Option<u32>, RpcError> {
     let _one_at_a_time = ctx.state.open_lock().lock().await;
     let old = pane_of(ctx, None, Some(block))?;
+    if let Some(t) = old.pane.tmux() {
+        return Err(RpcError::app(
+            "TMUX_PANE",
+            format!(
+                "block {block} is tmux pane {}: agentbus did not start it and cannot restart it; \
+                 respawn it in tmux and open it again",
+                t.id
+            ),
+        ));
+    }
     if old.pane.is_running() {
         let grace = Duration::from_millis(ctx.state.config().panes.stop_grace_ms);
         old.pane.stop(false, grace).await;
