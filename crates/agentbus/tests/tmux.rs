@@ -836,3 +836,68 @@ fn linked_as_tmux_bridge_the_binary_is_the_bridge() {
         stderr(&out)
     );
 }
+
+/// An agent inside a real tmux pane (tmux sets $TMUX and $TMUX_PANE; no
+/// TMUX_BRIDGE_SOCKET) discovers, reads and messages another pane.
+#[tokio::test]
+async fn an_agent_in_one_pane_reaches_another() {
+    let work = tempfile::tempdir().unwrap();
+    let sink_out = work.path().join("sink");
+    let t = Tmux::start(&format!(
+        "{} probe sink --out {}",
+        bin(),
+        sink_out.display()
+    ));
+    wait_screen(&t, "%0", "sink ready").await;
+    t.tmux(&["set-option", "-p", "-t", "%0", "@name", "worker"]);
+    let runtime = t.runtime();
+    let script = format!(
+        "export XDG_RUNTIME_DIR={rt}; unset TMUX_BRIDGE_SOCKET; B='{bin} --data-dir {w}/data'; \
+         $B tmux list > {w}/list; $B tmux id > {w}/id; \
+         $B tmux read worker > {w}/read && $B tmux message worker 'hello from lead'; \
+         echo $? > {w}/done; sleep 600",
+        rt = runtime.display(),
+        bin = bin(),
+        w = work.path().display()
+    );
+    let lead = t.window(&script);
+    let done = work.path().join("done");
+    eventually("the lead's script", 30, async || {
+        std::fs::read_to_string(&done)
+            .ok()
+            .filter(|s| s.ends_with('\n'))
+    })
+    .await;
+    assert_eq!(std::fs::read_to_string(&done).unwrap().trim(), "0");
+    let list = std::fs::read_to_string(work.path().join("list")).unwrap();
+    assert!(list.starts_with("TARGET   SESSION:WIN"), "{list}");
+    assert!(
+        list.lines()
+            .any(|l| l.starts_with("%0 ") && l.contains(" worker ")),
+        "{list}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(work.path().join("id"))
+            .unwrap()
+            .trim(),
+        lead
+    );
+    assert!(
+        std::fs::read_to_string(work.path().join("read"))
+            .unwrap()
+            .contains("sink ready")
+    );
+    let got = eventually("the message", 20, async || {
+        let b = std::fs::read(&sink_out).unwrap_or_default();
+        b.ends_with(b"\x1b[201~").then_some(b)
+    })
+    .await;
+    let text = String::from_utf8_lossy(&got);
+    assert!(
+        text.contains(&format!(
+            "[tmux-bridge from:{lead} pane:{lead} at:main:1.0 "
+        )),
+        "{text:?}"
+    );
+    assert!(text.contains("hello from lead"), "{text:?}");
+}
