@@ -107,12 +107,9 @@ pub async fn open(
     }
     check_peer_name(state, &id)?;
     let block = BlockId::new();
-    let mut token = None;
     let started = match &tmux {
-        Some(pane) => adopt(state, block, &id, pane, req.provider).map(|(started, t)| {
-            token = Some(t);
-            started
-        }),
+        Some(pane) => adopt(state, block, &id, pane, req.provider)
+            .map(|(started, token)| (started, Some(token))),
         None => start(
             state,
             block,
@@ -127,9 +124,10 @@ pub async fn open(
                 rows: req.rows,
                 cols: req.cols,
             },
-        ),
+        )
+        .map(|started| (started, None)),
     };
-    let started = match started {
+    let (started, token) = match started {
         Ok(r) => r,
         Err(err) => {
             if state.agents().get(&id).is_none() {
@@ -266,13 +264,16 @@ fn adopt(
         .map_err(|e| unavailable(TermError::Tmux(e.to_string())))?;
     let provider = provider.unwrap_or_else(|| Provider::guess(std::slice::from_ref(&info.command)));
     let config = state.config();
-    let adopted = Pane::adopt_tmux(TmuxSpec {
-        label: id.to_string(),
-        pane: pane.clone(),
-        profile: config.profile(provider),
-        input_timeout: Duration::from_millis(config.panes.input_timeout_ms),
-        poll: TMUX_POLL,
-    })
+    let adopted = Pane::adopt_tmux(
+        TmuxSpec {
+            label: id.to_string(),
+            pane: pane.clone(),
+            profile: config.profile(provider),
+            input_timeout: Duration::from_millis(config.panes.input_timeout_ms),
+            poll: TMUX_POLL,
+        },
+        &info,
+    )
     .map_err(unavailable)?;
     let token = state.auth().mint(id);
     let (exit_recorded_tx, exit_recorded) = tokio::sync::watch::channel(false);

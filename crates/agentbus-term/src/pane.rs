@@ -365,13 +365,13 @@ impl Pane {
         })
     }
 
-    /// Takes an existing tmux pane as this pane's terminal. Fails if the
-    /// pane is gone, dead, or runs another program than `spec.pane.pid`.
-    /// Nothing is started; a watcher thread follows the pane until it
-    /// closes, is respawned, or is let go ([`Pane::stop`]).
-    pub fn adopt_tmux(spec: TmuxSpec) -> Result<Pane, TermError> {
-        let PaneRef { server, id, pid } = &spec.pane;
-        let info = server.pane(id).map_err(tmux_err)?;
+    /// Takes an existing tmux pane as this pane's terminal; `info` is the
+    /// pane as just read ([`crate::tmux::Server::pane`]). Fails if it is
+    /// not `spec.pane`, is dead, or runs another program than
+    /// `spec.pane.pid`. Nothing is started; a watcher thread follows the
+    /// pane until it closes, is respawned, or is let go ([`Pane::stop`]).
+    pub fn adopt_tmux(spec: TmuxSpec, info: &crate::tmux::PaneInfo) -> Result<Pane, TermError> {
+        let PaneRef { id, pid, .. } = &spec.pane;
         if info.id != *id {
             return Err(TermError::Tmux(format!(
                 "{id} is not a pane id (it names {})",
@@ -663,7 +663,7 @@ impl Pane {
             match ended {
                 Some(info) => {
                     let reason = info.reason.clone().unwrap_or_default();
-                    exit.send_if_modified(|e| e.is_none() && e.replace(info).is_none());
+                    record_end(&exit, info);
                     Err(TmuxError::Failed(reason))
                 }
                 None => Ok(()),
@@ -695,37 +695,31 @@ impl Pane {
             return Err(TermError::NotRunning);
         }
         let profile = &self.inner.profile;
-        if let Io::Tmux { pane, .. } = &self.inner.io {
-            self.check_tmux_identity().await?;
-            // tmux adds the brackets itself, if the program asked for them.
-            let bracketed = profile.bracketed_paste;
-            let (p, body) = (pane.clone(), text.to_string());
-            self.tmux_call(move || p.server.paste(&p.id, &body, bracketed))
-                .await?;
-            let submitted = !profile.submit.is_empty();
-            if submitted {
-                if profile.settle_ms > 0 {
-                    tokio::time::sleep(profile.settle()).await;
-                }
-                self.write_raw(profile.submit.as_bytes().to_vec()).await?;
+        let (bracketed, bytes) = match &self.inner.io {
+            Io::Tmux { pane, .. } => {
+                self.check_tmux_identity().await?;
+                // tmux adds the brackets itself, if the program asked for them.
+                let bracketed = profile.bracketed_paste;
+                let (p, body) = (pane.clone(), text.to_string());
+                self.tmux_call(move || p.server.paste(&p.id, &body, bracketed))
+                    .await?;
+                (bracketed, text.len())
             }
-            return Ok(PasteReport {
-                bracketed,
-                bytes: text.len(),
-                submitted,
-            });
-        }
-        let bracketed = profile.bracketed_paste && self.inner.modes.bracketed_paste();
-        let mut payload = Vec::with_capacity(text.len() + 12);
-        if bracketed {
-            payload.extend_from_slice(BRACKET_OPEN);
-            payload.extend_from_slice(text.as_bytes());
-            payload.extend_from_slice(BRACKET_CLOSE);
-        } else {
-            payload.extend_from_slice(text.as_bytes());
-        }
-        let bytes = payload.len();
-        self.write_raw(payload).await?;
+            Io::Pty { .. } => {
+                let bracketed = profile.bracketed_paste && self.inner.modes.bracketed_paste();
+                let mut payload = Vec::with_capacity(text.len() + 12);
+                if bracketed {
+                    payload.extend_from_slice(BRACKET_OPEN);
+                    payload.extend_from_slice(text.as_bytes());
+                    payload.extend_from_slice(BRACKET_CLOSE);
+                } else {
+                    payload.extend_from_slice(text.as_bytes());
+                }
+                let bytes = payload.len();
+                self.write_raw(payload).await?;
+                (bracketed, bytes)
+            }
+        };
         let submitted = !profile.submit.is_empty();
         if submitted {
             // A zero sleep would still wait for the timer's next tick (1 ms).
@@ -774,16 +768,7 @@ impl Pane {
             };
         }
         if let Io::Tmux { pane, exit } = &self.inner.io {
-            exit.send_if_modified(|e| {
-                e.is_none()
-                    && e.replace(ExitInfo {
-                        code: None,
-                        signal: None,
-                        at_ms: now_ms(),
-                        reason: Some(format!("released tmux pane {}", pane.id)),
-                    })
-                    .is_none()
-            });
+            record_end(exit, ended(format!("released tmux pane {}", pane.id)));
             return StopReport {
                 step: StopStep::Released,
                 exit: self.exit_info(),
@@ -847,35 +832,38 @@ fn text_lines(text: &str) -> Vec<String> {
     lines
 }
 
-/// How an adopted tmux pane has ended, if it has: its program exited
-/// (tmux kept the pane), or another program now runs in it.
-fn tmux_ended(pane: &PaneRef, info: &crate::tmux::PaneInfo) -> Option<ExitInfo> {
-    if info.pid != pane.pid {
-        return Some(ExitInfo {
-            code: None,
-            signal: None,
-            at_ms: now_ms(),
-            reason: Some(format!(
-                "tmux pane {} was respawned (pid {} is now {})",
-                pane.id, pane.pid, info.pid
-            )),
-        });
-    }
-    info.dead.then(|| ExitInfo {
-        code: info.dead_status,
-        signal: None,
-        at_ms: now_ms(),
-        reason: Some(format!("the program in tmux pane {} exited", pane.id)),
-    })
-}
-
-fn gone(pane: &PaneRef, e: &TmuxError) -> ExitInfo {
+/// An end that is not the program's own exit status.
+fn ended(reason: String) -> ExitInfo {
     ExitInfo {
         code: None,
         signal: None,
         at_ms: now_ms(),
-        reason: Some(format!("tmux pane {} is gone ({e})", pane.id)),
+        reason: Some(reason),
     }
+}
+
+/// Records how a tmux pane ended; the first end recorded stands.
+fn record_end(exit: &watch::Sender<Option<ExitInfo>>, info: ExitInfo) {
+    exit.send_if_modified(|e| e.is_none() && e.replace(info).is_none());
+}
+
+/// How an adopted tmux pane has ended, if it has: its program exited
+/// (tmux kept the pane), or another program now runs in it.
+fn tmux_ended(pane: &PaneRef, info: &crate::tmux::PaneInfo) -> Option<ExitInfo> {
+    if info.pid != pane.pid {
+        return Some(ended(format!(
+            "tmux pane {} was respawned (pid {} is now {})",
+            pane.id, pane.pid, info.pid
+        )));
+    }
+    info.dead.then(|| ExitInfo {
+        code: info.dead_status,
+        ..ended(format!("the program in tmux pane {} exited", pane.id))
+    })
+}
+
+fn gone(pane: &PaneRef, e: &TmuxError) -> ExitInfo {
+    ended(format!("tmux pane {} is gone ({e})", pane.id))
 }
 
 /// Follows an adopted tmux pane: whether it still runs the same program,
@@ -898,7 +886,7 @@ impl TmuxWatcher {
             if self.exit.borrow().is_some() {
                 return;
             }
-            let ended = match self.pane.server.snapshot(&self.pane.id) {
+            let end = match self.pane.server.snapshot(&self.pane.id) {
                 Ok((info, screen)) => {
                     failures = 0;
                     if let Ok(mut s) = self.size.lock() {
@@ -920,9 +908,8 @@ impl TmuxWatcher {
                     (failures >= 2).then(|| gone(&self.pane, &e))
                 }
             };
-            if let Some(info) = ended {
-                self.exit
-                    .send_if_modified(|e| e.is_none() && e.replace(info).is_none());
+            if let Some(info) = end {
+                record_end(&self.exit, info);
                 return;
             }
             std::thread::sleep(self.poll);

@@ -153,10 +153,35 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// Succeeded; its stdout.
 #[track_caller]
 fn ok(o: Output) -> String {
+    stdout(&succeeded(o))
+}
+
+#[track_caller]
+fn succeeded(o: Output) -> Output {
     assert!(o.status.success(), "failed: {}{}", stdout(&o), stderr(&o));
-    stdout(&o)
+    o
+}
+
+/// Waits until the daemon no longer knows `name`.
+async fn wait_unregistered(d: &Daemon, name: &str) {
+    let path = format!("/v1/agents/{name}");
+    eventually(&format!("{name} unregistered"), 20, async || {
+        let (status, _) = d.get(&path, &Cred::Key).await;
+        (status == 404).then_some(())
+    })
+    .await;
+}
+
+/// Waits until a sink has read a whole bracketed paste; what it read.
+async fn wait_paste(sink: &Path) -> Vec<u8> {
+    eventually("a bracketed paste", 20, async || {
+        let b = std::fs::read(sink).unwrap_or_default();
+        b.ends_with(b"\x1b[201~").then_some(b)
+    })
+    .await
 }
 
 /// Fails with exit 1 and `error: ...` on stderr holding `needle`.
@@ -504,11 +529,7 @@ async fn a_message_is_headed_bracketed_inert_and_not_submitted() {
         ],
         &[("TMUX_PANE", "%0")],
     ));
-    let got = eventually("the message", 20, async || {
-        let b = std::fs::read(&out).unwrap_or_default();
-        b.ends_with(b"\x1b[201~").then_some(b)
-    })
-    .await;
+    let got = wait_paste(&out).await;
     let text = String::from_utf8_lossy(&got);
     assert!(
         text.starts_with(
@@ -599,20 +620,11 @@ async fn a_tmux_pane_is_a_first_class_jekt_target() {
     let again = d.cli_env(&["open", "bob2", "--tmux", &pane], &sock);
     refused(again, "already the terminal of bob");
     let idem = d.cli_env(&["open", "bob", "--tmux", &pane], &sock);
-    assert!(stderr(&ok_out(idem)).contains("bob is already open"));
+    assert!(stderr(&succeeded(idem)).contains("bob is already open"));
 
     // The pane closes: the agent is unregistered.
     t.tmux(&["kill-pane", "-t", &pane]);
-    eventually("bob unregistered", 20, async || {
-        let (status, _) = d.get("/v1/agents/bob", &Cred::Key).await;
-        (status == 404).then_some(())
-    })
-    .await;
-}
-
-fn ok_out(o: Output) -> Output {
-    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
-    o
+    wait_unregistered(&d, "bob").await;
 }
 
 #[tokio::test]
@@ -639,11 +651,7 @@ async fn a_respawned_pane_ends_its_agent_and_gets_nothing() {
     // nothing meant for the old one.
     let (status, resp) = d.jekt("carol", "for the old program", &Cred::Key).await;
     assert_ne!(resp["outcome"], "delivered", "{status} {resp}");
-    eventually("carol unregistered", 20, async || {
-        let (status, _) = d.get("/v1/agents/carol", &Cred::Key).await;
-        (status == 404).then_some(())
-    })
-    .await;
+    wait_unregistered(&d, "carol").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
         std::fs::read(&second).unwrap_or_default().is_empty(),
@@ -666,11 +674,7 @@ async fn stopping_or_shutting_down_lets_a_tmux_pane_go() {
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["stopped_by"], "released");
-    eventually("dave unregistered", 20, async || {
-        let (status, _) = d.get("/v1/agents/dave", &Cred::Key).await;
-        (status == 404).then_some(())
-    })
-    .await;
+    wait_unregistered(&d, "dave").await;
     let (status, body) = d
         .post(
             "/v1/agents/erin/resize",
@@ -887,11 +891,7 @@ async fn an_agent_in_one_pane_reaches_another() {
             .unwrap()
             .contains("sink ready")
     );
-    let got = eventually("the message", 20, async || {
-        let b = std::fs::read(&sink_out).unwrap_or_default();
-        b.ends_with(b"\x1b[201~").then_some(b)
-    })
-    .await;
+    let got = wait_paste(&sink_out).await;
     let text = String::from_utf8_lossy(&got);
     assert!(
         text.contains(&format!(

@@ -42,6 +42,7 @@ pub async fn open(client: &Client, args: OpenArgs) -> anyhow::Result<String> {
     if let Some(target) = &args.tmux {
         return open_tmux(client, &args, target).await;
     }
+    let provider = provider(&args)?;
     let mut env = BTreeMap::new();
     for kv in &args.env {
         let (k, v) = kv
@@ -58,12 +59,7 @@ pub async fn open(client: &Client, args: OpenArgs) -> anyhow::Result<String> {
     let size = tty::size(std::io::stdout());
     let req = OpenRequest {
         agent_id: args.name.clone(),
-        provider: args
-            .provider
-            .as_deref()
-            .map(str::parse::<Provider>)
-            .transpose()
-            .map_err(anyhow::Error::msg)?,
+        provider,
         command: args.command,
         tmux: None,
         cwd: Some(cwd.display().to_string()),
@@ -92,12 +88,7 @@ async fn open_tmux(client: &Client, args: &OpenArgs, target: &str) -> anyhow::Re
     let pane = crate::cmd::tmux::locate(target)?;
     let req = OpenRequest {
         agent_id: args.name.clone(),
-        provider: args
-            .provider
-            .as_deref()
-            .map(str::parse::<Provider>)
-            .transpose()
-            .map_err(anyhow::Error::msg)?,
+        provider: provider(args)?,
         command: Vec::new(),
         tmux: Some(pane.clone()),
         cwd: None,
@@ -120,4 +111,12 @@ async fn open_tmux(client: &Client, args: &OpenArgs, target: &str) -> anyhow::Re
         None => eprintln!("{} is already open", resp.agent_id),
     }
     Ok(resp.agent_id.to_string())
+}
+
+fn provider(args: &OpenArgs) -> anyhow::Result<Option<Provider>> {
+    args.provider
+        .as_deref()
+        .map(str::parse::<Provider>)
+        .transpose()
+        .map_err(anyhow::Error::msg)
 }

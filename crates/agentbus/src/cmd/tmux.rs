@@ -129,7 +129,7 @@ pub fn run(args: TmuxArgs, data_dir: Option<&Path>) -> anyhow::Result<ExitCode> 
                     c.escape_unicode()
                 );
             }
-            b_act(&env, data_dir, &rest[0], |b, pane| {
+            act_on(&env, data_dir, &rest[0], |b, pane| {
                 Ok(b.server.type_text(&pane.id, &text)?)
             })?;
         }
@@ -137,7 +137,7 @@ pub fn run(args: TmuxArgs, data_dir: Option<&Path>) -> anyhow::Result<ExitCode> 
             need(2)?;
             let sender = own_pane(&env)?;
             let body = rest[1..].join(" ");
-            b_act(&env, data_dir, &rest[0], |b, pane| {
+            act_on(&env, data_dir, &rest[0], |b, pane| {
                 let me = b
                     .server
                     .pane(&sender)
@@ -151,7 +151,7 @@ pub fn run(args: TmuxArgs, data_dir: Option<&Path>) -> anyhow::Result<ExitCode> 
             if let Some(k) = rest[1..].iter().find(|k| k.is_empty()) {
                 bail!("empty key name {k:?}");
             }
-            b_act(&env, data_dir, &rest[0], |b, pane| {
+            act_on(&env, data_dir, &rest[0], |b, pane| {
                 for key in &rest[1..] {
                     b.server.run(&["send-keys", "-t", &pane.id, key])?;
                 }
@@ -191,7 +191,7 @@ pub fn run(args: TmuxArgs, data_dir: Option<&Path>) -> anyhow::Result<ExitCode> 
 
 /// Resolves `target`, checks the guard for it, runs `act`, and uses the
 /// read up only once the act succeeded.
-fn b_act(
+fn act_on(
     env: &Env,
     data_dir: Option<&Path>,
     target: &str,
