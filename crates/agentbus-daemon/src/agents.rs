@@ -104,27 +104,32 @@ impl Agents {
             .collect()
     }
 
-    pub fn resolve(&self, target: &AgentId) -> Resolution {
+    /// The name `target` stands for: itself if an agent has exactly that
+    /// name, else the one name equal to it ignoring case. `Err` with the
+    /// candidates when several are; `Ok(None)` when none is.
+    pub fn canonical(&self, target: &AgentId) -> Result<Option<AgentId>, Vec<AgentId>> {
+        canonical_in(&self.read(), target)
+    }
+
+    /// Where a jekt for `target` goes, the name resolved as
+    /// [`Agents::canonical`] says; with `exact`, only an agent of exactly
+    /// that name (a caller that resolved the name already and checked
+    /// what it may do with that agent).
+    pub fn resolve(&self, target: &AgentId, exact: bool) -> Resolution {
         let t = self.read();
-        let id = if t.agents.contains_key(target) {
-            target.clone()
+        let found = if exact {
+            Ok(t.agents.contains_key(target).then(|| target.clone()))
         } else {
-            let folded = target.as_str().to_ascii_lowercase();
-            let matches: Vec<AgentId> = t
-                .agents
-                .keys()
-                .filter(|k| k.as_str().to_ascii_lowercase() == folded)
-                .cloned()
-                .collect();
-            match matches.len() {
-                0 => {
-                    return Resolution::NotFound {
-                        known: t.agents.keys().cloned().collect(),
-                    };
-                }
-                1 => matches.into_iter().next().unwrap_or_else(|| target.clone()),
-                _ => return Resolution::Ambiguous(matches),
+            canonical_in(&t, target)
+        };
+        let id = match found {
+            Ok(Some(id)) => id,
+            Ok(None) => {
+                return Resolution::NotFound {
+                    known: t.agents.keys().cloned().collect(),
+                };
             }
+            Err(several) => return Resolution::Ambiguous(several),
         };
         let rec = &t.agents[&id];
         match rec.block.and_then(|b| t.panes.get(&b)) {
@@ -308,6 +313,23 @@ impl Agents {
                 )
             })
             .collect()
+    }
+}
+
+fn canonical_in(t: &Table, target: &AgentId) -> Result<Option<AgentId>, Vec<AgentId>> {
+    if t.agents.contains_key(target) {
+        return Ok(Some(target.clone()));
+    }
+    let folded = target.as_str().to_ascii_lowercase();
+    let mut matches: Vec<AgentId> = t
+        .agents
+        .keys()
+        .filter(|k| k.as_str().to_ascii_lowercase() == folded)
+        .cloned()
+        .collect();
+    match matches.len() {
+        0 | 1 => Ok(matches.pop()),
+        _ => Err(matches),
     }
 }
 

@@ -458,18 +458,26 @@ pub async fn loopback_origin_only(req: Request, next: Next) -> Response {
     next.run(req).await
 }
 
-/// CORS for loopback pages only.
+/// Headers an MCP client sends besides the credential (the streamable
+/// HTTP transport's session, protocol version and resumption).
+const MCP_HEADERS: [&str; 3] = ["mcp-session-id", "mcp-protocol-version", "last-event-id"];
+
+/// CORS for loopback pages only. Preflights are answered here, before
+/// authentication (a browser sends no credential with them).
 pub fn cors() -> CorsLayer {
+    let mut headers = vec![
+        header::CONTENT_TYPE,
+        header::AUTHORIZATION,
+        header::HeaderName::from_static(AUTH_KEY_HEADER),
+    ];
+    headers.extend(MCP_HEADERS.map(header::HeaderName::from_static));
     CorsLayer::new()
         .allow_origin(AllowOrigin::predicate(|origin: &HeaderValue, _| {
             origin.to_str().is_ok_and(is_loopback_origin)
         }))
         .allow_methods([Method::GET, Method::POST, Method::DELETE])
-        .allow_headers([
-            header::CONTENT_TYPE,
-            header::AUTHORIZATION,
-            header::HeaderName::from_static(AUTH_KEY_HEADER),
-        ])
+        .allow_headers(headers)
+        .expose_headers([header::HeaderName::from_static("mcp-session-id")])
 }
 
 #[cfg(test)]

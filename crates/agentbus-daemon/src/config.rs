@@ -167,6 +167,9 @@ pub struct AppApiConfig {
     /// Calls one connection may have running at once; reading its next
     /// frame waits beyond that.
     pub max_in_flight: usize,
+    /// Most calls in one batch frame (at most `max_in_flight`); a larger
+    /// batch is refused whole with -32600.
+    pub max_batch: usize,
     /// A ping this often; a connection silent for three is closed.
     pub ping_interval_s: u64,
     /// A connection that has not authenticated after this long is closed.
@@ -187,6 +190,7 @@ impl Default for AppApiConfig {
         Self {
             out_queue: 256,
             max_in_flight: 32,
+            max_batch: 32,
             ping_interval_s: 20,
             auth_timeout_s: 10,
             calls_per_s: 20.0,

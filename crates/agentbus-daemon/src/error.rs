@@ -57,6 +57,23 @@ impl ApiError {
         Self::new(StatusCode::CONFLICT, code, message)
     }
 
+    /// 409 `ambiguous_agent`: `target` matches several agents ignoring
+    /// case, and a name is never guessed.
+    pub fn ambiguous_agent(
+        target: &agentbus_proto::AgentId,
+        candidates: &[agentbus_proto::AgentId],
+    ) -> Self {
+        let names: Vec<&str> = candidates.iter().map(|a| a.as_str()).collect();
+        Self::conflict(
+            "ambiguous_agent",
+            format!(
+                "{target} matches several agents ({}); name one exactly",
+                names.join(", ")
+            ),
+        )
+        .with_details(serde_json::json!({ "candidates": names }))
+    }
+
     /// Logs `cause` and answers 500 without it.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "internal error");

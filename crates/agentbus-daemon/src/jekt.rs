@@ -261,7 +261,7 @@ async fn route(
     {
         return Err(refused(state, caller, req, "rate_limited", r.into()).await);
     }
-    let (agent, record) = match state.agents().resolve(&req.target_agent) {
+    let (agent, record) = match state.agents().resolve(&req.target_agent, req.exact_target) {
         Resolution::Pane { agent, record } => (agent, Some(record)),
         // Known here but offline: it may be running on a peer now, or on
         // another machine (the relay); if neither, it is held here.
@@ -305,16 +305,7 @@ async fn route(
             return Err(refused(state, caller, req, "not_found", e).await);
         }
         Resolution::Ambiguous(candidates) => {
-            let names: Vec<&str> = candidates.iter().map(AgentId::as_str).collect();
-            let e = ApiError::conflict(
-                "ambiguous_agent",
-                format!(
-                    "{} matches several agents ({}); name one exactly",
-                    req.target_agent,
-                    names.join(", ")
-                ),
-            )
-            .with_details(serde_json::json!({ "candidates": names }));
+            let e = ApiError::ambiguous_agent(&req.target_agent, &candidates);
             return Err(refused(state, caller, req, "ambiguous", e).await);
         }
     };
@@ -556,6 +547,7 @@ async fn forward(
         wait_for_idle: req.wait_for_idle,
         hops: req.hops + 1,
         origin_trust: Some(trust),
+        exact_target: false,
     };
     let waits = match req.wait_for_idle {
         IdleWait::No => 0,

@@ -100,17 +100,32 @@ impl Limiter {
     }
 
     /// Counts one App API call of token `key`, or refuses it.
-    pub fn check_call(&self, key: &str) -> Result<(), Refusal> {
+    /// The limiter's state. A panic elsewhere while it was held leaves
+    /// counts that are still counts: limits keep holding (never fail open).
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Counts `n` App API calls of token `key` (a frame: one call or a
+    /// batch), or refuses them all.
+    pub fn check_calls(&self, key: &str, n: u32) -> Result<(), Refusal> {
         let (per_s, burst) = self.calls;
         let now = Instant::now();
-        let Ok(mut st) = self.state.lock() else {
-            return Ok(());
-        };
+        let n = f64::from(n);
+        if n > burst {
+            return Err(Refusal {
+                retry_after_s: 1,
+                reason: format!("a frame of {n} calls is more than this token's burst of {burst}"),
+            });
+        }
+        let mut st = self.lock();
         let bucket = st
             .calls
             .entry(key.to_string())
             .or_insert_with(|| Bucket::full(burst, now));
-        if let Some(wait) = bucket.refill(now, per_s, burst) {
+        bucket.refill(now, per_s, burst);
+        if bucket.tokens < n {
+            let wait = Duration::from_secs_f64((n - bucket.tokens) / per_s);
             return Err(Refusal {
                 retry_after_s: ceil_secs(wait),
                 reason: format!(
@@ -118,7 +133,7 @@ impl Limiter {
                 ),
             });
         }
-        bucket.tokens -= 1.0;
+        bucket.tokens -= n;
         Ok(())
     }
 
@@ -129,9 +144,7 @@ impl Limiter {
 
     fn check_at(&self, sender: &str, target: &str, now: Instant) -> Result<(), Refusal> {
         let c = &self.config;
-        let Ok(mut st) = self.state.lock() else {
-            return Ok(());
-        };
+        let mut st = self.lock();
         let bucket = st
             .buckets
             .entry(sender.to_string())
@@ -177,9 +190,7 @@ impl Limiter {
     /// Forgets senders whose bucket is full and pairs with no recent send.
     pub fn prune(&self) {
         let now = Instant::now();
-        let Ok(mut st) = self.state.lock() else {
-            return;
-        };
+        let mut st = self.lock();
         let (rate, burst) = (self.config.sender_per_s, self.config.sender_burst);
         st.buckets.retain(|_, b| !b.is_full_at(now, rate, burst));
         let (rate, burst) = self.calls;

@@ -412,6 +412,7 @@ async fn deliver(state: &AppState, env: &RelayEnvelope) -> Fate {
                 },
                 hops: 0,
                 origin_trust: None,
+                exact_target: true,
             };
             crate::jekt::inject_as(state, &Identity::Relay, &env.from, trust, &req, env.id)
                 .await

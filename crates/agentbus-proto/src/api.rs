@@ -200,6 +200,12 @@ pub struct InjectRequest {
     /// Honoured only from a peer's forward token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub origin_trust: Option<Trust>,
+    /// Set in process, never on the wire: the caller resolved
+    /// `target_agent` already and checked what it may do to exactly that
+    /// agent (the App API, the relay poller), so the name must match
+    /// exactly, not ignoring case.
+    #[serde(skip)]
+    pub exact_target: bool,
 }
 
 fn is_zero(n: &u32) -> bool {

@@ -109,7 +109,8 @@ pub fn app(state: AppState) -> Router {
     let mcp = Router::new()
         .route_service(MCP_PATH, crate::mcp::service(api.clone(), &state))
         .route_layer(from_fn_with_state(state, auth::authenticate))
-        .layer(from_fn(auth::loopback_origin_only));
+        .layer(from_fn(auth::loopback_origin_only))
+        .layer(auth::cors());
     api.merge(mcp)
 }
 

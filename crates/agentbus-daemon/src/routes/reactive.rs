@@ -140,12 +140,14 @@ struct AgentParams {
     agent_id: String,
 }
 
+/// One agent's state; an agent token may ask only for its own.
 async fn agent(
     State(state): State<AppState>,
-    _: Caller,
+    Caller(caller): Caller,
     ApiQuery(p): ApiQuery<AgentParams>,
 ) -> Result<Json<AgentInfo>, ApiError> {
     let id = AgentId::parse(&p.agent_id)?;
+    caller.own_or_admin(&id, "status")?;
     state
         .agent_info(&id)
         .map(Json)

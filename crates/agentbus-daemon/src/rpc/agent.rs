@@ -2,10 +2,12 @@
 //! under another name (`panes::open`, `jekt::inject`, `panes::stop`, ...),
 //! plus the process tracker.
 
-use super::methods::{Ctx, NoParams, missing};
+use super::methods::{Ctx, NoParams, Params, missing, which_targets};
 use super::protocol::RpcError;
+use super::scope::Target;
 use crate::agents::PaneRecord;
 use crate::error::{ApiError, check_range};
+use crate::state::AppState;
 use crate::tracker::{self, Confidence, Refusal};
 use crate::{blocks::View, panes};
 use agentbus_proto::api::{
@@ -100,9 +102,24 @@ pub struct OpenParams {
     cols: Option<u16>,
 }
 
+/// The name is the agent opened (or found running): exactly as given.
+impl Params for OpenParams {
+    fn targets(&mut self, _: &AppState) -> Result<Vec<Target>, RpcError> {
+        Ok(vec![Target::Agent(self.agent_id.clone())])
+    }
+}
+
 pub async fn open(ctx: Ctx, p: OpenParams) -> Result<Value, RpcError> {
+    let running = || {
+        ctx.state
+            .agents()
+            .pane_of(&p.agent_id)
+            .is_some_and(|r| r.pane.is_running())
+    };
     let command = match p.command {
         Some(c) => c,
+        // Only a name: an agent already running is returned as it is.
+        None if p.provider.is_none() && running() => Vec::new(),
         None => default_command(p.provider)?,
     };
     let req = OpenRequest {
@@ -145,6 +162,12 @@ pub struct SendParams {
     wait_for_idle: Option<Value>,
 }
 
+impl Params for SendParams {
+    fn targets(&mut self, state: &AppState) -> Result<Vec<Target>, RpcError> {
+        which_targets(state, &mut self.agent_id, self.block_id)
+    }
+}
+
 pub async fn send(ctx: Ctx, p: SendParams) -> Result<InjectResponse, RpcError> {
     let target = agent_of(&ctx, p.agent_id, p.block_id)?;
     let mut body = json!({ "target_agent": target, "message": p.message });
@@ -158,12 +181,14 @@ pub async fn send(ctx: Ctx, p: SendParams) -> Result<InjectResponse, RpcError> {
             body[k] = v;
         }
     }
-    let req: InjectRequest = serde_json::from_value(body).map_err(|e| {
+    let mut req: InjectRequest = serde_json::from_value(body).map_err(|e| {
         RpcError::new(
             super::protocol::INVALID_PARAMS,
             format!("invalid params for agent.send: {e}"),
         )
     })?;
+    // The scopes were checked against exactly this agent.
+    req.exact_target = true;
     Ok(crate::jekt::inject(&ctx.state, ctx.identity(), req).await?)
 }
 
@@ -174,6 +199,12 @@ pub struct StopParams {
     block_id: Option<BlockId>,
     #[serde(default)]
     force: bool,
+}
+
+impl Params for StopParams {
+    fn targets(&mut self, state: &AppState) -> Result<Vec<Target>, RpcError> {
+        which_targets(state, &mut self.agent_id, self.block_id)
+    }
 }
 
 pub async fn stop(ctx: Ctx, p: StopParams) -> Result<Value, RpcError> {
@@ -194,6 +225,12 @@ pub async fn stop(ctx: Ctx, p: StopParams) -> Result<Value, RpcError> {
 pub struct WhichParams {
     agent_id: Option<AgentId>,
     block_id: Option<BlockId>,
+}
+
+impl Params for WhichParams {
+    fn targets(&mut self, state: &AppState) -> Result<Vec<Target>, RpcError> {
+        which_targets(state, &mut self.agent_id, self.block_id)
+    }
 }
 
 pub async fn status(ctx: Ctx, p: WhichParams) -> Result<AgentInfo, RpcError> {
@@ -221,6 +258,12 @@ pub struct OutputParams {
     follow: bool,
     /// How long a follow may run (default 3600 s).
     follow_s: Option<u64>,
+}
+
+impl Params for OutputParams {
+    fn targets(&mut self, state: &AppState) -> Result<Vec<Target>, RpcError> {
+        which_targets(state, &mut self.agent_id, self.block_id)
+    }
 }
 
 const MAX_LINES: i64 = 100_000;
@@ -368,6 +411,12 @@ pub struct KillProcessParams {
     start_time: Option<u64>,
 }
 
+impl Params for KillProcessParams {
+    fn targets(&mut self, state: &AppState) -> Result<Vec<Target>, RpcError> {
+        which_targets(state, &mut self.agent_id, self.block_id)
+    }
+}
+
 pub async fn kill_process(ctx: Ctx, p: KillProcessParams) -> Result<Value, RpcError> {
     let sig = parse_signal(p.signal.as_deref())?;
     let record = pane_of(&ctx, p.agent_id, p.block_id)?;
@@ -402,6 +451,12 @@ pub struct KillTreeParams {
     block_id: Option<BlockId>,
     /// How long after SIGTERM before SIGKILL (default: the stop grace).
     grace_ms: Option<u64>,
+}
+
+impl Params for KillTreeParams {
+    fn targets(&mut self, state: &AppState) -> Result<Vec<Target>, RpcError> {
+        which_targets(state, &mut self.agent_id, self.block_id)
+    }
 }
 
 /// SIGTERM to every member, then SIGKILL to those still alive after the

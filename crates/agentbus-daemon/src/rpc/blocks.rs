@@ -3,10 +3,12 @@
 //! `blockslist`. `pane.open` is `createblock` with its view's argument
 //! required.
 
-use super::methods::{BlockParams, Ctx, missing};
+use super::methods::{BlockParams, Ctx, Params, block_target, missing};
 use super::protocol::RpcError;
+use super::scope::Target;
 use crate::blocks::{BlockSummary, View};
 use crate::panes::{self, Launch};
+use crate::state::AppState;
 use agentbus_proto::api::Provider;
 use agentbus_proto::event::EventKind;
 use agentbus_proto::{AgentId, BlockId};
@@ -36,6 +38,17 @@ pub struct CreateParams {
     provider: Option<Provider>,
     rows: Option<u16>,
     cols: Option<u16>,
+}
+
+/// `createsubblock` acts on its parent; the others create a new block.
+impl Params for CreateParams {
+    fn targets(&mut self, state: &AppState) -> Result<Vec<Target>, RpcError> {
+        Ok(self
+            .block_id
+            .map(|b| block_target(state, b))
+            .into_iter()
+            .collect())
+    }
 }
 
 fn invalid_arg(m: String) -> RpcError {
@@ -285,6 +298,8 @@ pub struct ListParams {
     tab_id: Option<String>,
     view: Option<String>,
 }
+
+impl Params for ListParams {}
 
 pub async fn blocks_list(ctx: Ctx, p: ListParams) -> Result<Value, RpcError> {
     let mut entries: BTreeMap<String, (BlockId, Option<BlockSummary>)> = BTreeMap::new();

@@ -2,9 +2,11 @@
 //! resize; resync; restart; stop.
 
 use super::agent::{pane_of, parse_signal};
-use super::methods::{BlockParams, Ctx, missing};
+use super::methods::{BlockParams, Ctx, Params, block_target, missing};
 use super::protocol::{INVALID_PARAMS, RpcError};
+use super::scope::Target;
 use crate::panes::{self, Launch};
+use crate::state::AppState;
 use crate::state::AuditRecord;
 use agentbus_proto::BlockId;
 use agentbus_proto::event::EventKind;
@@ -31,6 +33,12 @@ pub struct InputParams {
     /// A signal for the program's process group (`SIGINT`, `INT`, ...).
     signal: Option<String>,
     size: Option<Size>,
+}
+
+impl Params for InputParams {
+    fn targets(&mut self, state: &AppState) -> Result<Vec<Target>, RpcError> {
+        Ok(vec![block_target(state, self.block_id)])
+    }
 }
 
 fn not_running(block: BlockId) -> RpcError {
@@ -97,6 +105,12 @@ pub struct ResyncParams {
     /// Start the program again if it has exited.
     #[serde(default)]
     restart: bool,
+}
+
+impl Params for ResyncParams {
+    fn targets(&mut self, state: &AppState) -> Result<Vec<Target>, RpcError> {
+        Ok(vec![block_target(state, self.block_id)])
+    }
 }
 
 /// The controller's state and its screen as text; with `restart`, an
@@ -186,6 +200,12 @@ pub struct StopParams {
     block_id: BlockId,
     #[serde(default)]
     force: bool,
+}
+
+impl Params for StopParams {
+    fn targets(&mut self, state: &AppState) -> Result<Vec<Target>, RpcError> {
+        Ok(vec![block_target(state, self.block_id)])
+    }
 }
 
 pub async fn stop(ctx: Ctx, p: StopParams) -> Result<Value, RpcError> {

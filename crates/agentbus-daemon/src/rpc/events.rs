@@ -7,10 +7,12 @@
 //! soon as there is room. A pull subscription keeps the newest
 //! `app_api.pull_queue` events for `eventrecv` and counts what it drops.
 
-use super::methods::{Ctx, NoParams, missing};
+use super::methods::{Ctx, NoParams, Params, event_scope_target, missing};
 use super::protocol::{RpcError, notification};
+use super::scope::Target;
 use super::session::Sub;
 use crate::events::Received;
+use crate::state::AppState;
 use agentbus_proto::api::PublishEventRequest;
 use agentbus_proto::event::{Event, check_scope};
 use serde::Deserialize;
@@ -31,6 +33,17 @@ pub struct PublishParams {
     data: Value,
     #[serde(default)]
     persist: u32,
+}
+
+impl Params for PublishParams {
+    /// Publishing to an agent's or a block's scope reaches it.
+    fn targets(&mut self, state: &AppState) -> Result<Vec<Target>, RpcError> {
+        Ok(self
+            .scopes
+            .iter()
+            .map(|s| event_scope_target(state, s))
+            .collect())
+    }
 }
 
 pub async fn publish(ctx: Ctx, p: PublishParams) -> Result<Arc<Event>, RpcError> {
@@ -66,6 +79,20 @@ pub struct SubParams {
     allscopes: bool,
     #[serde(default)]
     mode: Mode,
+}
+
+impl Params for SubParams {
+    fn targets(&mut self, state: &AppState) -> Result<Vec<Target>, RpcError> {
+        let mut out: Vec<Target> = self
+            .scopes
+            .iter()
+            .map(|s| event_scope_target(state, s))
+            .collect();
+        if self.allscopes {
+            out.push(Target::AllEventScopes);
+        }
+        Ok(out)
+    }
 }
 
 /// Events a pull subscription holds for `eventrecv`.
@@ -205,6 +232,8 @@ pub struct UnsubParams {
     sub_id: String,
 }
 
+impl Params for UnsubParams {}
+
 fn no_sub(id: &str) -> RpcError {
     RpcError::app(
         "SUBSCRIPTION_NOT_FOUND",
@@ -252,6 +281,12 @@ pub struct HistoryParams {
     maxitems: Option<i64>,
 }
 
+impl Params for HistoryParams {
+    fn targets(&mut self, state: &AppState) -> Result<Vec<Target>, RpcError> {
+        Ok(vec![event_scope_target(state, &self.scope)])
+    }
+}
+
 pub async fn read_history(ctx: Ctx, p: HistoryParams) -> Result<Value, RpcError> {
     let events =
         crate::events::read_history(&ctx.state, p.event, p.scope, p.maxitems.unwrap_or(100))
@@ -267,6 +302,8 @@ pub struct RecvParams {
     /// Wait this long for an event when none is queued (at most 60,000).
     wait_ms: Option<i64>,
 }
+
+impl Params for RecvParams {}
 
 /// Takes queued events of a pull subscription.
 pub async fn receive(ctx: Ctx, p: RecvParams) -> Result<Value, RpcError> {

@@ -1,11 +1,14 @@
 //! The method table and the one path every call takes: find the method,
-//! check the caller is authenticated, check its scopes against the method
-//! and the targets the params name, count it against the token's rate,
-//! run the handler, audit the outcome.
+//! parse its params once (by name; positional params are refused), read
+//! the targets from that parsed value (agent names resolved to the agent
+//! they stand for), check the caller's scopes against them, run the
+//! handler with the same value, audit the outcome. An agent token's rate
+//! is counted per frame before any of it ([`super::session`]).
 //!
-//! A method is one line of [`TABLE`]: its name, family and handler. A new
-//! family (files, sessions, connections, meta) is one more handler file
-//! and its lines here.
+//! A method is one line of [`TABLE`]: its name, family and handler; its
+//! params type says what it acts on ([`Params::targets`]). A new family
+//! (files, sessions, connections, meta) is one more handler file and its
+//! lines here.
 
 use super::protocol::{Call, INVALID_PARAMS, METHOD_NOT_FOUND, RpcError, answer};
 use super::scope::{self, Target};
@@ -20,7 +23,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Family {
@@ -54,6 +57,8 @@ pub struct Ctx {
     pub session: Arc<Session>,
     pub caller: Caller,
     pub request_id: Option<Value>,
+    /// The call's targets as the audit log names them, once checked.
+    shown: Arc<OnceLock<String>>,
 }
 
 impl Ctx {
@@ -72,6 +77,36 @@ impl Ctx {
             _ => None,
         }
     }
+
+    /// Checks the caller's scopes (an agent token's) against method
+    /// `name` acting on `targets`, and records the targets for the audit.
+    fn authorize(&self, name: &str, family: Family, targets: &[Target]) -> Result<(), RpcError> {
+        let _ = self.shown.set(
+            targets
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+        );
+        let (Identity::Agent(me), Some(scopes)) = (&self.caller.identity, &self.caller.scopes)
+        else {
+            return Ok(());
+        };
+        scope::check(scopes, me, name, family, targets).map_err(|missing| {
+            RpcError::app(
+                "FORBIDDEN",
+                format!(
+                    "{} lacks scope {missing}; it has: {}",
+                    self.caller.describe(),
+                    scopes
+                        .iter()
+                        .map(scope::Scope::as_str)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            )
+        })
+    }
 }
 
 pub type Handler = fn(Ctx, Value) -> BoxFuture<'static, Result<Value, RpcError>>;
@@ -82,22 +117,55 @@ pub struct Method {
     pub handler: Handler,
 }
 
-/// Deserializes params into the handler's type (a bad shape is
-/// `INVALID_PARAMS` naming the method and the problem), runs it, and
-/// serializes its result.
-async fn typed<P, R, F, Fut>(name: &str, ctx: Ctx, params: Value, f: F) -> Result<Value, RpcError>
+/// A method's params, parsed once. The targets the caller's scopes are
+/// checked against are read from this very value (names resolved in
+/// place to the agent they stand for), and the handler then runs with
+/// it, so no shape of params can reach a handler unchecked.
+pub trait Params: DeserializeOwned + Send + 'static {
+    /// What the call acts on; nothing means the caller itself.
+    fn targets(&mut self, _state: &AppState) -> Result<Vec<Target>, RpcError> {
+        Ok(Vec::new())
+    }
+}
+
+/// Parses params by name. Positional params (an array) are refused: a
+/// struct filled by position could name a target the check never saw.
+pub fn parse_params<P: DeserializeOwned>(name: &str, params: Value) -> Result<P, RpcError> {
+    let params = match params {
+        Value::Array(a) if a.is_empty() => Value::Object(Default::default()),
+        Value::Array(_) => {
+            return Err(RpcError::new(
+                INVALID_PARAMS,
+                format!(
+                    "invalid params for {name}: params must be an object of named fields; \
+                     positional params (an array) are not supported"
+                ),
+            ));
+        }
+        p => p,
+    };
+    serde_json::from_value(params)
+        .map_err(|e| RpcError::new(INVALID_PARAMS, format!("invalid params for {name}: {e}")))
+}
+
+/// Parses the params, checks the caller's scopes against their targets,
+/// runs the handler and serializes its result.
+async fn typed<P, R, F, Fut>(
+    name: &'static str,
+    family: Family,
+    ctx: Ctx,
+    params: Value,
+    f: F,
+) -> Result<Value, RpcError>
 where
-    P: DeserializeOwned,
+    P: Params,
     R: Serialize,
     F: FnOnce(Ctx, P) -> Fut,
     Fut: Future<Output = Result<R, RpcError>>,
 {
-    let params = match params {
-        Value::Array(a) if a.is_empty() => Value::Object(Default::default()),
-        p => p,
-    };
-    let p: P = serde_json::from_value(params)
-        .map_err(|e| RpcError::new(INVALID_PARAMS, format!("invalid params for {name}: {e}")))?;
+    let mut p: P = parse_params(name, params)?;
+    let targets = p.targets(&ctx.state)?;
+    ctx.authorize(name, family, &targets)?;
     let r = f(ctx, p).await?;
     serde_json::to_value(r).map_err(|e| RpcError::from(ApiError::internal(e)))
 }
@@ -107,7 +175,7 @@ macro_rules! method {
         Method {
             name: $name,
             family: Family::$family,
-            handler: |ctx, params| Box::pin(typed($name, ctx, params, $f)),
+            handler: |ctx, params| Box::pin(typed($name, Family::$family, ctx, params, $f)),
         }
     };
 }
@@ -146,7 +214,7 @@ pub static TABLE: &[Method] = &[
     method!("authenticatetoken", Auth, unreachable_auth),
 ];
 
-async fn unreachable_auth(_: Ctx, _: Value) -> Result<Value, RpcError> {
+async fn unreachable_auth(_: Ctx, _: NoParams) -> Result<Value, RpcError> {
     Err(RpcError::app(
         "INTERNAL",
         "authentication is handled by the connection",
@@ -157,50 +225,44 @@ pub fn find(name: &str) -> Option<&'static Method> {
     TABLE.iter().find(|m| m.name == name)
 }
 
-fn invalid(what: &str, e: impl std::fmt::Display) -> RpcError {
-    RpcError::new(INVALID_PARAMS, format!("invalid {what}: {e}"))
+/// Resolves `agent` in place to the agent it stands for (exactly that
+/// name, else the one name equal to it ignoring case) and returns it as a
+/// target. A name that matches several agents ignoring case is refused.
+pub fn agent_target(state: &AppState, agent: &mut AgentId) -> Result<Target, RpcError> {
+    match state.agents().canonical(agent) {
+        Ok(Some(found)) => *agent = found,
+        Ok(None) => {}
+        Err(several) => return Err(ApiError::ambiguous_agent(agent, &several).into()),
+    }
+    Ok(Target::Agent(agent.clone()))
 }
 
-/// The targets a call's params name: `agent_id`, `block_id`, event
-/// `scope` / `scopes` / `allscopes`.
-pub fn targets(state: &AppState, params: &Value) -> Result<Vec<Target>, RpcError> {
+/// The targets of a call that names an agent, a block, or neither.
+pub fn which_targets(
+    state: &AppState,
+    agent: &mut Option<AgentId>,
+    block: Option<BlockId>,
+) -> Result<Vec<Target>, RpcError> {
     let mut out = Vec::new();
-    let Value::Object(p) = params else {
-        return Ok(out);
-    };
-    if let Some(Value::String(a)) = p.get("agent_id") {
-        out.push(Target::Agent(
-            AgentId::parse(a).map_err(|e| invalid("agent_id", e))?,
-        ));
+    if let Some(a) = agent {
+        out.push(agent_target(state, a)?);
     }
-    if let Some(Value::String(b)) = p.get("block_id") {
-        let id = BlockId::parse(b).map_err(|e| invalid("block_id", e))?;
-        out.push(block_target(state, id));
-    }
-    let mut scopes: Vec<&str> = Vec::new();
-    if let Some(Value::String(s)) = p.get("scope") {
-        scopes.push(s);
-    }
-    if let Some(Value::Array(a)) = p.get("scopes") {
-        scopes.extend(a.iter().filter_map(Value::as_str));
-    }
-    for s in scopes {
-        out.push(event_scope_target(state, s));
-    }
-    if p.get("allscopes") == Some(&Value::Bool(true)) {
-        out.push(Target::AllEventScopes);
+    if let Some(b) = block {
+        out.push(block_target(state, b));
     }
     Ok(out)
 }
 
-fn block_target(state: &AppState, id: BlockId) -> Target {
+pub fn block_target(state: &AppState, id: BlockId) -> Target {
     Target::Block {
         id,
         names: state.agents().names_of(&id),
     }
 }
 
-fn event_scope_target(state: &AppState, s: &str) -> Target {
+/// An event scope as a target: `agent:<name>` is that agent,
+/// `block:<id>` that block (matched as written: events are).
+pub fn event_scope_target(state: &AppState, s: &str) -> Target {
     if let Some(a) = s
         .strip_prefix("agent:")
         .and_then(|a| AgentId::parse(a).ok())
@@ -217,16 +279,22 @@ fn event_scope_target(state: &AppState, s: &str) -> Target {
 }
 
 /// Runs one authenticated call and returns its answer (none for a
-/// notification). Every call is audited, refused ones too.
+/// notification). Every call is audited, refused ones too (refusals are
+/// sampled by the audit log under a flood). `counted`: the call's rate
+/// was already checked, as part of its frame.
 pub async fn dispatch(
     state: &AppState,
     session: &Arc<Session>,
     caller: Caller,
     call: Call,
+    counted: Result<(), RpcError>,
 ) -> Option<Value> {
     let Call { id, method, params } = call;
-    let mut targets = String::new();
-    let result = run(state, session, &caller, &id, &method, params, &mut targets).await;
+    let shown = Arc::new(OnceLock::new());
+    let result = match counted {
+        Ok(()) => run(state, session, &caller, &id, &method, params, shown.clone()).await,
+        Err(e) => Err(e),
+    };
     let outcome = match &result {
         Ok(_) => "ok".to_string(),
         Err(e) => e
@@ -235,8 +303,9 @@ pub async fn dispatch(
             .and_then(|d| d["code"].as_str())
             .map_or_else(|| e.code.to_string(), str::to_lowercase),
     };
+    let targets = shown.get().filter(|t| !t.is_empty());
     let detail: Vec<String> = [
-        (!targets.is_empty()).then(|| format!("targets={targets}")),
+        targets.map(|t| format!("targets={t}")),
         result.as_ref().err().map(|e| e.message.clone()),
     ]
     .into_iter()
@@ -255,8 +324,8 @@ pub async fn dispatch(
     Some(answer(&id?, result))
 }
 
-/// Finds the method, checks scopes and rate, runs the handler. `shown`
-/// gets the call's targets as the audit log names them.
+/// Finds the method and runs it: its handler parses the params, checks
+/// scopes against them, and acts.
 async fn run(
     state: &AppState,
     session: &Arc<Session>,
@@ -264,7 +333,7 @@ async fn run(
     id: &Option<Value>,
     name: &str,
     params: Value,
-    shown: &mut String,
+    shown: Arc<OnceLock<String>>,
 ) -> Result<Value, RpcError> {
     let Some(method) = find(name) else {
         let name = agentbus_proto::ids::escape_for_display(name, 64);
@@ -273,37 +342,12 @@ async fn run(
             format!("method not found: {name}"),
         ));
     };
-    let targets = targets(state, &params)?;
-    *shown = targets
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(",");
-    if let (Identity::Agent(me), Some(scopes)) = (&caller.identity, &caller.scopes) {
-        scope::check(scopes, me, method.name, method.family, &targets).map_err(|missing| {
-            RpcError::app(
-                "FORBIDDEN",
-                format!(
-                    "{} lacks scope {missing}; it has: {}",
-                    caller.describe(),
-                    scopes
-                        .iter()
-                        .map(scope::Scope::as_str)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            )
-        })?;
-        state
-            .limiter()
-            .check_call(&caller.limit_key)
-            .map_err(ApiError::from)?;
-    }
     let ctx = Ctx {
         state: state.clone(),
         session: session.clone(),
         caller: caller.clone(),
         request_id: id.clone(),
+        shown,
     };
     (method.handler)(ctx, params).await
 }
@@ -313,11 +357,19 @@ async fn run(
 #[serde(deny_unknown_fields)]
 pub struct NoParams {}
 
+impl Params for NoParams {}
+
 /// Params of a method that takes only a block.
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BlockParams {
     pub block_id: BlockId,
+}
+
+impl Params for BlockParams {
+    fn targets(&mut self, state: &AppState) -> Result<Vec<Target>, RpcError> {
+        Ok(vec![block_target(state, self.block_id)])
+    }
 }
 
 pub fn missing(what: &str) -> RpcError {

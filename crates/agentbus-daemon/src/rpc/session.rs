@@ -192,6 +192,7 @@ pub async fn serve(state: AppState, socket: WebSocket, caller: Option<Caller>) {
         s.cancel.cancel();
     });
     let in_flight = Arc::new(Semaphore::new(config.max_in_flight));
+    let max_batch = config.max_batch.clamp(1, config.max_in_flight.max(1));
     let auth_deadline = tokio::time::sleep(Duration::from_secs(config.auth_timeout_s));
     tokio::pin!(auth_deadline);
     let mut failed_auth = 0;
@@ -234,7 +235,35 @@ pub async fn serve(state: AppState, socket: WebSocket, caller: Option<Caller>) {
                 }
             }
             Some(caller) => {
-                let Ok(permit) = in_flight.clone().acquire_owned().await else {
+                // Each call of a batch holds its own permit: a batch runs
+                // no more calls at once than single frames could.
+                let calls = match &frame {
+                    Frame::Batch(items) => items.len(),
+                    Frame::Single(_) | Frame::Broken(_) => 1,
+                };
+                if calls > max_batch {
+                    let e = RpcError::new(
+                        protocol::INVALID_REQUEST,
+                        format!(
+                            "invalid request: a batch of {calls} calls is over the limit of {max_batch}; \
+                             send it in smaller batches"
+                        ),
+                    );
+                    state
+                        .audit(
+                            crate::state::AuditRecord::new(
+                                caller.identity.actor(),
+                                "rpc",
+                                Some("batch"),
+                                "batch_too_large",
+                            )
+                            .detail(format!("calls={calls}")),
+                        )
+                        .await;
+                    session.send(&protocol::answer(&Value::Null, Err(e))).await;
+                    continue;
+                }
+                let Ok(permit) = in_flight.clone().acquire_many_owned(calls as u32).await else {
                     break;
                 };
                 let (state, session) = (state.clone(), session.clone());
@@ -265,8 +294,23 @@ async fn handle_frame(
     caller: Caller,
     frame: Frame,
 ) -> Option<Value> {
+    // An agent token's calls count against its rate as a whole frame: a
+    // batch costs as many calls as it holds, and is refused whole.
+    let calls = match &frame {
+        Frame::Batch(items) => items.len(),
+        Frame::Single(_) => 1,
+        Frame::Broken(_) => 0,
+    };
+    let counted: Result<(), RpcError> = match &caller.identity {
+        Identity::Agent(_) if calls > 0 => state
+            .limiter()
+            .check_calls(&caller.limit_key, calls as u32)
+            .map_err(|r| ApiError::from(r).into()),
+        _ => Ok(()),
+    };
     let one = |item: Item| {
         let caller = caller.clone();
+        let counted = counted.clone();
         async move {
             match item {
                 Item::Invalid(id, e) => Some(protocol::answer(&id.unwrap_or(Value::Null), Err(e))),
@@ -277,7 +321,7 @@ async fn handle_frame(
                     let r = authenticate(state, session, &c.method, c.params).await;
                     id.map(|id| protocol::answer(&id, r))
                 }
-                Item::Call(c) => super::methods::dispatch(state, session, caller, c).await,
+                Item::Call(c) => super::methods::dispatch(state, session, caller, c, counted).await,
             }
         }
     };

@@ -90,6 +90,7 @@ pub async fn run(client: &Client, args: JektArgs) -> anyhow::Result<ExitCode> {
         wait_for_idle,
         hops: 0,
         origin_trust: None,
+        exact_target: false,
     };
     let resp: InjectResponse = client.post("/agentmux/reactive/inject", &req).await?;
     if args.json.json {

@@ -312,6 +312,109 @@ async def blocks(args):
     return r
 
 
+
+# Methods that act on an agent or a block, with the named params that
+# complete a call to them.
+TARGETED = {
+    "agent.send": {"message": "pwned"},
+    "agent.stop": {"force": True},
+    "agent.status": {},
+    "agent.output": {"lines": 5},
+    "agent.process-list": {},
+    "agent.kill-tree": {"grace_ms": 0},
+    "agent.kill-process": {"pid": 1},
+    "controllerinput": {"data": "pwned\r"},
+    "controllerresync": {},
+    "controllerrestart": {},
+    "controllerstop": {"force": True},
+    "blockinfo": {},
+    "deleteblock": {},
+    "eventreadhistory": {"event": "*"},
+}
+
+
+def case_variants(name):
+    """Every upper/lower spelling of `name` (at most 64)."""
+    out = {""}
+    for ch in name:
+        out = {v + c for v in out for c in {ch.lower(), ch.upper()}}
+        if len(out) > 64:
+            break
+    return sorted(out)
+
+
+async def hostile(args):
+    """An agent token tries to reach another agent through every shape of
+    params: positional arrays of every order, and every case spelling of
+    the victim's name. Reports each call that was not refused."""
+    import itertools
+    ws, rpc = await connect(args, args.token)
+    candidates = [args.victim, args.victim_block, "pwned\r", True, 0,
+                  {"rows": 5, "cols": 5}, None, "agent:" + args.victim]
+    succeeded, codes, calls = [], {}, 0
+
+    async def attempt(method, params):
+        nonlocal calls
+        calls += 1
+        a = await rpc.call(method, params)
+        c = code(a)
+        codes[str(c)] = codes.get(str(c), 0) + 1
+        if c == "ok":
+            succeeded.append({"method": method, "params": params, "answer": a})
+        return c
+
+    positional = {}
+    for method in TARGETED:
+        for n in (1, 2, 3):
+            for combo in itertools.product(candidates, repeat=n):
+                c = await attempt(method, list(combo))
+                positional[str(c)] = positional.get(str(c), 0) + 1
+    named = {}
+    for method, extra in TARGETED.items():
+        keys = ["block_id"] if method.startswith(("controller", "block", "delete")) else ["agent_id"]
+        if method == "eventreadhistory":
+            keys = ["scope"]
+        for variant in case_variants(args.victim) + [args.victim_block]:
+            for key in keys:
+                # Event scopes match as written: only the exact one is bob's.
+                value = "agent:" + args.victim.lower() if key == "scope" else variant
+                c = await attempt(method, dict(extra, **{key: value}))
+                named[str(c)] = named.get(str(c), 0) + 1
+    # Params in other JSON shapes: a nested object, a string, a number
+    # (the framing refuses these), and duplicate keys (the last wins in
+    # both the check and the call: they are one parsed value).
+    raw = []
+    for body in ['"bob"', '7', 'null', 'true', '{"agent_id":"%s","agent_id":"%s"}' % (args.victim, args.victim)]:
+        a = await rpc.raw('{"jsonrpc":"2.0","id":"r%d","method":"agent.output","params":%s}' % (len(raw), body))
+        raw.append(code(a))
+        if code(a) == "ok":
+            succeeded.append({"method": "agent.output", "params": body, "answer": a})
+    await ws.close()
+    return {"calls": calls, "succeeded": succeeded, "codes": codes,
+            "positional": positional, "named": named, "raw": raw}
+
+
+async def batches(args):
+    """Batch frames: the size cap, and an agent token's rate counted per
+    frame as a whole."""
+    r = {}
+
+    def frame(n, method="agent.list"):
+        return json.dumps([{"jsonrpc": "2.0", "id": i, "method": method} for i in range(n)])
+
+    ws, admin = await connect(args)
+    r["admin_too_large"] = await admin.raw(frame(args.burst + 1))
+    big = await admin.raw(frame(args.burst), batch=True)
+    r["admin_at_cap"] = sorted({code(a) for a in big})
+    await ws.close()
+    ws, agent = await connect(args, args.token)
+    first = await agent.raw(frame(args.burst), batch=True)
+    r["agent_first"] = sorted({code(a) for a in first})
+    second = await agent.raw(frame(args.burst), batch=True)
+    r["agent_second"] = sorted({code(a) for a in second})
+    await ws.close()
+    return r
+
 def proc_state(pid):
     try:
         with open(f"/proc/{pid}/stat") as f:
@@ -401,9 +504,12 @@ async def main():
     p.add_argument("--size", type=int, default=16000)
     p.add_argument("--burst", type=int, default=60)
     p.add_argument("--hold", type=float, default=1.0)
+    p.add_argument("--victim")
+    p.add_argument("--victim-block")
     args = p.parse_args()
     fn = {"e2e": e2e, "protocol": protocol, "lag": lag, "hold_open": hold_open,
-          "scopes": scopes, "procs": procs, "blocks": blocks}[args.scenario]
+          "scopes": scopes, "procs": procs, "blocks": blocks,
+          "hostile": hostile, "batches": batches}[args.scenario]
     print(json.dumps(await fn(args)), flush=True)
 
 

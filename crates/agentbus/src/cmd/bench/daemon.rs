@@ -151,6 +151,7 @@ async fn jekt_latency(n: usize) -> anyhow::Result<Latencies> {
             wait_for_idle: Default::default(),
             hops: 0,
             origin_trust: None,
+            exact_target: false,
         };
         let t0 = wall_ns();
         let _: InjectResponse = client.post("/agentmux/reactive/inject", &req).await?;
