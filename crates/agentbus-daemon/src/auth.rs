@@ -267,6 +267,11 @@ impl Auth {
         bool::from(digest(presented).ct_eq(&self.instance_key_digest))
     }
 
+    /// Whether `value` is any credential this daemon accepts.
+    pub fn is_credential(&self, value: &str) -> bool {
+        self.lookup(value).is_some()
+    }
+
     pub fn identify(&self, presented: &str) -> Option<Identity> {
         self.lookup(presented).map(|c| c.identity)
     }

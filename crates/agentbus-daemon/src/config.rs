@@ -55,6 +55,10 @@ pub struct PanesConfig {
     /// How far (bytes) the screen parser may fall behind a flooding
     /// program before the oldest unparsed output is skipped.
     pub max_parse_backlog_bytes: usize,
+    /// Variables of the daemon's environment a pane's program gets (names,
+    /// or a prefix and `*`); each provider adds its own
+    /// (`[profiles.<provider>] env_pass`). Nothing else is passed.
+    pub env_pass: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -304,6 +308,9 @@ pub struct ProfileOverride {
     pub submit: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub quit_text: Option<String>,
+    /// Replaces the provider's own list of variables passed to its panes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub env_pass: Option<Vec<String>>,
 }
 
 /// `~/.agentbus`, or `./.agentbus` when there is no home directory.
@@ -334,6 +341,7 @@ impl Default for PanesConfig {
             stop_grace_ms: 3_000,
             input_timeout_ms: 10_000,
             max_parse_backlog_bytes: 4 << 20,
+            env_pass: crate::pane_env::BASE_PASS.map(String::from).to_vec(),
         }
     }
 }
@@ -558,6 +566,14 @@ impl Config {
             crate::rpc::scope::Scope::parse(s)
                 .map_err(|e| ConfigError::Invalid(format!("policy: {e}")))?;
         }
+        let env_pass = self.panes.env_pass.iter().chain(
+            self.profiles
+                .values()
+                .flat_map(|p| p.env_pass.iter().flatten()),
+        );
+        for pattern in env_pass {
+            crate::pane_env::check_pattern(pattern).map_err(ConfigError::Invalid)?;
+        }
         if let Some(u) = &self.relay.url {
             relay_url(u).map_err(ConfigError::Invalid)?;
         }
@@ -572,6 +588,24 @@ impl Config {
             .registry_dir
             .clone()
             .unwrap_or_else(|| self.daemon.data_dir.join("registry"))
+    }
+
+    /// The variables of the daemon's environment a `provider` pane gets.
+    pub fn env_pass(&self, provider: Provider) -> Vec<&str> {
+        let own: Vec<&str> = match self
+            .profiles
+            .get(&provider)
+            .and_then(|p| p.env_pass.as_ref())
+        {
+            Some(list) => list.iter().map(String::as_str).collect(),
+            None => crate::pane_env::provider_pass(provider).to_vec(),
+        };
+        self.panes
+            .env_pass
+            .iter()
+            .map(String::as_str)
+            .chain(own)
+            .collect()
     }
 
     /// The effective profile of `provider`: built-in, then overrides.

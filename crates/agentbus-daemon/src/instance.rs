@@ -263,6 +263,19 @@ fn bind(addr: &str) -> Result<tokio::net::TcpListener, DaemonError> {
     socket.listen(1024).map_err(err)
 }
 
+/// Makes this process non-dumpable, so that processes of the same user
+/// (a pane's program among them) cannot read its memory or environment
+/// through `/proc/<pid>/{mem,environ}` nor attach to it: the daemon and
+/// the relay hold keys that no pane may have. The flag is reset when a
+/// child execs, so panes are not affected.
+pub fn protect_process() {
+    if let Err(e) =
+        rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
+    {
+        tracing::warn!(error = %e, "could not make the process non-dumpable");
+    }
+}
+
 /// Listens for SIGINT and SIGTERM from the moment it is called (call it
 /// before announcing a server, so no signal finds the default handler),
 /// and returns a future that resolves on the first. A second signal after

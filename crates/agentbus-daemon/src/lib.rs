@@ -36,6 +36,7 @@ pub mod jekt;
 pub mod limits;
 pub mod mailbox;
 pub mod mcp;
+pub mod pane_env;
 pub mod panes;
 pub mod poller;
 pub mod registry;

@@ -14,15 +14,9 @@ use agentbus_term::tmux::{PaneRef, Server};
 use agentbus_term::{Pane, PaneSpec, TermError, TmuxSpec};
 use std::time::Duration;
 
-/// Variables the daemon sets in every pane; a caller may not set them.
-pub const RESERVED_ENV: [&str; 4] = [
-    "AGENTBUS_URL",
-    "AGENTBUS_AGENT_ID",
-    "AGENTBUS_AGENT_TOKEN",
-    "AGENTBUS_AUTH_KEY",
-];
-
-/// Refuses environment variables a caller may not give a pane.
+/// Refuses environment variables a caller may not give a pane: invalid
+/// names, the daemon's own (`AGENTBUS_*`), and any value that is a secret
+/// of this daemon.
 pub fn check_env(
     state: &AppState,
     env: &std::collections::BTreeMap<String, String>,
@@ -38,20 +32,50 @@ pub fn check_env(
                 ),
             ));
         }
-        if RESERVED_ENV.contains(&k.as_str()) {
+        if k.starts_with(crate::pane_env::DAEMON_PREFIX) {
             return Err(ApiError::bad_request(
                 "invalid_env",
-                format!("{k} is set by the daemon and cannot be given"),
+                format!(
+                    "{} is set by the daemon and cannot be given",
+                    agentbus_proto::ids::escape_for_display(k, 40)
+                ),
             ));
         }
-        if state.auth().is_instance_key(v) {
+        if state.holds_secret(v) {
             return Err(ApiError::bad_request(
                 "invalid_env",
-                format!("refusing to put the instance key into a pane's environment ({k})"),
+                format!(
+                    "refusing to put an agentbus credential into a pane's environment ({})",
+                    agentbus_proto::ids::escape_for_display(k, 40)
+                ),
             ));
         }
     }
     Ok(())
+}
+
+/// The whole environment of a new pane (see [`crate::pane_env`]).
+fn pane_env(state: &AppState, launch: &Launch, agent: Option<&AgentId>) -> Vec<(String, String)> {
+    let config = state.config();
+    let daemon_env = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
+    let mut env =
+        crate::pane_env::pass_through(daemon_env, &config.env_pass(launch.provider), |v| {
+            state.holds_secret(v)
+        });
+    let mut set = |k: &str, v: String| match env.iter_mut().find(|(name, _)| name == k) {
+        Some(slot) => slot.1 = v,
+        None => env.push((k.to_string(), v)),
+    };
+    for (k, v) in &launch.env {
+        set(k, v.clone());
+    }
+    set("AGENTBUS_URL", state.url().to_string());
+    if let Some(id) = agent {
+        set("AGENTBUS_AGENT_ID", id.to_string());
+        set("AGENTBUS_AGENT_TOKEN", state.auth().mint(id));
+    }
+    env
 }
 
 fn spawn_error(e: TermError) -> ApiError {
@@ -321,20 +345,11 @@ pub fn start(
         ));
     }
     let config = state.config();
-    let mut env: Vec<(String, String)> = launch.env.clone().into_iter().collect();
-    env.push(("AGENTBUS_URL".into(), state.url().to_string()));
-    if let Some(id) = agent {
-        env.push(("AGENTBUS_AGENT_ID".into(), id.to_string()));
-        env.push(("AGENTBUS_AGENT_TOKEN".into(), state.auth().mint(id)));
-    }
     let spec = PaneSpec {
         label: agent.map_or_else(|| block.to_string(), ToString::to_string),
         command: launch.command.clone(),
         cwd: launch.cwd.as_ref().map(Into::into),
-        env,
-        // The daemon's own environment may hold the instance key; a pane
-        // must never see it.
-        env_remove: vec!["AGENTBUS_AUTH_KEY".into()],
+        env: pane_env(state, launch, agent),
         rows: launch.rows.unwrap_or(config.panes.rows),
         cols: launch.cols.unwrap_or(config.panes.cols),
         scrollback_lines: config.panes.scrollback_lines,

@@ -201,6 +201,16 @@ impl AppState {
         &self.inner.poller
     }
 
+    /// Whether `value` is a secret this daemon holds: a credential it
+    /// accepts (instance key, forward token, any agent token) or the
+    /// token it presents to the relay.
+    pub fn holds_secret(&self, value: &str) -> bool {
+        !value.is_empty()
+            && (self.auth().is_credential(value)
+                || self.poller().target().is_some_and(|t| t.token == value)
+                || self.config().relay.token.as_deref() == Some(value))
+    }
+
     pub fn http(&self) -> &reqwest::Client {
         &self.inner.http
     }

@@ -32,10 +32,9 @@ pub struct PaneSpec {
     pub label: String,
     pub command: Vec<String>,
     pub cwd: Option<PathBuf>,
-    /// Added to (or replacing in) the daemon's environment.
+    /// The program's whole environment: nothing of the calling process's
+    /// own is inherited (`TERM` is set unless this sets it).
     pub env: Vec<(String, String)>,
-    /// Removed from the daemon's environment before `env` is applied.
-    pub env_remove: Vec<String>,
     pub rows: u16,
     pub cols: u16,
     pub scrollback_lines: usize,
@@ -48,13 +47,16 @@ pub struct PaneSpec {
 }
 
 impl PaneSpec {
+    /// A spec with the default size and limits, whose environment holds
+    /// only this process's `PATH`.
     pub fn new(label: impl Into<String>, command: Vec<String>) -> Self {
         Self {
             label: label.into(),
             command,
             cwd: None,
-            env: Vec::new(),
-            env_remove: Vec::new(),
+            env: std::env::var("PATH")
+                .map(|p| vec![("PATH".to_string(), p)])
+                .unwrap_or_default(),
             rows: 24,
             cols: 80,
             scrollback_lines: 10_000,
@@ -243,9 +245,9 @@ impl Pane {
         if let Some(cwd) = &spec.cwd {
             cmd.cwd(cwd);
         }
-        for key in &spec.env_remove {
-            cmd.env_remove(key);
-        }
+        // Only what the caller listed: the daemon's own environment may
+        // hold secrets no pane should see.
+        cmd.env_clear();
         // The pane emulates an xterm; say so unless the caller chose.
         cmd.env("TERM", "xterm-256color");
         for (k, v) in &spec.env {

@@ -34,6 +34,7 @@ pub async fn run(args: DaemonArgs, data_dir: Option<PathBuf>) -> anyhow::Result<
         registry_dir: args.registry_dir,
         relay_url: args.relay_url,
     })?;
+    agentbus_daemon::instance::protect_process();
     let data_dir = config.daemon.data_dir.clone();
     // Signals are caught from here on, before anyone can learn the URL.
     let dir = data_dir.clone();

@@ -79,6 +79,7 @@ pub async fn run(args: RelayArgs, data_dir: Option<PathBuf>) -> anyhow::Result<E
     if let Some(RelayCommand::Token { command }) = args.command {
         return token(&db, command).await;
     }
+    agentbus_daemon::instance::protect_process();
     let config = RelayConfig {
         listen: args.listen,
         db,

@@ -138,6 +138,21 @@ impl Daemon {
         Self::finish_start(cmd, dir, None)
     }
 
+    /// Starts as user `nobody` (the test must run as root), on a data dir
+    /// that user owns, with extra environment variables.
+    pub fn start_as_nobody(env: &[(&str, &str)], args: &[&str]) -> Daemon {
+        use std::os::unix::process::CommandExt;
+        let dir = tempfile::tempdir().unwrap();
+        chown_to_nobody(dir.path());
+        let mut cmd = Self::spawn(dir.path(), None);
+        cmd.envs(env.iter().copied())
+            .args(args)
+            .uid(NOBODY)
+            .gid(NOBODY)
+            .current_dir("/");
+        Self::finish_start(cmd, dir, None)
+    }
+
     pub fn start_in(dir: tempfile::TempDir, config: Option<String>) -> Daemon {
         let cmd = Self::spawn(dir.path(), config.as_deref());
         Self::finish_start(cmd, dir, config)
@@ -414,6 +429,20 @@ impl Sink {
         )
         .await
     }
+}
+
+/// The uid and gid of `nobody` / `nogroup` on Debian.
+pub const NOBODY: u32 = 65_534;
+
+/// Whether this test runs as root (and may act as another user).
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// Gives `path` to `nobody`.
+pub fn chown_to_nobody(path: &Path) {
+    let id = Some(nix::unistd::Uid::from_raw(NOBODY));
+    nix::unistd::chown(path, id, Some(nix::unistd::Gid::from_raw(NOBODY))).unwrap();
 }
 
 /// Splits `haystack` on `needle`.
