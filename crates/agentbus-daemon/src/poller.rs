@@ -24,7 +24,8 @@ use crate::state::AppState;
 use agentbus_proto::api::{IdleWait, InjectRequest, PollerStats, PollerStatus};
 use agentbus_proto::jekt::Trust;
 use agentbus_proto::relay::{
-    RelayAck, RelayEnvelope, RelayKind, RelayPoll, RelayPollResponse, RelaySend, RelaySendResponse,
+    MAX_POLL_AGENTS, RelayAck, RelayEnvelope, RelayKind, RelayPoll, RelayPollResponse, RelaySend,
+    RelaySendResponse, name_ok,
 };
 use agentbus_proto::{AgentId, MessageId, RequestId, now_ms};
 use axum::http::StatusCode;
@@ -46,6 +47,9 @@ const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// How long an agent whose delivery failed for now sits out of polls.
 const AGENT_RETRY: Duration = Duration::from_secs(5);
+/// How long an agent the relay says another instance hosts sits out of
+/// polls before this instance asks again.
+const REFUSED_RETRY: Duration = Duration::from_secs(30);
 /// A pane younger than this (ms) gets relayed jekts once it is quiet.
 const YOUNG_PANE_MS: i64 = 10_000;
 /// Items asked for per poll.
@@ -76,6 +80,7 @@ struct Health {
     last_ok_ms: Option<i64>,
     retry_at: Option<Instant>,
     polled: Vec<AgentId>,
+    refused: Vec<String>,
 }
 
 #[derive(Default)]
@@ -153,6 +158,7 @@ impl Poller {
             token_set: target.as_ref().is_some_and(|t| !t.token.is_empty()),
             consumer: self.consumer.clone(),
             agents: h.map(|h| h.polled.clone()).unwrap_or_default(),
+            refused: h.map(|h| h.refused.clone()).unwrap_or_default(),
             last_error: h.and_then(|h| h.last_error.clone()),
             last_ok_ms: h.and_then(|h| h.last_ok_ms),
             retry_in_s: h
@@ -385,6 +391,12 @@ async fn deliver(state: &AppState, env: &RelayEnvelope) -> Fate {
     let Ok(to) = AgentId::parse(&env.to) else {
         return Fate::Refused;
     };
+    // A sender name that could begin a line of its own, or hide what it
+    // says, is refused here too (whatever relay handed it over).
+    if !name_ok(&env.from) {
+        tracing::warn!(id = %env.id, to = %env.to, "refusing a relayed item whose sender name has control or invisible characters");
+        return Fate::Refused;
+    }
     let trust = if env.sender_verified {
         Trust::ChannelVerified
     } else {
@@ -493,13 +505,20 @@ pub async fn run(state: AppState) {
         let now = Instant::now();
         resting.retain(|_, until| *until > now);
         agents_rx.borrow_and_update();
-        let agents: Vec<AgentId> = state
+        let mut agents: Vec<AgentId> = state
             .agents()
             .reachable()
             .into_iter()
             .map(|(a, _)| a)
             .filter(|a| !resting.contains_key(a))
             .collect();
+        if agents.len() > MAX_POLL_AGENTS {
+            tracing::warn!(
+                agents = agents.len(),
+                "more agents than one relay poll may name; polling for the first {MAX_POLL_AGENTS}"
+            );
+            agents.truncate(MAX_POLL_AGENTS);
+        }
         poller.health(|h| h.polled = agents.clone());
         let Some(target) = target.filter(|_| !agents.is_empty()) else {
             // Nothing to poll for: wait for a target, an agent, or the end
@@ -550,6 +569,15 @@ pub async fn run(state: AppState) {
                     h.last_ok_ms = Some(now_ms());
                     h.retry_at = None;
                 });
+                // Another instance hosts these: leave them out for a
+                // while rather than ask again at once.
+                if !resp.refused.is_empty() {
+                    tracing::warn!(agents = ?resp.refused, "the relay says another instance hosts these agents");
+                }
+                for a in resp.refused.iter().filter_map(|a| AgentId::parse(a).ok()) {
+                    resting.insert(a, Instant::now() + REFUSED_RETRY);
+                }
+                poller.health(|h| h.refused = resp.refused.clone());
                 let (acks, later) = deliver_all(&state, resp.messages).await;
                 for a in later {
                     resting.insert(a, Instant::now() + AGENT_RETRY);

@@ -744,6 +744,10 @@ pub struct PollerStatus {
     pub consumer: String,
     /// Agents polled for.
     pub agents: Vec<AgentId>,
+    /// Agents the relay would not let this instance poll for: another
+    /// instance hosts them (until its binding lapses).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refused: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
     /// Unix ms of the last successful poll.

@@ -18,6 +18,29 @@ pub const DEFAULT_CHANNEL: &str = "default";
 /// Largest `/send` body, in bytes.
 pub const MAX_SEND_BYTES: usize = 65_536;
 
+/// The most agents one `/v1/relay/poll` may name.
+pub const MAX_POLL_AGENTS: usize = 1_000;
+/// Longest recipient, sender or channel name, in bytes.
+pub const MAX_NAME_BYTES: usize = 256;
+/// What [`name_ok`] asks of a name, for error messages.
+pub const NAME_RULE: &str =
+    "must be 1 to 256 bytes, without control characters or invisible formatting";
+
+/// Whether `s` may be a recipient, sender or channel name on the relay:
+/// 1 to [`MAX_NAME_BYTES`] bytes with no control character, line or
+/// paragraph separator, or invisible formatting character. A name is
+/// shown on a terminal line of its own, so it must not be able to begin
+/// another line or hide what it says.
+pub fn name_ok(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= MAX_NAME_BYTES
+        && s.chars().all(|c| {
+            !c.is_control()
+                && !matches!(c, '\u{2028}' | '\u{2029}')
+                && !crate::jekt::is_invisible_format(c)
+        })
+}
+
 /// A message as seed-002 `/recv` returns it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SeedMessage {
@@ -135,6 +158,10 @@ pub struct RelayPollResponse {
     pub wake: Vec<String>,
     /// Oldest first per agent.
     pub messages: Vec<RelayEnvelope>,
+    /// Agents of the poll it may not act for: another instance hosts
+    /// them (or, for an agent token, they are not its own).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refused: Vec<String>,
 }
 
 /// `POST /v1/relay/ack`: everything up to `seq` for each agent is done.

@@ -15,8 +15,9 @@ use crate::storage::{Append, Appended, Meta, Storage, TokenOwner};
 use agentbus_proto::MessageId;
 use agentbus_proto::jekt::Trust;
 use agentbus_proto::relay::{
-    DEFAULT_CHANNEL, InboxCounts, MAX_SEND_BYTES, RecvResponse, RelayAck, RelayKind, RelayPoll,
-    RelayPollResponse, RelaySend, RelaySendResponse, SeedError, SeedMessage, SendResponse,
+    DEFAULT_CHANNEL, InboxCounts, MAX_POLL_AGENTS, MAX_SEND_BYTES, NAME_RULE, RecvResponse,
+    RelayAck, RelayKind, RelayPoll, RelayPollResponse, RelaySend, RelaySendResponse, SeedError,
+    SeedMessage, SendResponse, name_ok,
 };
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -38,8 +39,6 @@ pub enum AuthMode {
 pub const RECV_WAIT: Duration = Duration::from_secs(30);
 /// The longest an extension poll waits.
 pub const MAX_POLL_WAIT_S: f64 = 30.0;
-/// Longest recipient, sender or channel name.
-const MAX_NAME: usize = 256;
 
 #[derive(Clone)]
 pub struct RelayState<S: Storage> {
@@ -188,8 +187,51 @@ async fn route<S: Storage>(st: &RelayState<S>, req: Request) -> Result<Response,
     }
 }
 
-fn name_ok(s: &str) -> bool {
-    !s.is_empty() && s.len() <= MAX_NAME
+/// How long an instance's binding to an agent lasts without a poll that
+/// names the agent (a daemon polls for all its agents at least every 30
+/// s while it runs).
+pub const BINDING_LEASE_MS: i64 = 120_000;
+
+/// The most body bytes one `recv` or `poll` answer holds (past its first
+/// message): the rest comes with the next call.
+pub const MAX_ANSWER_BYTES: usize = 4 << 20;
+
+fn consumer_of_instance(name: &str) -> String {
+    format!("instance:{name}")
+}
+
+fn consumer_of_agent(name: &str) -> String {
+    format!("agent:{name}")
+}
+
+/// Whether an instance token (`name`) may act for `agent`: the agent is
+/// bound to it (its daemon polls for it).
+async fn instance_may<S: Storage>(
+    st: &RelayState<S>,
+    name: &str,
+    agent: &str,
+) -> Result<bool, SeedErr> {
+    let holder = st.storage.holder(agent).await.map_err(storage_failed)?;
+    Ok(holder.as_deref() == Some(consumer_of_instance(name).as_str()))
+}
+
+/// The sender an instance token may send as: `Ok(true)` if its daemon
+/// hosts `from` (so its proof counts), `Ok(false)` if nobody hosts it (a
+/// claim), 403 if another instance hosts it.
+async fn instance_sender<S: Storage>(
+    st: &RelayState<S>,
+    name: &str,
+    from: &str,
+) -> Result<bool, SeedErr> {
+    let holder = st.storage.holder(from).await.map_err(storage_failed)?;
+    match holder {
+        Some(h) if h == consumer_of_instance(name) => Ok(true),
+        None => Ok(false),
+        Some(_) => Err(err(
+            FORBIDDEN,
+            format!("{from} is hosted by another instance: this token may not send as it"),
+        )),
+    }
 }
 
 async fn send<S: Storage>(st: &RelayState<S>, req: &Request) -> Result<SendResponse, SeedErr> {
@@ -210,13 +252,18 @@ async fn send<S: Storage>(st: &RelayState<S>, req: &Request) -> Result<SendRespo
     if !name_ok(from) || !name_ok(to) || !name_ok(channel) {
         return Err(err(
             BAD_REQUEST,
-            "from, to and channel must be at most 256 characters",
+            format!("from, to and channel {NAME_RULE}"),
         ));
     }
-    // With a token, an agent sends as itself; an instance vouches for `from`.
+    // With a token, an agent sends as itself; an instance only as a name
+    // no other instance hosts, and the seed route carries no proof.
     let (from, verified) = match who {
         Some(TokenOwner::Agent(me)) => (me, true),
-        _ => (from.to_string(), false),
+        Some(TokenOwner::Instance(name)) => {
+            instance_sender(st, &name, from).await?;
+            (from.to_string(), false)
+        }
+        None => (from.to_string(), false),
     };
     let appended = st
         .storage
@@ -301,16 +348,21 @@ async fn recv<S: Storage>(st: &RelayState<S>, req: &Request) -> Result<RecvRespo
         .filter(|c| !c.is_empty())
         .map_or(DEFAULT_CHANNEL, String::as_str);
     if !name_ok(to) || !name_ok(channel) {
-        return Err(err(
-            BAD_REQUEST,
-            "to and channel must be at most 256 characters",
-        ));
+        return Err(err(BAD_REQUEST, format!("to and channel {NAME_RULE}")));
     }
     match require(st, req).await? {
         Some(TokenOwner::Agent(me)) if me != *to => {
             return Err(err(
                 FORBIDDEN,
                 format!("this token may receive only {me}'s messages"),
+            ));
+        }
+        Some(TokenOwner::Instance(name)) if !instance_may(st, &name, to).await? => {
+            return Err(err(
+                FORBIDDEN,
+                format!(
+                    "this instance token may receive only for agents its daemon hosts, not {to}"
+                ),
             ));
         }
         _ => {}
@@ -324,7 +376,7 @@ async fn recv<S: Storage>(st: &RelayState<S>, req: &Request) -> Result<RecvRespo
         wake.borrow_and_update();
         let f = st
             .storage
-            .fetch(channel, to, since, max)
+            .fetch(channel, to, since, max, MAX_ANSWER_BYTES)
             .await
             .map_err(storage_failed)?;
         let done = !f.messages.is_empty()
@@ -345,9 +397,35 @@ async fn recv<S: Storage>(st: &RelayState<S>, req: &Request) -> Result<RecvRespo
     }
 }
 
+/// Counts per channel and recipient: all of them in open mode without a
+/// token; an agent token's own; an instance token's agents'.
 async fn inbox<S: Storage>(st: &RelayState<S>, req: &Request) -> Result<InboxCounts, SeedErr> {
-    require(st, req).await?;
-    let recipients = st.storage.inbox().await.map_err(storage_failed)?;
+    let who = require(st, req).await?;
+    let mut recipients = st.storage.inbox().await.map_err(storage_failed)?;
+    let mine = match &who {
+        None => None,
+        Some(TokenOwner::Agent(me)) => Some(consumer_of_agent(me)),
+        Some(TokenOwner::Instance(name)) => Some(consumer_of_instance(name)),
+    };
+    if let Some(mine) = mine {
+        let mut holders: HashMap<String, Option<String>> = HashMap::new();
+        for counts in recipients.values() {
+            for to in counts.keys() {
+                if !holders.contains_key(to) {
+                    let h = match &who {
+                        Some(TokenOwner::Agent(_)) => Some(consumer_of_agent(to)),
+                        _ => st.storage.holder(to).await.map_err(storage_failed)?,
+                    };
+                    holders.insert(to.clone(), h);
+                }
+            }
+        }
+        for counts in recipients.values_mut() {
+            counts
+                .retain(|to, _| holders.get(to).and_then(|h| h.as_deref()) == Some(mine.as_str()));
+        }
+        recipients.retain(|_, counts| !counts.is_empty());
+    }
     Ok(InboxCounts {
         recipients,
         now: wall_s(),
@@ -367,8 +445,8 @@ fn consumer(
     claimed: Option<&str>,
 ) -> Result<String, SeedErr> {
     match (who, claimed) {
-        (Some(TokenOwner::Instance(name)), _) => Ok(format!("instance:{name}")),
-        (Some(TokenOwner::Agent(name)), _) => Ok(format!("agent:{name}")),
+        (Some(TokenOwner::Instance(name)), _) => Ok(consumer_of_instance(name)),
+        (Some(TokenOwner::Agent(name)), _) => Ok(consumer_of_agent(name)),
         (None, Some(c)) if mode == AuthMode::Open && name_ok(c) => Ok(format!("open:{c}")),
         (None, _) => Err(err(BAD_REQUEST, "consumer required (or an instance token)")),
     }
@@ -387,12 +465,21 @@ async fn ext_send<S: Storage>(
     if m.body.len() > MAX_SEND_BYTES {
         return Err(err(PAYLOAD_TOO_LARGE, "message too large (>64KB)"));
     }
+    if !name_ok(&m.from) {
+        return Err(err(BAD_REQUEST, format!("from {NAME_RULE}")));
+    }
+    // Verified only when the relay knows who sent it: an agent token as
+    // itself, or an instance vouching for an agent its daemon hosts and
+    // proved.
     let verified = match &who {
         Some(TokenOwner::Agent(me)) if *me != m.from => {
             return Err(err(FORBIDDEN, format!("this token may send only as {me}")));
         }
         Some(TokenOwner::Agent(_)) => true,
-        Some(TokenOwner::Instance(_)) => m.origin_trust.is_some_and(Trust::is_proven),
+        Some(TokenOwner::Instance(name)) => {
+            instance_sender(st, name, &m.from).await?
+                && m.origin_trust.is_some_and(Trust::is_proven)
+        }
         None => false,
     };
     let appended = st
@@ -450,12 +537,37 @@ async fn ext_poll<S: Storage>(
     let who = require(st, req).await?;
     let p: RelayPoll = json_body(req)?;
     let consumer = consumer(st.mode, &who, p.consumer.as_deref())?;
-    let mut agents: Vec<String> = p.agents.iter().map(ToString::to_string).collect();
-    if let Some(TokenOwner::Agent(me)) = &who {
-        agents.retain(|a| a == me);
+    if p.agents.is_empty() || p.agents.len() > MAX_POLL_AGENTS {
+        return Err(err(
+            BAD_REQUEST,
+            format!("agents must name 1 to {MAX_POLL_AGENTS} agents"),
+        ));
     }
-    if agents.is_empty() || agents.len() > 10_000 {
-        return Err(err(BAD_REQUEST, "agents must name 1 to 10000 agents"));
+    let asked: Vec<String> = p.agents.iter().map(ToString::to_string).collect();
+    // An instance polls for the agents its daemon hosts, and that claims
+    // them; one another instance holds is left out (and named).
+    let agents: Vec<String> = match &who {
+        Some(TokenOwner::Agent(me)) => asked.iter().filter(|a| *a == me).cloned().collect(),
+        Some(TokenOwner::Instance(_)) => st
+            .storage
+            .claim(&consumer, &asked, BINDING_LEASE_MS)
+            .await
+            .map_err(storage_failed)?,
+        None => asked.clone(),
+    };
+    let refused: Vec<String> = asked
+        .iter()
+        .filter(|a| !agents.contains(a))
+        .cloned()
+        .collect();
+    if agents.is_empty() {
+        return Err(err(
+            FORBIDDEN,
+            format!(
+                "none of these agents may be polled with this token: {}",
+                refused.join(", ")
+            ),
+        ));
     }
     if !(0.0..=MAX_POLL_WAIT_S).contains(&p.wait_s) {
         return Err(err(BAD_REQUEST, "wait_s must be from 0 to 30"));
@@ -472,14 +584,18 @@ async fn ext_poll<S: Storage>(
         }
         let messages = st
             .storage
-            .poll(&consumer, &agents, max)
+            .poll(&consumer, &agents, max, MAX_ANSWER_BYTES)
             .await
             .map_err(storage_failed)?;
         if !messages.is_empty() || tokio::time::Instant::now() >= until || *shutdown.borrow() {
             let mut wake: Vec<String> = messages.iter().map(|m| m.to.clone()).collect();
             wake.sort();
             wake.dedup();
-            return Ok(RelayPollResponse { wake, messages });
+            return Ok(RelayPollResponse {
+                wake,
+                messages,
+                refused,
+            });
         }
         let any = futures_util::future::select_all(wakes.iter_mut().map(|w| Box::pin(w.changed())));
         tokio::select! {
@@ -492,13 +608,27 @@ async fn ext_poll<S: Storage>(
 
 async fn ext_ack<S: Storage>(st: &RelayState<S>, req: &Request) -> Result<Value, SeedErr> {
     let who = require(st, req).await?;
-    let a: RelayAck = json_body(req)?;
+    let mut a: RelayAck = json_body(req)?;
     let consumer = consumer(st.mode, &who, a.consumer.as_deref())?;
+    // An instance acks only for the agents bound to it, an agent token
+    // only for itself.
+    let mut refused = Vec::new();
+    for agent in a.acks.keys() {
+        let ok = match &who {
+            Some(TokenOwner::Agent(me)) => agent == me,
+            Some(TokenOwner::Instance(name)) => instance_may(st, name, agent).await?,
+            None => true,
+        };
+        if !ok {
+            refused.push(agent.clone());
+        }
+    }
+    a.acks.retain(|agent, _| !refused.contains(agent));
     let n = a.acks.len();
     st.storage
         .ack(&consumer, a.acks)
         .await
         .map_err(storage_failed)?;
     st.metrics.acks.inc();
-    Ok(serde_json::json!({"ok": true, "acked_agents": n}))
+    Ok(serde_json::json!({"ok": true, "acked_agents": n, "refused": refused}))
 }

@@ -67,7 +67,72 @@ const MIGRATIONS: &[&str] = &[
     // grow together within a queue); the sweep walks the oldest by seq.
     "DROP INDEX messages_recipient;
      DROP INDEX messages_created;",
+    // 3: which instance hosts which agent (instance tokens may act only
+    // for their own agents).
+    "CREATE TABLE bindings (
+        agent TEXT PRIMARY KEY,
+        consumer TEXT NOT NULL,
+        expires_ms INTEGER NOT NULL
+     ) WITHOUT ROWID;
+     CREATE INDEX bindings_consumer ON bindings(consumer);",
 ];
+
+/// The bindings of `consumer` and of `agents`, as (agent, consumer,
+/// expires_ms).
+fn bindings_of(
+    c: &rusqlite::Connection,
+    consumer: &str,
+    agents: &[String],
+) -> rusqlite::Result<HashMap<String, (String, i64)>> {
+    let mut out = HashMap::new();
+    let mut mine =
+        c.prepare_cached("SELECT agent, consumer, expires_ms FROM bindings WHERE consumer = ?1")?;
+    for row in mine.query_map([consumer], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))? {
+        let (a, who, exp): (String, String, i64) = row?;
+        out.insert(a, (who, exp));
+    }
+    let mut one = c.prepare_cached("SELECT consumer, expires_ms FROM bindings WHERE agent = ?1")?;
+    for a in agents {
+        if let Some((who, exp)) = one
+            .query_row([a], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+            .optional()?
+        {
+            out.insert(a.clone(), (who, exp));
+        }
+    }
+    Ok(out)
+}
+
+/// What a claim must change, given the current bindings: agents to bind
+/// (or renew), agents of `consumer` to release, and the agents bound to
+/// `consumer` once done.
+fn plan_claim(
+    current: &HashMap<String, (String, i64)>,
+    consumer: &str,
+    agents: &[String],
+    now: i64,
+    lease_ms: i64,
+) -> (Vec<String>, Vec<String>, Vec<String>) {
+    let (mut bind, mut bound) = (Vec::new(), Vec::new());
+    for a in agents {
+        match current.get(a) {
+            Some((who, exp)) if who != consumer && *exp > now => {}
+            Some((who, exp)) if who == consumer && *exp - now > lease_ms / 2 => {
+                bound.push(a.clone())
+            }
+            _ => {
+                bind.push(a.clone());
+                bound.push(a.clone());
+            }
+        }
+    }
+    let release = current
+        .iter()
+        .filter(|(a, (who, _))| who == consumer && !agents.contains(a))
+        .map(|(a, _)| a.clone())
+        .collect();
+    (bind, release, bound)
+}
 
 fn wall_s() -> f64 {
     std::time::SystemTime::now()
@@ -245,30 +310,43 @@ impl Storage for SqliteStorage {
         Ok(appended)
     }
 
-    async fn fetch(&self, channel: &str, to: &str, since: f64, max: u32) -> Result<Fetched> {
+    async fn fetch(
+        &self,
+        channel: &str,
+        to: &str,
+        since: f64,
+        max: u32,
+        max_bytes: usize,
+    ) -> Result<Fetched> {
         // Before the query: everything at or below it is visible to it.
         let committed = self.committed();
         let (channel, to) = (channel.to_string(), to.to_string());
         let db = self.inner.db.clone();
-        let rows = tokio::task::spawn_blocking(move || {
+        let (messages, cut) = tokio::task::spawn_blocking(move || {
             db.read(|c| {
-                let rows = c
-                    .prepare_cached(
-                        "SELECT ts, sender, body FROM messages WHERE channel = ?1 AND recipient = ?2 AND ts > ?3 \
-                         ORDER BY ts LIMIT ?4",
-                    )?
-                    .query_map(params![channel, to, since, i64::from(max) + 1], |r| {
-                        Ok((r.get::<_, f64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
-                    })?
-                    .collect::<rusqlite::Result<Vec<_>>>()?;
-                Ok(rows)
+                let mut stmt = c.prepare_cached(
+                    "SELECT ts, sender, body FROM messages WHERE channel = ?1 AND recipient = ?2 AND ts > ?3 \
+                     ORDER BY ts LIMIT ?4",
+                )?;
+                let rows = stmt.query_map(params![channel, to, since, i64::from(max) + 1], |r| {
+                    Ok((r.get::<_, f64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
+                })?;
+                let mut out = Vec::new();
+                let mut bytes = 0usize;
+                for row in rows {
+                    let row = row?;
+                    bytes = bytes.saturating_add(row.1.len() + row.2.len());
+                    if out.len() == max as usize || (!out.is_empty() && bytes > max_bytes) {
+                        return Ok((out, true));
+                    }
+                    out.push(row);
+                }
+                Ok((out, false))
             })
         })
         .await
         .map_err(|e| crate::storage::StorageError::Backend(e.to_string()))??;
-        let mut messages = rows;
-        let now = if messages.len() > max as usize {
-            messages.truncate(max as usize);
+        let now = if cut {
             // Cut short: the client must come back right after the last.
             messages.last().map_or(committed, |m| m.0)
         } else {
@@ -293,13 +371,15 @@ impl Storage for SqliteStorage {
         consumer: &str,
         agents: &[String],
         max: u32,
+        max_bytes: usize,
     ) -> Result<Vec<RelayEnvelope>> {
         let (consumer, agents) = (consumer.to_string(), agents.to_vec());
         let db = self.inner.db.clone();
         tokio::task::spawn_blocking(move || {
             db.read(|c| {
-                let mut out = Vec::new();
-                for agent in &agents {
+                let mut out: Vec<RelayEnvelope> = Vec::new();
+                let mut bytes = 0usize;
+                'agents: for agent in &agents {
                     let left = i64::from(max).saturating_sub(out.len() as i64);
                     if left <= 0 {
                         break;
@@ -312,16 +392,20 @@ impl Storage for SqliteStorage {
                     // Within a queue ts grows with seq: start after the ts of
                     // the acked message (if retention took it, scan the queue
                     // and let `seq` decide).
-                    let rows = c
-                        .prepare_cached(
-                            "SELECT id, seq, ts, channel, sender, recipient, kind, body, meta FROM messages \
-                             WHERE channel = ?2 AND recipient = ?1 AND seq > ?3 \
-                               AND ts > COALESCE((SELECT ts FROM messages WHERE seq = ?3), 0) \
-                             ORDER BY ts LIMIT ?4",
-                        )?
-                        .query_map(params![agent, DEFAULT_CHANNEL, cursor, left], envelope)?
-                        .collect::<rusqlite::Result<Vec<_>>>()?;
-                    out.extend(rows);
+                    let mut stmt = c.prepare_cached(
+                        "SELECT id, seq, ts, channel, sender, recipient, kind, body, meta FROM messages \
+                         WHERE channel = ?2 AND recipient = ?1 AND seq > ?3 \
+                           AND ts > COALESCE((SELECT ts FROM messages WHERE seq = ?3), 0) \
+                         ORDER BY ts LIMIT ?4",
+                    )?;
+                    for row in stmt.query_map(params![agent, DEFAULT_CHANNEL, cursor, left], envelope)? {
+                        let e = row?;
+                        bytes = bytes.saturating_add(e.body.len() + e.from.len());
+                        if !out.is_empty() && bytes > max_bytes {
+                            break 'agents;
+                        }
+                        out.push(e);
+                    }
                 }
                 Ok(out)
             })
@@ -408,6 +492,72 @@ impl Storage for SqliteStorage {
             })
             .await
             .map_err(Into::into)
+    }
+
+    async fn claim(&self, consumer: &str, agents: &[String], lease_ms: i64) -> Result<Vec<String>> {
+        let (consumer, agents) = (consumer.to_string(), agents.to_vec());
+        let now = agentbus_proto::now_ms();
+        // Mostly nothing changes: decide on a reader first, write only if
+        // a binding must change (a write is a commit and an fsync).
+        let db = self.inner.db.clone();
+        let (c2, a2) = (consumer.clone(), agents.clone());
+        let (bind, release, bound) = tokio::task::spawn_blocking(move || {
+            db.read(|c| {
+                Ok(plan_claim(
+                    &bindings_of(c, &c2, &a2)?,
+                    &c2,
+                    &a2,
+                    now,
+                    lease_ms,
+                ))
+            })
+        })
+        .await
+        .map_err(|e| crate::storage::StorageError::Backend(e.to_string()))??;
+        if bind.is_empty() && release.is_empty() {
+            return Ok(bound);
+        }
+        self.inner
+            .db
+            .write(move |c| {
+                // Again inside the write: another instance may have
+                // claimed meanwhile.
+                let now = agentbus_proto::now_ms();
+                let current = bindings_of(c, &consumer, &agents)?;
+                let (bind, release, bound) = plan_claim(&current, &consumer, &agents, now, lease_ms);
+                for a in &release {
+                    c.prepare_cached("DELETE FROM bindings WHERE agent = ?1 AND consumer = ?2")?
+                        .execute(params![a, consumer])?;
+                }
+                for a in &bind {
+                    c.prepare_cached(
+                        "INSERT INTO bindings (agent, consumer, expires_ms) VALUES (?1, ?2, ?3) \
+                         ON CONFLICT(agent) DO UPDATE SET consumer = excluded.consumer, expires_ms = excluded.expires_ms",
+                    )?
+                    .execute(params![a, consumer, now + lease_ms])?;
+                }
+                Ok(bound)
+            })
+            .await
+            .map_err(Into::into)
+    }
+
+    async fn holder(&self, agent: &str) -> Result<Option<String>> {
+        let agent = agent.to_string();
+        let db = self.inner.db.clone();
+        let now = agentbus_proto::now_ms();
+        tokio::task::spawn_blocking(move || {
+            db.read(|c| {
+                Ok(c.prepare_cached(
+                    "SELECT consumer FROM bindings WHERE agent = ?1 AND expires_ms > ?2",
+                )?
+                .query_row(params![agent, now], |r| r.get::<_, String>(0))
+                .optional()?)
+            })
+        })
+        .await
+        .map_err(|e| crate::storage::StorageError::Backend(e.to_string()))?
+        .map_err(Into::into)
     }
 
     async fn token_owner(&self, digest: &str) -> Result<Option<TokenOwner>> {
@@ -537,10 +687,16 @@ mod tests {
             assert!(ts > last);
             last = ts;
         }
-        let f = s.fetch(DEFAULT_CHANNEL, "bob", 0.0, 20).await.unwrap();
+        let f = s
+            .fetch(DEFAULT_CHANNEL, "bob", 0.0, 20, usize::MAX)
+            .await
+            .unwrap();
         assert_eq!(f.messages.len(), 20);
         assert_eq!(f.now, f.messages[19].0, "cut short: now is the last ts");
-        let rest = s.fetch(DEFAULT_CHANNEL, "bob", f.now, 100).await.unwrap();
+        let rest = s
+            .fetch(DEFAULT_CHANNEL, "bob", f.now, 100, usize::MAX)
+            .await
+            .unwrap();
         assert_eq!(rest.messages.len(), 30);
         assert!(rest.now >= last);
         let m = msg("bob", "dup");
@@ -571,6 +727,26 @@ mod tests {
         assert!(ts > high);
     }
 
+    #[test]
+    fn a_claim_takes_free_and_lapsed_agents_renews_its_own_and_releases_the_rest() {
+        let held = |who: &str, exp: i64| (who.to_string(), exp);
+        let current = HashMap::from([
+            ("x-live".to_string(), held("instance:x", 10_000)),
+            ("x-lapsed".to_string(), held("instance:x", 400)),
+            ("mine-fresh".to_string(), held("instance:y", 2_000)),
+            ("mine-ageing".to_string(), held("instance:y", 900)),
+            ("mine-dropped".to_string(), held("instance:y", 2_000)),
+        ]);
+        let asked: Vec<String> = ["x-live", "x-lapsed", "mine-fresh", "mine-ageing", "free"]
+            .map(String::from)
+            .to_vec();
+        let (mut bind, release, bound) = plan_claim(&current, "instance:y", &asked, 500, 1_000);
+        bind.sort();
+        assert_eq!(bind, ["free", "mine-ageing", "x-lapsed"]);
+        assert_eq!(release, ["mine-dropped"]);
+        assert_eq!(bound, ["x-lapsed", "mine-fresh", "mine-ageing", "free"]);
+    }
+
     #[tokio::test]
     async fn consumers_have_cursors_per_agent() {
         let dir = tempfile::tempdir().unwrap();
@@ -579,7 +755,7 @@ mod tests {
             s.append(msg(to, to)).await.unwrap();
         }
         let agents = vec!["a".to_string(), "b".to_string()];
-        let got = s.poll("laptop", &agents, 10).await.unwrap();
+        let got = s.poll("laptop", &agents, 10, usize::MAX).await.unwrap();
         assert_eq!(got.len(), 3);
         let last_a = got
             .iter()
@@ -590,10 +766,13 @@ mod tests {
         s.ack("laptop", BTreeMap::from([("a".to_string(), last_a)]))
             .await
             .unwrap();
-        let got = s.poll("laptop", &agents, 10).await.unwrap();
+        let got = s.poll("laptop", &agents, 10, usize::MAX).await.unwrap();
         assert_eq!(got.iter().map(|e| e.to.as_str()).collect::<Vec<_>>(), ["b"]);
         assert_eq!(
-            s.poll("other", &agents, 10).await.unwrap().len(),
+            s.poll("other", &agents, 10, usize::MAX)
+                .await
+                .unwrap()
+                .len(),
             3,
             "cursors are per consumer"
         );

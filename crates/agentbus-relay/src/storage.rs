@@ -78,10 +78,10 @@ pub enum Appended {
 /// The answer to a seed-002 `/recv`.
 #[derive(Debug, Clone)]
 pub struct Fetched {
-    /// `ts > since`, oldest first, at most `max`.
+    /// `ts > since`, oldest first, at most `max` (and `max_bytes`).
     pub messages: Vec<(f64, String, String)>,
-    /// See the module docs. When the answer was cut at `max`, the `ts` of
-    /// its last message.
+    /// See the module docs. When the answer was cut short (at `max` or
+    /// `max_bytes`), the `ts` of its last message.
     pub now: f64,
 }
 
@@ -107,25 +107,30 @@ pub trait Storage: Clone + Send + Sync + 'static {
     /// resolves once it is durable.
     fn append(&self, m: Append) -> impl Future<Output = Result<Appended>> + Send;
 
-    /// Seed-002 fetch: `channel`/`to` messages with `ts > since`.
+    /// Seed-002 fetch: `channel`/`to` messages with `ts > since`, at
+    /// most `max` of them and (past the first) at most `max_bytes` of
+    /// bodies.
     fn fetch(
         &self,
         channel: &str,
         to: &str,
         since: f64,
         max: u32,
+        max_bytes: usize,
     ) -> impl Future<Output = Result<Fetched>> + Send;
 
     /// Bumps whenever mail for `to` is stored (any channel).
     fn watch(&self, to: &str) -> watch::Receiver<u64>;
 
     /// Messages for `agents` after `consumer`'s cursor for each, oldest
-    /// first per agent, at most `max` in all (default channel).
+    /// first per agent, at most `max` in all and (past the first) at most
+    /// `max_bytes` of bodies (default channel).
     fn poll(
         &self,
         consumer: &str,
         agents: &[String],
         max: u32,
+        max_bytes: usize,
     ) -> impl Future<Output = Result<Vec<RelayEnvelope>>> + Send;
 
     /// Moves `consumer`'s cursor for each agent up to the given seq.
@@ -144,6 +149,22 @@ pub trait Storage: Clone + Send + Sync + 'static {
 
     /// Deletes up to `batch` messages stored before `before_ms`.
     fn sweep(&self, before_ms: i64, batch: u32) -> impl Future<Output = Result<usize>> + Send;
+
+    /// Binds `agents` to instance consumer `consumer` for `lease_ms` (or
+    /// renews the binding), and releases the agents it held that are not
+    /// among them: an instance polls for every agent it hosts, every
+    /// time. An agent bound to another consumer whose lease runs is not
+    /// bound. Returns the agents bound to `consumer` now, in the order
+    /// given. Writes only when a binding changes or nears its end.
+    fn claim(
+        &self,
+        consumer: &str,
+        agents: &[String],
+        lease_ms: i64,
+    ) -> impl Future<Output = Result<Vec<String>>> + Send;
+
+    /// The consumer `agent` is bound to, while its lease runs.
+    fn holder(&self, agent: &str) -> impl Future<Output = Result<Option<String>>> + Send;
 
     /// Tokens: by the SHA-256 of the secret.
     fn token_owner(&self, digest: &str) -> impl Future<Output = Result<Option<TokenOwner>>> + Send;
