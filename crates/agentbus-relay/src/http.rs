@@ -264,8 +264,10 @@ fn parse_head(buf: &[u8], max: usize) -> Result<Option<Head>, HeadError> {
         if name.eq_ignore_ascii_case("content-length") {
             let n = std::str::from_utf8(h.value)
                 .ok()
-                .and_then(|s| s.trim().parse::<usize>().ok())
-                .ok_or_else(|| HeadError::Bad("Content-Length is not a number".into()))?;
+                .and_then(|s| decimal(s.trim()))
+                .ok_or_else(|| {
+                    HeadError::Bad("Content-Length must be digits only, and fit in memory".into())
+                })?;
             if length.is_some_and(|l| l != n) {
                 return Err(HeadError::Bad("conflicting Content-Length headers".into()));
             }
@@ -310,6 +312,24 @@ fn parse_head(buf: &[u8], max: usize) -> Result<Option<Head>, HeadError> {
     }))
 }
 
+/// A decimal number written as RFC 9110 has it: ASCII digits only (no
+/// sign, space or other form a lenient parser takes), at most 18 of
+/// them, so it always fits.
+fn decimal(s: &str) -> Option<usize> {
+    if s.is_empty() || s.len() > 18 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+/// A chunk size: hex digits only, at most 15 (it always fits).
+fn chunk_size(s: &str) -> Option<usize> {
+    if s.is_empty() || s.len() > 15 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    usize::from_str_radix(s, 16).ok()
+}
+
 #[derive(Debug, PartialEq)]
 enum ChunkError {
     TooLarge,
@@ -335,15 +355,29 @@ fn decode_chunked(data: &[u8], limit: usize) -> Result<Option<(Vec<u8>, usize)>,
                 Ok(None)
             };
         };
+        if end - at > 1024 {
+            return Err(ChunkError::Bad);
+        }
         let size_text = std::str::from_utf8(&data[at..end]).map_err(|_| ChunkError::Bad)?;
-        let size_text = size_text.split(';').next().unwrap_or("").trim();
-        let size = usize::from_str_radix(size_text, 16).map_err(|_| ChunkError::Bad)?;
+        // Extensions after `;` are allowed and ignored; whitespace before
+        // them is not (RFC 9112 has none there but optional BWS).
+        let size_text = size_text
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim_end_matches([' ', '\t']);
+        let size = chunk_size(size_text).ok_or(ChunkError::Bad)?;
         at = end + 2;
         if size == 0 {
             // Trailers, up to an empty line.
             loop {
                 let Some(end) = line(at) else {
-                    return Ok(None);
+                    // Trailers are bounded like the rest.
+                    return if data.len() - at > 8 * 1024 {
+                        Err(ChunkError::Bad)
+                    } else {
+                        Ok(None)
+                    };
                 };
                 let empty = end == at;
                 at = end + 2;
@@ -352,17 +386,23 @@ fn decode_chunked(data: &[u8], limit: usize) -> Result<Option<(Vec<u8>, usize)>,
                 }
             }
         }
-        if body.len() + size > limit {
-            return Err(ChunkError::TooLarge);
+        // Every sum on sizes is checked: a size near usize::MAX must be
+        // refused, never wrap around.
+        match body.len().checked_add(size) {
+            Some(total) if total <= limit => {}
+            _ => return Err(ChunkError::TooLarge),
         }
-        if data.len() < at + size + 2 {
+        let Some(chunk_end) = at.checked_add(size).and_then(|e| e.checked_add(2)) else {
+            return Err(ChunkError::TooLarge);
+        };
+        if data.len() < chunk_end {
             return Ok(None);
         }
-        body.extend_from_slice(&data[at..at + size]);
-        if &data[at + size..at + size + 2] != b"\r\n" {
+        body.extend_from_slice(&data[at..chunk_end - 2]);
+        if &data[chunk_end - 2..chunk_end] != b"\r\n" {
             return Err(ChunkError::Bad);
         }
-        at += size + 2;
+        at = chunk_end;
     }
 }
 
@@ -391,20 +431,31 @@ async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<usiz
     stream.read_buf(buf).await
 }
 
-/// Resolves when the peer has closed its side (or sent more than
-/// `limit` bytes ahead, pipelining), keeping what it sent in `buf`.
-async fn peer_gone(stream: &TcpStream, buf: &mut Vec<u8>, limit: usize) {
+/// What the client did while its request was being handled.
+enum Peer {
+    /// Closed its side with nothing more to say: it gave up (a long-poll
+    /// it no longer waits for).
+    Gone,
+    /// Sent `limit` bytes ahead (pipelined requests), or sent some and
+    /// then closed its side: stop reading and answer what it asked.
+    Ahead,
+}
+
+/// Reads what the client sends while its request is handled, keeping it
+/// in `buf`, until it goes away or is far enough ahead.
+async fn watch_peer(stream: &TcpStream, buf: &mut Vec<u8>, limit: usize) -> Peer {
     loop {
         if stream.readable().await.is_err() {
-            return;
+            return Peer::Gone;
         }
         buf.reserve(512);
         match stream.try_read_buf(buf) {
-            Ok(0) => return,
-            Ok(_) if buf.len() > limit => return,
+            Ok(0) if buf.is_empty() => return Peer::Gone,
+            Ok(0) => return Peer::Ahead,
+            Ok(_) if buf.len() > limit => return Peer::Ahead,
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(_) => return,
+            Err(_) => return Peer::Gone,
         }
     }
 }
@@ -541,11 +592,19 @@ async fn connection<S: Service>(
         };
         let resp = {
             let handling = service.call(req);
-            tokio::select! {
-                r = handling => r,
+            tokio::pin!(handling);
+            let peer = tokio::select! {
+                r = &mut handling => Ok(r),
+                p = watch_peer(&stream, &mut buf, limits.head_bytes) => Err(p),
+            };
+            match peer {
+                Ok(r) => r,
                 // The client went away: stop the handler (a long-poll
                 // frees its wait at once).
-                _ = peer_gone(&stream, &mut buf, limits.head_bytes) => return,
+                Err(Peer::Gone) => return,
+                // Pipelined requests wait in `buf`, in order; stop reading
+                // (the socket pushes back) and finish this one.
+                Err(Peer::Ahead) => handling.await,
             }
         };
         let close = !head.keep_alive || *shutdown.borrow();
@@ -578,6 +637,58 @@ mod tests {
         );
         assert_eq!(decode_chunked(b"zz\r\n", 100), Err(ChunkError::Bad));
         assert_eq!(decode_chunked(b"2\r\nabXY", 100), Err(ChunkError::Bad));
+    }
+
+    #[test]
+    fn sizes_are_strict_numbers_and_never_overflow() {
+        for bad in [
+            "+5",
+            "-1",
+            " 5",
+            "5 5",
+            "0x5",
+            "",
+            "1_0",
+            "٣",
+            "99999999999999999999",
+        ] {
+            assert_eq!(decimal(bad), None, "{bad:?}");
+        }
+        assert_eq!(decimal("007"), Some(7));
+        for bad in [
+            "+5",
+            "-1",
+            "0x5",
+            "",
+            "ffffffffffffffff",
+            "fffffffffffffffff0",
+            "g",
+        ] {
+            assert_eq!(chunk_size(bad), None, "{bad:?}");
+        }
+        assert_eq!(chunk_size("fF"), Some(255));
+        // A size that would wrap any sum on lengths: refused, never a panic.
+        let limit = 1 << 20;
+        for size in [
+            "fffffffffffffff",
+            "7fffffffffffffff",
+            "ffffffffffffffff",
+            "+a",
+        ] {
+            let data = format!("1\r\na\r\n{size}\r\nxyz\r\n0\r\n\r\n");
+            assert!(
+                matches!(
+                    decode_chunked(data.as_bytes(), limit),
+                    Err(ChunkError::TooLarge | ChunkError::Bad)
+                ),
+                "{size}"
+            );
+        }
+        let h = |s: &str| parse_head(s.as_bytes(), 16 * 1024);
+        for bad in ["+3", "3 3", "0x3", "99999999999999999999", "3,3"] {
+            let req = format!("POST / HTTP/1.1\r\nContent-Length: {bad}\r\n\r\n");
+            assert!(matches!(h(&req), Err(HeadError::Bad(_))), "{bad}");
+        }
     }
 
     #[test]

@@ -748,6 +748,30 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn polls_are_bounded_in_bytes_but_always_make_progress() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStorage::open(&dir.path().join("r.db"), 100).unwrap();
+        for to in ["a", "a", "b", "b"] {
+            s.append(msg(to, &"z".repeat(1000))).await.unwrap();
+        }
+        let agents = vec!["a".to_string(), "b".to_string()];
+        let page = s.poll("c", &agents, 100, 2_500).await.unwrap();
+        assert_eq!(
+            page.len(),
+            2,
+            "two 1 KB bodies fit in 2.5 KB, a third does not"
+        );
+        let one = s.poll("c", &agents, 100, 10).await.unwrap();
+        assert_eq!(one.len(), 1, "the first message always comes");
+        let f = s
+            .fetch(DEFAULT_CHANNEL, "b", 0.0, 100, 1_500)
+            .await
+            .unwrap();
+        assert_eq!(f.messages.len(), 1);
+        assert_eq!(f.now, f.messages[0].0, "cut short: now is the last ts");
+    }
+
+    #[tokio::test]
     async fn consumers_have_cursors_per_agent() {
         let dir = tempfile::tempdir().unwrap();
         let s = SqliteStorage::open(&dir.path().join("r.db"), 100).unwrap();

@@ -200,3 +200,108 @@ fn a_long_poll_whose_client_hangs_up_is_freed_at_once() {
         assert!(b.contains(&format!(r#""msg":"m{i}""#)), "{b}");
     }
 }
+
+#[test]
+fn pipelined_requests_past_the_head_limit_are_all_answered_in_order() {
+    let relay = Relay::start(&[]);
+    let mut s = connect(&relay);
+    // Twelve sends of 8 KB each in one write: ~96 KB ahead of the first
+    // answer, six times the 16 KB head limit.
+    let mut wire = String::new();
+    for i in 0..12 {
+        let body = format!(
+            r#"{{"from":"a","to":"pipe","msg":"{i:02}{}"}}"#,
+            "x".repeat(8_000)
+        );
+        wire.push_str(&format!(
+            "POST /send HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ));
+    }
+    wire.push_str("GET /recv?to=pipe&max=100 HTTP/1.1\r\nHost: x\r\n\r\n");
+    let writer = {
+        let mut w = s.try_clone().unwrap();
+        std::thread::spawn(move || w.write_all(wire.as_bytes()).unwrap())
+    };
+    for i in 0..12 {
+        let (st, _, b) = response(&mut s);
+        assert_eq!(st, 200, "send {i}: {b}");
+    }
+    let (st, _, b) = response(&mut s);
+    assert_eq!(st, 200);
+    writer.join().unwrap();
+    let v: serde_json::Value = serde_json::from_str(&b).unwrap();
+    let order: Vec<String> = v["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["msg"].as_str().unwrap()[..2].to_string())
+        .collect();
+    assert_eq!(
+        order,
+        (0..12).map(|i| format!("{i:02}")).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn overflowing_and_lenient_sizes_are_400_and_the_relay_keeps_serving() {
+    let relay = Relay::start(&[]);
+    for head in [
+        "POST /send HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\nffffffffffffffffff\r\nab\r\n",
+        "POST /send HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n+5\r\nhello\r\n0\r\n\r\n",
+        "POST /send HTTP/1.1\r\nHost: x\r\nContent-Length: +5\r\n\r\nhello",
+        "POST /send HTTP/1.1\r\nHost: x\r\nContent-Length: 184467440737095516160\r\n\r\n",
+    ] {
+        let mut s = connect(&relay);
+        s.write_all(head.as_bytes()).unwrap();
+        let (st, _, b) = response(&mut s);
+        assert_eq!(st, 400, "{head:?}: {b}");
+        assert!(b.contains("error"), "{b}");
+        assert!(closed(&mut s));
+    }
+    let mut s = connect(&relay);
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    assert_eq!(response(&mut s).0, 200);
+}
+
+#[tokio::test]
+async fn a_recv_answer_is_bounded_in_bytes_and_pages_without_loss() {
+    let relay = Relay::start(&[]);
+    // 200 messages of 60 KB: 12 MB in one queue.
+    for i in 0..200 {
+        let (st, _) = relay
+            .send(
+                serde_json::json!({"from": "a", "to": "big", "msg": format!("{i:03}{}", "y".repeat(60_000))}),
+                None,
+            )
+            .await;
+        assert_eq!(st, 200);
+    }
+    let mut since = 0.0f64;
+    let mut seen = Vec::new();
+    let mut pages = 0;
+    loop {
+        let (st, b) = relay
+            .get(&format!("/recv?to=big&max=10000&since={since}"), None)
+            .await;
+        assert_eq!(st, 200);
+        let msgs = b["messages"].as_array().unwrap();
+        if msgs.is_empty() {
+            break;
+        }
+        pages += 1;
+        let bytes: usize = msgs.iter().map(|m| m["msg"].as_str().unwrap().len()).sum();
+        assert!(bytes <= (4 << 20) + 70_000, "one answer held {bytes} bytes");
+        seen.extend(
+            msgs.iter()
+                .map(|m| m["msg"].as_str().unwrap()[..3].to_string()),
+        );
+        since = b["now"].as_f64().unwrap();
+    }
+    assert!(pages >= 3, "{pages} pages");
+    assert_eq!(
+        seen,
+        (0..200).map(|i| format!("{i:03}")).collect::<Vec<_>>()
+    );
+}
