@@ -16,8 +16,14 @@
 //! safe to send inside a bracketed paste: it cannot end the paste early.
 
 use crate::ids::{AgentId, MessageId};
+use icu_properties::props::{
+    BinaryProperty, DefaultIgnorableCodePoint, EnumeratedProperty, GeneralCategory,
+    VariationSelector,
+};
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use unicode_normalization::UnicodeNormalization;
+use unicode_security::skeleton;
 
 /// Bodies longer than this (in bytes, after sanitizing) are cut.
 pub const MAX_BODY_BYTES: usize = 10_000;
@@ -96,19 +102,28 @@ macro_rules! display_as_serde {
 }
 display_as_serde!(Tier, Delivery, Trust, Priority);
 
-/// Characters that change how text is displayed without being visible:
-/// bidi controls, zero-width characters, BOM, soft hyphen, tag characters
-/// and the invisible fillers used to hide text.
+/// Characters that are never shown, or that change how the text around
+/// them is shown without being seen themselves, by Unicode's own tables:
+/// every Default_Ignorable_Code_Point (zero-width characters, joiners,
+/// fillers, tags, the soft hyphen), every Variation_Selector, and every
+/// format character (General_Category Cf: bidi controls, invisible
+/// operators, interlinear annotation).
 pub fn is_invisible_format(c: char) -> bool {
-    matches!(c,
-        '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{115F}' | '\u{1160}' | '\u{180E}'
-        | '\u{200B}'..='\u{200F}'
-        | '\u{202A}'..='\u{202E}'
-        | '\u{2060}'..='\u{2064}'
-        | '\u{2066}'..='\u{206F}'
-        | '\u{3164}' | '\u{FEFF}' | '\u{FFA0}'
-        | '\u{FFF9}'..='\u{FFFB}'
-        | '\u{E0000}'..='\u{E007F}')
+    !c.is_ascii()
+        && (DefaultIgnorableCodePoint::for_char(c)
+            || VariationSelector::for_char(c)
+            || GeneralCategory::for_char(c) == GeneralCategory::Format)
+}
+
+/// Whether `c` is a combining mark (drawn on the character before it).
+fn is_mark(c: char) -> bool {
+    !c.is_ascii()
+        && matches!(
+            GeneralCategory::for_char(c),
+            GeneralCategory::NonspacingMark
+                | GeneralCategory::EnclosingMark
+                | GeneralCategory::SpacingMark
+        )
 }
 
 /// Whether `c` may appear in a sanitized body.
@@ -232,75 +247,194 @@ fn step(state: Scan, c: char, out: &mut String) -> Scan {
     }
 }
 
-fn fold_fullwidth(c: char) -> char {
-    match c {
-        // Fullwidth ASCII variants map onto ASCII by a fixed offset.
-        '\u{FF01}'..='\u{FF5E}' => char::from_u32(c as u32 - 0xFEE0).unwrap_or(c),
-        c => c,
+/// The ways a reader may take one character, for comparing spellings:
+/// its compatibility form (NFKC), mapped to the prototypes of its
+/// look-alikes (the UTS #39 confusable skeleton), lower-cased — once
+/// lower-cased first (`I` reads as `i`) and once as written (Greek `Κ`
+/// reads as `k`). Invisible characters and marks are dropped from each.
+/// Empty readings mean the character is not seen at all.
+fn readings(c: char) -> [String; 2] {
+    if c.is_ascii() {
+        return ASCII_READINGS[c as usize].clone();
     }
+    if is_invisible_format(c) || is_mark(c) {
+        return [String::new(), String::new()];
+    }
+    let compat: String = std::iter::once(c).nfkc().collect();
+    [settle(compat.to_lowercase()), settle(compat)]
 }
 
-fn is_marker_gap(c: char) -> bool {
-    c.is_whitespace() || is_invisible_format(c)
-}
-
-/// If a marker delimiter starts at `chars[i]` (an opening bracket), returns
-/// the index of the terminator character when it is a closing bracket.
-/// `Some(None)` means a delimiter without a closing bracket (`[JEKT:`).
-fn marker_at(chars: &[char], i: usize) -> Option<Option<usize>> {
-    if fold_fullwidth(chars[i]) != '[' {
-        return None;
-    }
-    let mut j = i + 1;
-    let skip = |j: &mut usize| {
-        while *j < chars.len() && is_marker_gap(chars[*j]) {
-            *j += 1;
+/// Skeleton, then lower case, again until nothing changes: a prototype
+/// that is an upper-case letter (`Ⲙ` → `M`) reads as that letter's own
+/// lower-case prototype (`m` → `rn`).
+fn settle(mut text: String) -> String {
+    for _ in 0..4 {
+        let next: String = skeleton(&text)
+            .filter(|&e| !is_invisible_format(e) && !is_mark(e))
+            .flat_map(char::to_lowercase)
+            .collect();
+        if next == text {
+            break;
         }
-    };
-    skip(&mut j);
-    if j < chars.len() && fold_fullwidth(chars[j]) == '/' {
-        j += 1;
-        skip(&mut j);
+        text = next;
     }
-    for want in ['j', 'e', 'k', 't'] {
-        if j >= chars.len() || fold_fullwidth(chars[j]).to_ascii_lowercase() != want {
-            return None;
+    text
+}
+
+/// The readings of the ASCII characters, computed once.
+static ASCII_READINGS: std::sync::LazyLock<Vec<[String; 2]>> = std::sync::LazyLock::new(|| {
+    (0u8..128)
+        .map(|b| {
+            let c = b as char;
+            [
+                settle(c.to_ascii_lowercase().to_string()),
+                settle(c.to_string()),
+            ]
+        })
+        .collect()
+});
+
+/// One character of a text as read: the spellings a reader may take it
+/// for (one or two, each one or more characters), and its index in the
+/// text.
+#[derive(Debug, Clone)]
+struct Read {
+    alts: Vec<Vec<char>>,
+    from: usize,
+}
+
+impl Read {
+    fn is_word_char(&self) -> bool {
+        self.alts
+            .iter()
+            .flatten()
+            .any(|c| c.is_alphanumeric() || *c == '_')
+    }
+}
+
+/// `chars` as read: each character a reader sees becomes a [`Read`];
+/// characters nobody sees are left out, whitespace too if `skip_space`.
+fn read_text(chars: &[char], skip_space: bool) -> Vec<Read> {
+    let mut out = Vec::with_capacity(chars.len());
+    for (i, &c) in chars.iter().enumerate() {
+        if c.is_whitespace() {
+            if !skip_space {
+                out.push(Read {
+                    alts: vec![vec![' ']],
+                    from: i,
+                });
+            }
+            continue;
         }
-        j += 1;
-        skip(&mut j);
-    }
-    match chars.get(j).map(|&c| fold_fullwidth(c)) {
-        // `[JEKTS...` is a different word.
-        Some(c) if c.is_alphanumeric() || c == '_' => None,
-        Some(']') => Some(Some(j)),
-        _ => Some(None),
-    }
-}
-
-/// Counts the marker delimiters in `text`, as a strict receiver would find
-/// them, plus loose variants (fullwidth brackets, spaces, invisible
-/// characters inside, any letter case).
-pub fn count_marker_delimiters(text: &str) -> usize {
-    let chars: Vec<char> = text.chars().collect();
-    (0..chars.len())
-        .filter(|&i| marker_at(&chars, i).is_some())
-        .count()
-}
-
-/// Rewrites every marker delimiter in `body` into a quoted form: the
-/// opening bracket becomes `(` and a closing bracket `)`, so
-/// `[/JEKT]` reads `(/JEKT)` and `[JEKT:` reads `(JEKT:`.
-pub fn neutralize_markers(body: &str) -> String {
-    let mut chars: Vec<char> = body.chars().collect();
-    let mut i = 0;
-    while i < chars.len() {
-        if let Some(close) = marker_at(&chars, i) {
-            chars[i] = '(';
-            if let Some(k) = close {
-                chars[k] = ')';
+        let [a, b] = readings(c);
+        let mut alts: Vec<Vec<char>> = Vec::with_capacity(2);
+        for r in [a, b] {
+            let r: Vec<char> = r.chars().collect();
+            if !r.is_empty() && !alts.contains(&r) {
+                alts.push(r);
             }
         }
-        i += 1;
+        if !alts.is_empty() {
+            out.push(Read { alts, from: i });
+        }
+    }
+    out
+}
+
+/// `word` (lower-case ASCII) as its readings spell it.
+fn spelled(word: &str) -> Vec<char> {
+    word.chars()
+        .flat_map(|c| ASCII_READINGS[c as usize][0].chars().collect::<Vec<_>>())
+        .collect()
+}
+
+/// Whether the text read as `read`, from `read[at]` on, spells `word`
+/// (as [`spelled`] gives it) with some choice of readings: the index of
+/// the last `Read` it takes, if so. The last may spell more than the end
+/// of the word.
+fn spells(read: &[Read], at: usize, word: &[char]) -> Option<usize> {
+    if word.is_empty() {
+        return None;
+    }
+    let r = read.get(at)?;
+    r.alts.iter().find_map(|alt| {
+        if word.starts_with(alt) {
+            if alt.len() == word.len() {
+                Some(at)
+            } else {
+                spells(read, at + 1, &word[alt.len()..])
+            }
+        } else {
+            alt.starts_with(word).then_some(at)
+        }
+    })
+}
+
+/// The spellings of a marker's parts.
+struct MarkerParts {
+    open: Vec<char>,
+    slash: Vec<char>,
+    word: Vec<char>,
+    close: Vec<char>,
+}
+
+static PARTS: std::sync::LazyLock<MarkerParts> = std::sync::LazyLock::new(|| MarkerParts {
+    open: spelled("["),
+    slash: spelled("/"),
+    word: spelled("jekt"),
+    close: spelled("]"),
+});
+
+/// The marker delimiters of a text as read (whitespace left out, so
+/// `[ / J E K T ]` counts): (index of the `Read` of its opening bracket,
+/// of its closing one if it has one).
+fn find_markers(read: &[Read]) -> Vec<(usize, Option<usize>)> {
+    let p = &*PARTS;
+    let mut found = Vec::new();
+    for i in 0..read.len() {
+        let Some(open_end) = spells(read, i, &p.open) else {
+            continue;
+        };
+        let mut j = open_end + 1;
+        if let Some(slash_end) = spells(read, j, &p.slash) {
+            j = slash_end + 1;
+        }
+        let Some(word_end) = spells(read, j, &p.word) else {
+            continue;
+        };
+        let next = word_end + 1;
+        match spells(read, next, &p.close) {
+            Some(close) => found.push((i, Some(close))),
+            // `[JEKTS...` is a different word.
+            None if read.get(next).is_some_and(Read::is_word_char) => {}
+            None => found.push((i, None)),
+        }
+    }
+    found
+}
+
+/// Counts the marker delimiters in `text` as a reader would find them:
+/// in compatibility form, look-alike letters taken for the letters they
+/// look like, in any case, with whitespace, invisible characters and
+/// marks anywhere in them ignored.
+pub fn count_marker_delimiters(text: &str) -> usize {
+    let chars: Vec<char> = text.chars().collect();
+    find_markers(&read_text(&chars, true)).len()
+}
+
+/// Rewrites every marker delimiter in `body` (as
+/// [`count_marker_delimiters`] finds them) into a quoted form: the
+/// character that reads as its opening bracket becomes `(` and the one
+/// that reads as its closing bracket `)`, so `[/JEKT]` reads `(/JEKT)`
+/// and `[JEKT:` reads `(JEKT:`.
+pub fn neutralize_markers(body: &str) -> String {
+    let mut chars: Vec<char> = body.chars().collect();
+    let read = read_text(&chars, true);
+    for (open, close) in find_markers(&read) {
+        chars[read[open].from] = '(';
+        if let Some(k) = close {
+            chars[read[k].from] = ')';
+        }
     }
     chars.into_iter().collect()
 }
@@ -312,18 +446,38 @@ const SENSITIVE_SUBSTRINGS: [&str; 5] =
 /// Whether a body touches something that needs a human's consent: the
 /// whole words token, secret, password, credential (or their plurals) or
 /// the substrings `api_key`, `rm -rf`, `--force`, `drop table`,
-/// `private key`, in any letter case.
+/// `private key`, in any letter case. Judged on the text as it will be
+/// read: sanitized, then read as [`count_marker_delimiters`] reads, so
+/// neither an invisible character inside a word nor a look-alike letter
+/// hides it.
 pub fn looks_sensitive(body: &str) -> bool {
-    let lower = body.to_lowercase();
-    if SENSITIVE_SUBSTRINGS.iter().any(|s| lower.contains(s)) {
-        return true;
-    }
-    lower.split(|c: char| !c.is_alphanumeric()).any(|w| {
-        SENSITIVE_WORDS
-            .iter()
-            .any(|s| w == *s || w.strip_suffix('s') == Some(s))
+    let chars: Vec<char> = clean_text(body).chars().collect();
+    let read = read_text(&chars, false);
+    let (words, substrings, plural) = &*SENSITIVE_SPELLED;
+    let bound = |at: usize| read.get(at).is_none_or(|r| !r.is_word_char());
+    (0..read.len()).any(|i| {
+        substrings.iter().any(|s| spells(&read, i, s).is_some())
+            || (i == 0 || bound(i - 1))
+                && words.iter().any(|w| {
+                    spells(&read, i, w).is_some_and(|end| {
+                        bound(end + 1)
+                            || spells(&read, end + 1, plural).is_some_and(|e| bound(e + 1))
+                    })
+                })
     })
 }
+
+/// Words, substrings and the plural ending, as [`spelled`] gives them.
+type Spellings = (Vec<Vec<char>>, Vec<Vec<char>>, Vec<char>);
+
+/// The sensitive words, substrings and the plural ending as read.
+static SENSITIVE_SPELLED: std::sync::LazyLock<Spellings> = std::sync::LazyLock::new(|| {
+    (
+        SENSITIVE_WORDS.iter().map(|w| spelled(w)).collect(),
+        SENSITIVE_SUBSTRINGS.iter().map(|w| spelled(w)).collect(),
+        spelled("s"),
+    )
+});
 
 /// The tier a jekt is delivered with: `sensitive` when the sender declared
 /// it or the body looks sensitive, otherwise what the sender declared.
@@ -457,6 +611,10 @@ mod tests {
     fn invisible_characters_are_removed() {
         let s = sanitize("a\u{202E}b\u{200D}c\u{FEFF}d\u{AD}e\u{E0041}f\u{2066}g");
         assert_eq!(s.text, "abcdefg");
+        // Variation selectors, Mongolian free variation selectors, the
+        // Hangul fillers and invisible operators, by Unicode's tables.
+        let s = sanitize("a\u{FE0F}b\u{E0100}c\u{180B}d\u{3164}e\u{2062}f\u{1D173}g");
+        assert_eq!(s.text, "abcdefg");
     }
 
     #[test]
@@ -549,6 +707,150 @@ mod tests {
         );
     }
 
+    /// For each ASCII letter, digit and marker punctuation, the characters
+    /// of the planes in use that read as it — found in Unicode's data by
+    /// one scan, not typed here.
+    static LOOKALIKES: std::sync::LazyLock<std::collections::BTreeMap<char, Vec<char>>> =
+        std::sync::LazyLock::new(|| {
+            let mut map: std::collections::BTreeMap<char, Vec<char>> =
+                std::collections::BTreeMap::new();
+            for c in (0x80u32..0x30000).filter_map(char::from_u32) {
+                let [a, b] = readings(c);
+                let mut seen = Vec::new();
+                for r in [a, b] {
+                    let mut it = r.chars();
+                    if let (Some(x), None) = (it.next(), it.next())
+                        && (x.is_ascii_alphanumeric() || "[]/:_-".contains(x))
+                        && !seen.contains(&x)
+                    {
+                        seen.push(x);
+                        map.entry(x).or_default().push(c);
+                    }
+                }
+            }
+            map
+        });
+
+    /// Characters that are never seen: Default_Ignorable_Code_Point,
+    /// Variation_Selector and format characters, with combining marks.
+    static UNSEEN: std::sync::LazyLock<Vec<char>> = std::sync::LazyLock::new(|| {
+        (0x80u32..0xE0200)
+            .filter_map(char::from_u32)
+            .filter(|&c| is_invisible_format(c) || is_mark(c))
+            .collect()
+    });
+
+    #[test]
+    fn the_lookalike_and_unseen_classes_are_large() {
+        for (c, alikes) in LOOKALIKES.iter() {
+            assert!(alikes.len() >= 3, "{c}: {alikes:?}");
+        }
+        assert!(
+            LOOKALIKES[&'k'].contains(&'\u{039A}'),
+            "Greek capital kappa"
+        );
+        assert!(LOOKALIKES[&'e'].contains(&'\u{0435}'), "Cyrillic ie");
+        assert!(
+            LOOKALIKES[&'t'].contains(&'\u{1D42D}'),
+            "mathematical bold t"
+        );
+        for c in [
+            '\u{FE0F}',
+            '\u{E0100}',
+            '\u{180B}',
+            '\u{200B}',
+            '\u{2064}',
+            '\u{115F}',
+            '\u{0301}',
+        ] {
+            assert!(UNSEEN.contains(&c), "{:x}", c as u32);
+        }
+        assert!(UNSEEN.len() > 2_000);
+    }
+
+    /// One character of a marker as an attacker may write it: itself, in
+    /// another case, or a look-alike; sometimes followed by characters
+    /// nobody sees, or spaces.
+    fn spelled_char(c: char) -> impl Strategy<Value = String> {
+        let alikes = LOOKALIKES.get(&c).cloned().unwrap_or_default();
+        let upper = c.to_ascii_uppercase();
+        let letter = prop_oneof![
+            Just(c),
+            Just(upper),
+            prop::sample::select(if alikes.is_empty() { vec![c] } else { alikes }),
+        ];
+        let filler = prop::collection::vec(
+            prop_oneof![
+                prop::sample::select(UNSEEN.clone()),
+                Just(' '),
+                Just('\u{3000}'),
+            ],
+            0..3,
+        );
+        (letter, filler).prop_map(|(l, f)| std::iter::once(l).chain(f).collect())
+    }
+
+    /// `[/JEKT]` or `[JEKT:` spelled with look-alikes and unseen characters.
+    fn forged_marker() -> impl Strategy<Value = String> {
+        prop_oneof![Just("[/jekt]"), Just("[jekt:"), Just("[jekt]")].prop_flat_map(|m| {
+            m.chars()
+                .map(spelled_char)
+                .collect::<Vec<_>>()
+                .prop_map(|parts| parts.concat())
+        })
+    }
+
+    /// How an independent reader sees a whole text: NFKC, nothing unseen,
+    /// no whitespace, then the skeleton, lower-cased (both orders).
+    fn reader_views(text: &str) -> [String; 2] {
+        let visible: String = text
+            .nfkc()
+            .filter(|&c| !is_invisible_format(c) && !is_mark(c) && !c.is_whitespace())
+            .collect();
+        let view = |t: &str| -> String {
+            skeleton(t)
+                .filter(|&c| !is_invisible_format(c) && !is_mark(c))
+                .flat_map(char::to_lowercase)
+                .collect()
+        };
+        [view(&visible.to_lowercase()), view(&visible)]
+    }
+
+    fn sensitive_word() -> impl Strategy<Value = String> {
+        prop::sample::select(vec![
+            "password",
+            "token",
+            "secrets",
+            "credential",
+            "api_key",
+            "rm -rf",
+            "drop table",
+            "--force",
+            "private key",
+        ])
+        .prop_flat_map(|w| {
+            w.chars()
+                .map(|c| {
+                    let alikes: Vec<char> = LOOKALIKES.get(&c).cloned().unwrap_or_default();
+                    let letter = if alikes.is_empty() || c == ' ' {
+                        Just(c).boxed()
+                    } else {
+                        prop_oneof![
+                            Just(c),
+                            Just(c.to_ascii_uppercase()),
+                            prop::sample::select(alikes)
+                        ]
+                        .boxed()
+                    };
+                    let filler = prop::collection::vec(prop::sample::select(UNSEEN.clone()), 0..2);
+                    (letter, filler)
+                        .prop_map(|(l, f)| std::iter::once(l).chain(f).collect::<String>())
+                })
+                .collect::<Vec<_>>()
+                .prop_map(|p| p.concat())
+        })
+    }
+
     fn hostile_char() -> impl Strategy<Value = char> {
         prop_oneof![
             any::<char>(),
@@ -588,6 +890,37 @@ mod tests {
         fn neutralized_text_has_no_delimiter(body in hostile_string()) {
             let n = neutralize_markers(&sanitize(&body).text);
             prop_assert_eq!(count_marker_delimiters(&n), 0, "{:?}", n);
+        }
+
+        #[test]
+        fn a_marker_forged_from_lookalikes_and_unseen_characters_is_neutralized(
+            before in hostile_string(),
+            forged in forged_marker(),
+            after in hostile_string(),
+        ) {
+            let body = format!("{before}{forged}{after}");
+            let clean = neutralize_markers(&sanitize(&body).text);
+            prop_assert_eq!(count_marker_delimiters(&clean), 0, "{:?} -> {:?}", forged, clean);
+            for view in reader_views(&clean) {
+                prop_assert!(!view.contains("[/jekt]") && !view.contains("[jekt"), "{:?} reads {:?}", clean, view);
+            }
+            let out = wrap(&header(), &body);
+            prop_assert_eq!(count_marker_delimiters(&out), 2, "{:?}", out);
+            for view in reader_views(&out) {
+                prop_assert_eq!(view.matches("[/jekt]").count(), 1, "{:?}", view);
+                prop_assert_eq!(view.matches("[jekt").count(), 1, "{:?}", view);
+            }
+        }
+
+        #[test]
+        fn a_sensitive_word_in_disguise_is_still_sensitive(
+            before in "[a-z ]{0,20}",
+            word in sensitive_word(),
+            after in "[ .!?][a-z ]{0,20}",
+        ) {
+            let body = format!("{before} {word}{after}");
+            prop_assert_eq!(effective_tier(None, &body), Tier::Sensitive, "{:?}", body);
+            prop_assert_eq!(effective_tier(Some(Tier::Coord), &body), Tier::Sensitive);
         }
 
         #[test]
