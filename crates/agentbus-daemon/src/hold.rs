@@ -234,6 +234,19 @@ async fn replay(state: &AppState, agent: &AgentId) -> Result<(), ApiError> {
     }
 }
 
+/// Who sent a held jekt, as far as the shell rule is concerned: what
+/// carried it, and how sure the daemon was of the sender.
+fn held_caller(delivery: Delivery, trust: Trust, from: &str) -> Identity {
+    match (delivery, trust) {
+        (Delivery::Host, Trust::HostVerified) => {
+            AgentId::parse(from).map_or(Identity::Relay, Identity::Agent)
+        }
+        (Delivery::Host, _) => Identity::Admin,
+        (Delivery::Channel, _) => Identity::Peer,
+        (Delivery::Wan, _) => Identity::Relay,
+    }
+}
+
 /// Pastes one held jekt; false if the pane could not take it (it stays held).
 async fn deliver_one(
     state: &AppState,
@@ -255,6 +268,25 @@ async fn deliver_one(
         accepted_ms: h.held.created_ms,
         held_for_s: Some(held_for_s),
     };
+    // The checks of a live jekt hold at replay too: the pane may be a
+    // shell now, where this sender may not type.
+    let caller = held_caller(j.delivery, j.trust, j.from);
+    if let Some(why) = crate::jekt::shell_refusal(state, record, &caller, j.from, j.trust).await {
+        if state.store().release_held(h.seq).await? {
+            state.held().remove_one(agent);
+        }
+        state
+            .audit(
+                AuditRecord::new(caller.actor(), "jekt", Some(agent.as_str()), "forbidden")
+                    .body(&h.held.body)
+                    .detail(format!(
+                        "msg_id={} held jekt dropped: {agent} is a shell pane; {why}",
+                        h.held.id
+                    )),
+            )
+            .await;
+        return Ok(true);
+    }
     if let Err(e) = paste(state, record, &j).await {
         tracing::info!(agent = %agent, error = %e, "held jekt not replayed; it stays held");
         return Ok(false);

@@ -310,10 +310,8 @@ async fn route(
         }
     };
     check_policy(state, caller, req, &agent).await?;
-    if record
-        .as_ref()
-        .is_some_and(|r| r.provider == Provider::Shell)
-        && let Err(why) = may_jekt_shell(&config.policy, caller, from, trust)
+    if let Some(r) = &record
+        && let Some(why) = shell_refusal(state, r, caller, from, trust).await
     {
         let e = ApiError::forbidden(format!(
             "{agent} is a shell pane, where a jekt runs as a command; {why}"
@@ -408,6 +406,58 @@ async fn check_policy(
         }
         _ => Ok(()),
     }
+}
+
+/// Shells: a pane whose foreground program is one of these runs a jekt
+/// as a command line, whatever its provider says.
+const SHELLS: [&str; 20] = [
+    "sh", "bash", "dash", "zsh", "fish", "ksh", "mksh", "pdksh", "yash", "tcsh", "csh", "ash",
+    "busybox", "nu", "elvish", "xonsh", "pwsh", "rc", "osh", "ysh",
+];
+
+fn is_shell(name: &str) -> bool {
+    SHELLS.contains(&name.trim_start_matches('-'))
+}
+
+/// Whether `record` is a shell pane: opened as one, or with a shell
+/// reading its terminal now, whatever its provider says. The process
+/// tracker tells: every process of the pane in the terminal's foreground
+/// process group is a shell (a shell running a program in the foreground
+/// waits for it; the program reads what is typed). tmux tells for its
+/// panes.
+pub(crate) async fn is_shell_pane(record: &PaneRecord) -> bool {
+    if record.provider == Provider::Shell {
+        return true;
+    }
+    if record.pane.tmux().is_some() {
+        return record
+            .pane
+            .foreground_program()
+            .await
+            .is_some_and(|p| is_shell(&p));
+    }
+    let (Some(group), Some(pid)) = (record.pane.foreground_group(), record.pane.pid()) else {
+        return false;
+    };
+    let tree = tokio::task::spawn_blocking(move || crate::tracker::tree(Some(pid)))
+        .await
+        .map(|t| t.processes)
+        .unwrap_or_default();
+    let mut foreground = tree.iter().filter(|p| p.pgrp == group).peekable();
+    foreground.peek().is_some() && foreground.all(|p| is_shell(&p.comm))
+}
+
+/// Why this sender may not jekt `record`, if it is a shell pane and the
+/// sender may not run commands there; `None` if it may.
+pub(crate) async fn shell_refusal(
+    state: &AppState,
+    record: &PaneRecord,
+    caller: &Identity,
+    from: &str,
+    trust: Trust,
+) -> Option<String> {
+    let why = may_jekt_shell(&state.config().policy, caller, from, trust).err()?;
+    is_shell_pane(record).await.then_some(why)
 }
 
 /// A jekt into a shell runs a command. The instance key (this one's, or a

@@ -36,6 +36,11 @@ pub struct Proc {
     pub ppid: u32,
     #[serde(skip)]
     pub sid: u32,
+    #[serde(skip)]
+    pub pgrp: u32,
+    /// The executable's name as the kernel keeps it (`/proc/<pid>/comm`).
+    #[serde(skip)]
+    pub comm: String,
     /// Clock ticks after boot at which it started: with the pid, its
     /// identity.
     pub start_time: u64,
@@ -56,10 +61,12 @@ fn parse_stat(pid: u32, stat: &str) -> Option<Proc> {
     Some(Proc {
         pid,
         ppid: f.get(1)?.parse().ok()?,
+        pgrp: f.get(2)?.parse().ok()?,
         sid: f.get(3)?.parse().ok()?,
         start_time: f.get(19)?.parse().ok()?,
         rss_kb: f.get(21)?.parse::<u64>().ok()? * page_kb,
         state: f.first()?.to_string(),
+        comm: name.clone(),
         cmdline: name,
     })
 }

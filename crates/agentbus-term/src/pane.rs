@@ -208,6 +208,17 @@ fn pty_err(e: impl std::fmt::Display) -> TermError {
     TermError::Pty(e.to_string())
 }
 
+/// What stands for a line break in a jekt typed as one line.
+pub const LINE_BREAK: &str = " \u{23CE} ";
+
+/// `text` as one line: each line break becomes [`LINE_BREAK`] and each tab
+/// a space (a tab completes in a shell's line editor).
+pub fn one_line(text: &str) -> String {
+    text.trim_end_matches('\n')
+        .replace('\n', LINE_BREAK)
+        .replace('\t', " ")
+}
+
 /// Whether `text` may be pasted: printable characters, `\n` and `\t` only.
 /// Jekt text is sanitized long before it gets here; this is the last line
 /// of defence against a bug upstream ending a bracketed paste early.
@@ -428,6 +439,39 @@ impl Pane {
                 size,
             }),
         })
+    }
+
+    /// The terminal's foreground process group (a PTY of our own).
+    pub fn foreground_group(&self) -> Option<u32> {
+        match &self.inner.io {
+            Io::Pty { master, .. } => master
+                .lock()
+                .ok()?
+                .process_group_leader()
+                .and_then(|g| u32::try_from(g).ok()),
+            Io::Tmux { .. } => None,
+        }
+    }
+
+    /// The name of the program in the terminal's foreground: for a tmux
+    /// pane, as tmux tells it; for a PTY of our own, the leader of its
+    /// foreground process group. `None` if it cannot be told.
+    pub async fn foreground_program(&self) -> Option<String> {
+        match &self.inner.io {
+            Io::Pty { .. } => {
+                let pid = self.foreground_group()?;
+                let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+                Some(comm.trim().to_string())
+            }
+            Io::Tmux { pane, .. } => {
+                let p = pane.clone();
+                let info = tokio::task::spawn_blocking(move || p.server.pane(&p.id))
+                    .await
+                    .ok()?
+                    .ok()?;
+                Some(info.command)
+            }
+        }
     }
 
     /// The tmux pane this pane is, if it is one.
@@ -700,12 +744,16 @@ impl Pane {
         let (bracketed, bytes) = match &self.inner.io {
             Io::Tmux { pane, .. } => {
                 self.check_tmux_identity().await?;
-                // tmux adds the brackets itself, if the program asked for them.
-                let bracketed = profile.bracketed_paste;
-                let (p, body) = (pane.clone(), text.to_string());
-                self.tmux_call(move || p.server.paste(&p.id, &body, bracketed))
+                // Whether the program asked tmux for bracketed paste is not
+                // something tmux tells: the text goes as one line, so no
+                // line break can press Enter (tmux adds the brackets itself
+                // if the program asked for them).
+                let one = one_line(text);
+                let (p, bracketed) = (pane.clone(), profile.bracketed_paste);
+                let bytes = one.len();
+                self.tmux_call(move || p.server.paste(&p.id, &one, bracketed))
                     .await?;
-                (bracketed, text.len())
+                (bracketed, bytes)
             }
             Io::Pty { .. } => {
                 let bracketed = profile.bracketed_paste && self.inner.modes.bracketed_paste();
@@ -715,7 +763,11 @@ impl Pane {
                     payload.extend_from_slice(text.as_bytes());
                     payload.extend_from_slice(BRACKET_CLOSE);
                 } else {
-                    payload.extend_from_slice(text.as_bytes());
+                    // Without the brackets every line break would be an
+                    // Enter of its own (a cooked terminal ends a line on
+                    // it; readline and most editors accept on Ctrl-J):
+                    // the jekt goes as one line.
+                    payload.extend_from_slice(one_line(text).as_bytes());
                 }
                 let bytes = payload.len();
                 self.write_raw(payload).await?;

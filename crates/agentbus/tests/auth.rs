@@ -258,6 +258,83 @@ async fn a_shell_pane_refuses_agent_tokens_unless_the_policy_names_the_sender() 
 }
 
 #[tokio::test]
+async fn a_shell_in_the_foreground_makes_a_shell_pane_whatever_the_label() {
+    let d = Daemon::start();
+    let scout = Cred::Token(d.register("scout").await);
+    // Labelled an agent CLI, running shells.
+    for (name, cmd) in [
+        ("disguised", vec!["sh"]),
+        ("bash-box", vec!["bash", "--norc", "-i"]),
+        ("nested", vec!["sh", "-c", "exec bash --norc -i"]),
+    ] {
+        d.open(name, "claude", &cmd).await;
+        let (status, body) = common::eventually("a shell in the foreground", 10, async || {
+            let (status, body) = d.jekt(name, "echo pwned", &scout).await;
+            (status == 403).then_some((status, body))
+        })
+        .await;
+        assert_eq!(status, 403, "{name}: {body}");
+        assert!(
+            body["error"]["message"].as_str().unwrap().contains("shell"),
+            "{body}"
+        );
+    }
+    // A shell that runs a program in the foreground is that program's.
+    d.open_sink("fg-program", "claude", true).await;
+    assert_eq!(d.jekt("fg-program", "hi", &scout).await.0, 200);
+    d.open("busy", "claude", &["sh", "-c", "cat; :"]).await;
+    let (status, body) = common::eventually("cat in the foreground", 10, async || {
+        let (status, body) = d.jekt("busy", "hi", &scout).await;
+        (status == 200).then_some((status, body))
+    })
+    .await;
+    assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test]
+async fn a_held_jekt_is_not_replayed_into_what_has_become_a_shell() {
+    let d = Daemon::start();
+    // later is known, then offline: jekts for it are held.
+    d.open("later", "claude", &["true"]).await;
+    common::eventually("later exits", 10, async || {
+        let (_, s) = d.get("/v1/agents/later", &Cred::Key).await;
+        (s["state"] == "exited").then_some(())
+    })
+    .await;
+    let scout = Cred::Token(d.register("scout").await);
+    let (status, body) = d.jekt("later", "echo pwned > /tmp/x", &scout).await;
+    assert_eq!(
+        (status, body["outcome"].as_str()),
+        (200, Some("held")),
+        "{body}"
+    );
+    // It comes back as a shell pane: the replay refuses the held jekt.
+    let sink = d.open_sink("later", "shell", true).await;
+    common::eventually("the held jekt is dropped and audited", 20, async || {
+        let (_, a) = d.get("/v1/audit?limit=50&kind=jekt", &Cred::Key).await;
+        a["entries"]
+            .as_array()?
+            .iter()
+            .find(|e| {
+                e["outcome"] == "forbidden"
+                    && e["detail"]
+                        .as_str()
+                        .is_some_and(|t| t.contains("held jekt dropped"))
+            })
+            .cloned()
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        sink.bytes().is_empty(),
+        "{:?}",
+        String::from_utf8_lossy(&sink.bytes())
+    );
+    let (_, s) = d.get("/v1/agents/later", &Cred::Key).await;
+    assert_eq!(s["held_jekts"], 0, "{s}");
+}
+
+#[tokio::test]
 async fn the_allow_list_limits_who_may_jekt_whom() {
     let d = Daemon::start_with("[[policy.jekt_allow]]\nfrom = \"lead\"\nto = [\"*\"]\n");
     d.open_sink("worker", "claude", true).await;

@@ -93,3 +93,65 @@ async fn sensitive_words_force_the_tier_and_a_caution_for_unproven_senders() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn a_multi_line_jekt_without_bracketed_paste_is_one_line_and_one_enter() {
+    let d = Daemon::start();
+    let sink = d.open_sink("plain", "claude", false).await;
+    let body = "line one\nline two\n\tindented\n\n";
+    let (status, resp) = d.jekt("plain", body, &Cred::Key).await;
+    assert_eq!(status, 200, "{resp}");
+    assert_eq!(resp["bracketed"], false);
+    let got = sink.wait_submits(1).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let got = {
+        let later = sink.bytes();
+        assert_eq!(later, got, "nothing after the one Enter");
+        later
+    };
+    let text = String::from_utf8_lossy(&got);
+    assert_eq!(count(&got, b"\r"), 1, "{text:?}");
+    assert_eq!(count(&got, b"\n"), 0, "no line break reaches it: {text:?}");
+    assert_eq!(
+        count(&got, b"\t"),
+        0,
+        "no tab (a shell completes on it): {text:?}"
+    );
+    assert!(
+        text.contains("line one \u{23CE} line two \u{23CE}  indented"),
+        "{text:?}"
+    );
+    assert!(got.ends_with("[/JEKT]\r".as_bytes()));
+}
+
+#[tokio::test]
+async fn a_line_reading_program_reads_a_multi_line_jekt_as_one_line() {
+    let d = Daemon::start();
+    let out = d.dir.path().join("lines.txt");
+    let script = format!(
+        "import sys\nprint('reader ready', flush=True)\nfor line in sys.stdin:\n    open({:?}, 'a').write(line)\n",
+        out.display().to_string()
+    );
+    d.open("reader", "claude", &["python3", "-c", &script])
+        .await;
+    d.wait_output_line("reader", "reader ready").await;
+    let (status, resp) = d.jekt("reader", "first\nsecond\nthird", &Cred::Key).await;
+    assert_eq!(status, 200, "{resp}");
+    let lines = common::eventually("the line", 20, async || {
+        let t = std::fs::read_to_string(&out).ok()?;
+        (!t.is_empty()).then_some(t)
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let lines = std::fs::read_to_string(&out).unwrap_or(lines);
+    assert_eq!(lines.lines().count(), 1, "{lines:?}");
+    let line = lines.lines().next().unwrap();
+    assert!(
+        line.starts_with("[JEKT:") && line.ends_with("[/JEKT]"),
+        "{line}"
+    );
+    assert!(
+        line.contains("first \u{23CE} second \u{23CE} third"),
+        "{line}"
+    );
+}
