@@ -403,7 +403,10 @@ fn describe(
             info.exit_signal = exit.signal;
             AgentState::Exited
         }
-        (None, None) => AgentState::Starting,
+        // A program that prints nothing (it waits for input) is running
+        // once it has had the quiet time to start.
+        (None, None) if now_ms() - p.created_ms < idle_quiet_ms as i64 => AgentState::Starting,
+        (None, None) => AgentState::Running,
         (None, Some(last)) if now_ms() - last < idle_quiet_ms as i64 => AgentState::Running,
         (None, Some(_)) => AgentState::Idle,
     };

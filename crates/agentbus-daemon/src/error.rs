@@ -125,7 +125,13 @@ impl IntoResponse for ApiError {
 
 impl From<agentbus_store::StoreError> for ApiError {
     fn from(e: agentbus_store::StoreError) -> Self {
-        ApiError::internal(e)
+        match e {
+            agentbus_store::StoreError::BadQuery(why) => ApiError::bad_request(
+                "invalid_query",
+                format!("the search query cannot be parsed: {why}"),
+            ),
+            e => ApiError::internal(e),
+        }
     }
 }
 

@@ -565,6 +565,12 @@ pub async fn search(
             "q must hold 1 to 256 characters",
         ));
     }
+    if query.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "q must not hold control characters (NUL, line breaks, ...)",
+        ));
+    }
     let scope = match (caller, agent) {
         (Identity::Agent(me), Some(a)) => {
             caller.own_or_admin(&a, "mailbox")?;

@@ -285,9 +285,11 @@ pub struct UnregisterResponse {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AgentState {
-    /// The pane's program has not written anything yet.
+    /// The pane's program has not written anything yet, and started less
+    /// than the idle threshold ago.
     Starting,
-    /// The pane's program wrote output recently.
+    /// The pane's program wrote output recently, or has written nothing
+    /// since it started (it waits for input).
     Running,
     /// The pane has been quiet for the idle threshold.
     Idle,

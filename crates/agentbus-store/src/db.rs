@@ -27,6 +27,9 @@ pub enum StoreError {
     Malformed(String),
     #[error("the store is closed")]
     Closed,
+    /// A search the full-text engine cannot parse (the caller's fault).
+    #[error("the search query cannot be parsed: {0}")]
+    BadQuery(String),
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;

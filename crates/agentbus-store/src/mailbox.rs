@@ -443,8 +443,18 @@ impl Store {
                         i64::from(limit)
                     ],
                     row_to_message,
-                )?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
+                )
+                .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+                .map_err(|e| match e {
+                    // FTS5 refuses the query itself (not a fault of the
+                    // store): say so to the caller.
+                    rusqlite::Error::SqliteFailure(f, Some(m))
+                        if f.code == rusqlite::ErrorCode::Unknown =>
+                    {
+                        StoreError::BadQuery(m)
+                    }
+                    other => StoreError::Sqlite(other),
+                })?;
             let mut rows = rows;
             apply_ranges(c, &mut rows)?;
             Ok(rows)
@@ -499,6 +509,20 @@ mod tests {
             include_acked: false,
             now_ms: 2,
         }
+    }
+
+    #[tokio::test]
+    async fn a_query_the_index_cannot_parse_is_the_callers_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("t.db")).unwrap();
+        let e = s.search(None, "a\0b", 10, 0).unwrap_err();
+        assert!(matches!(e, StoreError::BadQuery(_)), "{e:?}");
+        assert!(
+            s.search(None, "hello \"world\" NEAR( *", 10, 0)
+                .unwrap()
+                .is_empty()
+        );
+        s.close();
     }
 
     #[tokio::test]

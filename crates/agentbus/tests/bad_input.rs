@@ -245,3 +245,32 @@ async fn bad_numbers_and_unknown_routes() {
     assert_eq!((s, code(&b)), (400, "invalid_cwd"), "{b}");
     still_serving(&d).await;
 }
+
+#[tokio::test]
+async fn a_search_the_index_cannot_parse_is_400_never_500() {
+    let d = Daemon::start();
+    d.msg("bob", "hello world", &Cred::Key).await;
+    for q in ["a%00b", "%00", "x%0Ay", "%1B%5B2J", "%7F"] {
+        let (s, b) = d.get(&format!("/v1/search?q={q}"), &Cred::Key).await;
+        assert_eq!((s, code(&b)), (400, "invalid_query"), "{q}: {b}");
+        assert!(message(&b).contains("control"), "{b}");
+    }
+    // Whatever the index's own syntax would make of it, a query of
+    // printable text is searched for as words.
+    for q in [
+        "NEAR(",
+        "%22",
+        "*",
+        "a%3Ab",
+        "AND%20OR%20NOT",
+        "%5E",
+        "(%20)",
+        "-x",
+    ] {
+        let (s, b) = d.get(&format!("/v1/search?q={q}"), &Cred::Key).await;
+        assert_eq!(s, 200, "{q}: {b}");
+    }
+    let (s, b) = d.get("/v1/search?q=world", &Cred::Key).await;
+    assert_eq!((s, b["messages"].as_array().unwrap().len()), (200, 1));
+    still_serving(&d).await;
+}

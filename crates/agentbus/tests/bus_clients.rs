@@ -131,8 +131,8 @@ async fn send_and_recv_work_as_seed_002_documents() {
     assert_eq!(
         &b[1..],
         [
-            "T1 verify done — 4/4 hits are honeypots.",
-            "Standing down A100."
+            "  T1 verify done — 4/4 hits are honeypots.",
+            "  Standing down A100."
         ]
     );
 
@@ -153,7 +153,7 @@ async fn send_and_recv_work_as_seed_002_documents() {
     drop(recv);
     send(&url, state.path(), "spark", "dell", "while recv was down");
     let recv = Recv::start(&url, state.path(), "dell");
-    assert_eq!(recv.block()[1..], ["while recv was down"]);
+    assert_eq!(recv.block()[1..], ["  while recv was down"]);
     recv.nothing_more(Duration::from_millis(500));
 
     // An error (the relay gone) is retried with the same cursor.
@@ -163,7 +163,7 @@ async fn send_and_recv_work_as_seed_002_documents() {
     send(&url, state.path(), "cube", "dell", "after the outage");
     let b = recv.block();
     header_ok(&b[0], "cube");
-    assert_eq!(b[1..], ["after the outage"]);
+    assert_eq!(b[1..], ["  after the outage"]);
 
     // Channels are kept apart, from the environment as well.
     let mut chan = client(&url, state.path(), &["send", "dell"])
@@ -181,7 +181,7 @@ async fn send_and_recv_work_as_seed_002_documents() {
         .output()
         .unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
-    assert!(text.ends_with("] from spark:\non ops\n---\n"), "{text:?}");
+    assert!(text.ends_with("] from spark:\n  on ops\n---\n"), "{text:?}");
 
     // Clear errors for what is missing.
     let out = client(&url, state.path(), &["send", "dell"])
@@ -256,7 +256,7 @@ async fn listen_logs_every_message_once_across_restarts() {
     assert!(lines[0]["ts"].as_f64().unwrap() < lines[1]["ts"].as_f64().unwrap());
     let log = std::fs::read_to_string(f("log")).unwrap();
     assert_eq!(log.matches("---\n").count(), 3, "{log}");
-    assert!(log.contains("] from dell:\nm1\n---\n"), "{log}");
+    assert!(log.contains("] from dell:\n  m1\n---\n"), "{log}");
     let beat: f64 = std::fs::read_to_string(f("heartbeat"))
         .unwrap()
         .trim()

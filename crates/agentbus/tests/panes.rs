@@ -261,3 +261,18 @@ async fn an_external_agent_has_no_pane() {
         "{b}"
     );
 }
+
+#[tokio::test]
+async fn a_program_that_prints_nothing_is_running_not_starting_forever() {
+    let d = Daemon::start_with("[jekt]\nidle_quiet_ms = 300\n");
+    d.open("quiet", "shell", &["sleep", "30"]).await;
+    let first = state(&d, "quiet").await;
+    assert_eq!(first["state"], "starting", "{first}");
+    common::eventually("quiet is running", 10, async || {
+        let s = state(&d, "quiet").await;
+        (s["state"] == "running").then_some(())
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    assert_eq!(state(&d, "quiet").await["state"], "running");
+}

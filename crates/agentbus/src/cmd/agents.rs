@@ -79,7 +79,7 @@ pub async fn ls(client: &Client, args: LsArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     if list.agents.is_empty() {
-        println!("no agents (open one with `agentbus open <name> -- <command>`)");
+        outln!("no agents (open one with `agentbus open <name> -- <command>`)");
         return Ok(ExitCode::SUCCESS);
     }
     let rows: Vec<[String; 6]> = list
@@ -124,7 +124,7 @@ pub fn print_table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) {
                 s.push_str(&format!("{c:<w$}  "));
             }
         }
-        println!("{}", s.trim_end());
+        outln!("{}", s.trim_end());
     };
     line(header.to_vec());
     for r in rows {
@@ -138,27 +138,27 @@ pub async fn status(client: &Client, args: StatusArgs) -> anyhow::Result<ExitCod
         print_json(&a)?;
         return Ok(ExitCode::SUCCESS);
     }
-    println!("agent:     {}", a.agent_id);
-    println!("state:     {}", state_word(&a));
+    outln!("agent:     {}", a.agent_id);
+    outln!("state:     {}", state_word(&a));
     if let Some(b) = a.block_id {
-        println!("block:     {b}");
+        outln!("block:     {b}");
     }
     if let Some(p) = a.provider {
-        println!("provider:  {p}");
+        outln!("provider:  {p}");
     }
     if let Some(p) = a.pid {
-        println!("pid:       {p}");
+        outln!("pid:       {p}");
     }
     if !a.command.is_empty() {
-        println!("command:   {}", a.command.join(" "));
+        outln!("command:   {}", a.command.join(" "));
     }
     if let (Some(r), Some(c)) = (a.rows, a.cols) {
-        println!("size:      {r}x{c}");
+        outln!("size:      {r}x{c}");
     }
     if let Some(t) = a.last_activity_ms {
-        println!("active:    {}", ago(t));
+        outln!("active:    {}", ago(t));
     }
-    println!(
+    outln!(
         "bracketed: {}",
         if a.bracketed_paste { "on" } else { "off" }
     );
@@ -173,7 +173,7 @@ pub async fn output(client: &Client, args: OutputArgs) -> anyhow::Result<ExitCod
         ))
         .await?;
     for l in out.lines {
-        println!("{l}");
+        outln!("{l}");
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -190,7 +190,7 @@ pub async fn stop(client: &Client, args: StopArgs) -> anyhow::Result<ExitCode> {
         (None, Some(s)) => format!("signal {s}"),
         (None, None) => "still running".into(),
     };
-    println!("{} stopped by {} ({how})", r.agent_id, r.stopped_by);
+    outln!("{} stopped by {} ({how})", r.agent_id, r.stopped_by);
     Ok(if r.state == AgentState::Exited {
         ExitCode::SUCCESS
     } else {
@@ -208,7 +208,7 @@ pub async fn resize(client: &Client, args: ResizeArgs) -> anyhow::Result<ExitCod
             },
         )
         .await?;
-    println!("{} resized to {}x{}", args.name, args.rows, args.cols);
+    outln!("{} resized to {}x{}", args.name, args.rows, args.cols);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -224,7 +224,7 @@ pub async fn register(client: &Client, args: RegisterArgs) -> anyhow::Result<Exi
         )
         .await?;
     // The token goes to stdout alone, so it can be captured.
-    println!("{}", r.token);
+    outln!("{}", r.token);
     eprintln!(
         "registered {}{}; the line above is its token (Authorization: Bearer ...), shown once",
         r.agent_id,
@@ -244,6 +244,6 @@ pub async fn unregister(client: &Client, args: UnregisterArgs) -> anyhow::Result
             },
         )
         .await?;
-    println!("unregistered {}", r.agent_id);
+    outln!("unregistered {}", r.agent_id);
     Ok(ExitCode::SUCCESS)
 }

@@ -36,7 +36,7 @@ pub async fn rpc(client: &Client, a: RpcArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
         while let Some(n) = app.next_notification().await {
-            println!("{}", json!({"method": n.method, "params": n.params}));
+            outln!("{}", json!({"method": n.method, "params": n.params}));
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -58,10 +58,10 @@ pub async fn rpc(client: &Client, a: RpcArgs) -> anyhow::Result<ExitCode> {
 fn print_stream(n: &crate::app_client::Notification) {
     if n.method == "stream" {
         for line in n.params["data"]["lines"].as_array().into_iter().flatten() {
-            println!("{}", line.as_str().unwrap_or_default());
+            outln!("{}", line.as_str().unwrap_or_default());
         }
     } else {
-        println!("{}", json!({"method": n.method, "params": n.params}));
+        outln!("{}", json!({"method": n.method, "params": n.params}));
     }
 }
 
@@ -91,15 +91,24 @@ pub async fn ps(client: &Client, a: PsArgs) -> anyhow::Result<ExitCode> {
         )?;
         return Ok(ExitCode::SUCCESS);
     }
-    println!("block {}  confidence {}", list.block_id, list.confidence);
-    println!(
+    outln!("block {}  confidence {}", list.block_id, list.confidence);
+    outln!(
         "{:>8} {:>8} {:>12} {:>9} {:<2} COMMAND",
-        "PID", "PPID", "START", "RSS_KB", "S"
+        "PID",
+        "PPID",
+        "START",
+        "RSS_KB",
+        "S"
     );
     for p in &list.processes {
-        println!(
+        outln!(
             "{:>8} {:>8} {:>12} {:>9} {:<2} {}",
-            p.pid, p.ppid, p.start_time, p.rss_kb, p.state, p.cmdline
+            p.pid,
+            p.ppid,
+            p.start_time,
+            p.rss_kb,
+            p.state,
+            p.cmdline
         );
     }
     Ok(ExitCode::SUCCESS)
@@ -155,7 +164,7 @@ pub async fn token(client: &Client, a: TokenArgs) -> anyhow::Result<ExitCode> {
                 print_json(&r)?;
             } else {
                 // The secret alone on stdout, so it can be captured.
-                println!("{}", r["token"].as_str().unwrap_or_default());
+                outln!("{}", r["token"].as_str().unwrap_or_default());
                 eprintln!(
                     "token {} for {} with scopes {} (shown once; valid until revoked, the agent is unregistered or the daemon stops)",
                     r["token_id"].as_str().unwrap_or_default(),
@@ -170,7 +179,7 @@ pub async fn token(client: &Client, a: TokenArgs) -> anyhow::Result<ExitCode> {
                 print_json(&r)?;
             } else {
                 for t in r["tokens"].as_array().into_iter().flatten() {
-                    println!(
+                    outln!(
                         "{}  {}  {}{}",
                         t["token_id"].as_str().unwrap_or_default(),
                         t["agent_id"].as_str().unwrap_or_default(),
@@ -185,7 +194,7 @@ pub async fn token(client: &Client, a: TokenArgs) -> anyhow::Result<ExitCode> {
         }
         TokenAction::Revoke { token_id } => {
             let _: Value = client.delete(&format!("/v1/tokens/{token_id}")).await?;
-            println!("revoked {token_id}");
+            outln!("revoked {token_id}");
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -13,8 +13,8 @@
 //! server's `now`: that is lossless against any server, even one with
 //! the reference design's truncation bug.
 
-use agentbus_proto::jekt::clean_text;
-use agentbus_proto::relay::{DEFAULT_CHANNEL, RecvResponse, SeedError, SeedMessage, SendResponse};
+use agentbus_proto::jekt::{clean_text, marker_field};
+use agentbus_proto::relay::{DEFAULT_CHANNEL, RecvResponse, SeedError, SeedMessage};
 use anyhow::{Context, bail};
 use clap::Args;
 use std::io::{Read, Write};
@@ -69,7 +69,9 @@ impl Bus {
         }
     }
 
-    async fn answer<T: serde::de::DeserializeOwned>(resp: reqwest::Response) -> anyhow::Result<T> {
+    /// The body of a 2xx answer; any other status is an error naming what
+    /// the bus said.
+    async fn accepted(resp: reqwest::Response) -> anyhow::Result<Vec<u8>> {
         let status = resp.status();
         let bytes = resp.bytes().await.context("the bus's answer was cut off")?;
         if !status.is_success() {
@@ -78,17 +80,24 @@ impl Bus {
                 .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned());
             bail!("the bus answered {status}: {}", clean_text(&text));
         }
-        serde_json::from_slice(&bytes)
-            .with_context(|| format!("the bus's answer ({status}) is not the expected JSON"))
+        Ok(bytes.to_vec())
     }
 
+    async fn answer<T: serde::de::DeserializeOwned>(resp: reqwest::Response) -> anyhow::Result<T> {
+        let bytes = Self::accepted(resp).await?;
+        serde_json::from_slice(&bytes).context("the bus's answer is not the expected JSON")
+    }
+
+    /// Sends; once the bus has taken the message (any 2xx), this
+    /// succeeds, whatever the answer's body holds: the seed protocol
+    /// promises only `ok` (and `ts` and `channel` may be missing).
     pub async fn send(
         &self,
         from: &str,
         to: &str,
         msg: &str,
         channel: Option<&str>,
-    ) -> anyhow::Result<SendResponse> {
+    ) -> anyhow::Result<Sent> {
         let mut body = serde_json::json!({"from": from, "to": to, "msg": msg});
         if let Some(c) = channel {
             body["channel"] = c.into();
@@ -99,7 +108,15 @@ impl Bus {
             .send()
             .await
             .map_err(|e| anyhow::anyhow!("could not reach the bus at {}: {e}", self.url))?;
-        Self::answer(resp).await
+        let bytes = Self::accepted(resp).await?;
+        let answer: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+        Ok(Sent {
+            ts: answer.get("ts").and_then(serde_json::Value::as_f64),
+            channel: answer
+                .get("channel")
+                .and_then(serde_json::Value::as_str)
+                .map(String::from),
+        })
     }
 
     pub async fn recv(
@@ -127,6 +144,14 @@ impl Bus {
             .map_err(|e| anyhow::anyhow!("could not reach the bus at {}: {e}", self.url))?;
         Self::answer(resp).await
     }
+}
+
+/// What a bus said of an accepted send (the seed protocol promises
+/// neither).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sent {
+    pub ts: Option<f64>,
+    pub channel: Option<String>,
 }
 
 /// Where cursors and logs live.
@@ -205,19 +230,16 @@ fn clock(ts: f64) -> String {
 }
 
 /// One message as a block: header, body, `---`. Escape sequences are
-/// removed, and a body line that is exactly `---` is shown indented so it
-/// cannot end the block early.
+/// removed and every body line is indented, so no line of a body can pass
+/// for a header or end the block early; a sender name that is not a plain
+/// id is quoted and escaped.
 pub fn block(m: &SeedMessage) -> String {
-    let mut out = format!("[{}] from {}:\n", clock(m.ts), clean_text(&m.from));
-    for line in clean_text(&m.msg).trim_end_matches('\n').split('\n') {
-        if line.trim_end() == "---" {
-            out.push(' ');
-        }
-        out.push_str(line);
-        out.push('\n');
-    }
-    out.push_str("---\n");
-    out
+    format!(
+        "[{}] from {}:\n{}\n---\n",
+        clock(m.ts),
+        marker_field(&m.from),
+        super::mail::indented(&m.msg)
+    )
 }
 
 #[derive(Args, Debug)]
@@ -286,7 +308,13 @@ pub async fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
     let r = bus
         .send(&from, &args.to, body, channel(args.channel).as_deref())
         .await?;
-    println!("sent to {} on {} (ts {})", args.to, r.channel, r.ts);
+    let to = marker_field(&args.to);
+    match (r.channel, r.ts) {
+        (Some(c), Some(ts)) => outln!("sent to {to} on {} (ts {ts})", marker_field(&c)),
+        (Some(c), None) => outln!("sent to {to} on {}", marker_field(&c)),
+        (None, Some(ts)) => outln!("sent to {to} (ts {ts})"),
+        (None, None) => outln!("sent to {to}"),
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -480,7 +508,7 @@ fn detach(files: &ListenFiles, dir: &Path, data_dir: Option<&Path>) -> anyhow::R
         .stderr(out)
         .process_group(0);
     let child = cmd.spawn().context("failed to start the listener")?;
-    println!(
+    outln!(
         "listening in the background (pid {})\n  log: {}\n  jsonl: {}\n  heartbeat: {}\n  pid file: {}\n  output: {}",
         child.id(),
         files.log.display(),
@@ -505,7 +533,7 @@ mod tests {
         };
         assert_eq!(
             block(&m),
-            "[13:01:15Z] from spark:\nline one\n ---\nred\n---\n"
+            "[13:01:15Z] from spark:\n  line one\n  ---\n  red\n---\n"
         );
     }
 

@@ -30,7 +30,7 @@ pub fn run(args: ConfigArgs, data_dir: Option<PathBuf>) -> anyhow::Result<ExitCo
                 data_dir,
                 ..Default::default()
             })?;
-            print!("{}", c.to_toml());
+            out!("{}", c.to_toml());
         }
     }
     Ok(ExitCode::SUCCESS)

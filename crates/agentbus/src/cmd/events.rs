@@ -68,7 +68,7 @@ pub async fn run(client: &Client, args: EventsArgs) -> anyhow::Result<ExitCode> 
                 )
                 .await?;
             for e in &h.events {
-                println!("{}", serde_json::to_string(e)?);
+                outln!("{}", serde_json::to_string(e)?);
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -107,7 +107,7 @@ pub async fn run(client: &Client, args: JektArgs) -> anyhow::Result<ExitCode> {
         } else {
             ""
         };
-        println!(
+        outln!(
             "{} to {} from {} (msg {}, trust {}{waited}){dup}",
             outcome.as_str().unwrap_or("done"),
             resp.target_agent,

@@ -7,7 +7,7 @@ use agentbus_proto::api::{
     AckRequest, AckResponse, InboxPage, Message, MessageKind, SearchResults, SendMessageRequest,
     SendMessageResponse,
 };
-use agentbus_proto::jekt::clean_text;
+use agentbus_proto::jekt::{clean_text, marker_field};
 use agentbus_proto::{AgentId, MessageId, RequestId, ThreadId};
 use anyhow::{Context, bail};
 use clap::Args;
@@ -103,8 +103,10 @@ pub fn read_text(words: Vec<String>) -> anyhow::Result<String> {
     Ok(s)
 }
 
-/// `[12:00:01Z] <id> from bob (host-verified)`, then the body, cleaned of
-/// anything a terminal would act on.
+/// `[12:00:01Z] <id> from bob (host-verified) [...]`, then the body,
+/// cleaned of anything a terminal would act on and indented, so no line
+/// of a body can pass for a header; a sender name that is not a plain id
+/// is quoted and escaped, so it cannot begin a line of its own.
 fn print_message(m: &Message) {
     let ms = m.created_ms.rem_euclid(86_400_000) / 1000;
     let mut meta = vec![
@@ -120,18 +122,29 @@ fn print_message(m: &Message) {
     if m.kind == MessageKind::Receipt {
         meta.push("receipt".into());
     }
-    println!(
+    outln!(
         "[{:02}:{:02}:{:02}Z] {} from {} ({}) [{}]",
         ms / 3600,
         ms / 60 % 60,
         ms % 60,
         m.id,
-        clean_text(&m.from),
+        marker_field(&m.from),
         m.trust,
         meta.join(", ")
     );
-    println!("{}", clean_text(&m.body).trim_end());
-    println!();
+    outln!("{}", indented(&m.body));
+    outln!();
+}
+
+/// A message body for a terminal: cleaned, every line indented by two
+/// spaces.
+pub fn indented(body: &str) -> String {
+    clean_text(body)
+        .trim_end()
+        .split('\n')
+        .map(|l| format!("  {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 pub async fn msg(client: &Client, args: MsgArgs) -> anyhow::Result<ExitCode> {
@@ -164,7 +177,7 @@ pub async fn msg(client: &Client, args: MsgArgs) -> anyhow::Result<ExitCode> {
             (false, false, false) => "stored",
             (false, false, true) => "already stored",
         };
-        println!("{what} {} for {} from {}{dup}", r.id, r.to, r.from);
+        outln!("{what} {} for {} from {}{dup}", r.id, r.to, r.from);
         if !r.recipient_known && !r.queued && !r.forwarded {
             eprintln!(
                 "note: no agent named {} is known here yet; the message waits for one",
@@ -224,7 +237,7 @@ pub async fn ack(client: &Client, args: AckArgs) -> anyhow::Result<ExitCode> {
     let r: AckResponse = client
         .post("/v1/messages/ack", &AckRequest { ids: args.ids })
         .await?;
-    println!(
+    outln!(
         "acked {}{}{}",
         r.acked.len(),
         if r.already_acked.is_empty() {
@@ -265,7 +278,7 @@ pub async fn search(client: &Client, args: SearchArgs) -> anyhow::Result<ExitCod
         eprintln!("nothing found");
     }
     for m in &r.messages {
-        println!("to {}:", m.to);
+        outln!("to {}:", marker_field(m.to.as_str()));
         print_message(m);
     }
     Ok(ExitCode::SUCCESS)

@@ -68,7 +68,7 @@ pub async fn open(client: &Client, args: OpenArgs) -> anyhow::Result<String> {
         cols: args.cols.or(size.map(|s| s.1)),
     };
     let resp: OpenResponse = client.post("/v1/agents", &req).await?;
-    println!("{}", resp.block_id);
+    outln!("{}", resp.block_id);
     if resp.created {
         eprintln!(
             "opened {} ({}, pid {})",
@@ -97,11 +97,11 @@ async fn open_tmux(client: &Client, args: &OpenArgs, target: &str) -> anyhow::Re
         cols: None,
     };
     let resp: OpenResponse = client.post("/v1/agents", &req).await?;
-    println!("{}", resp.block_id);
+    outln!("{}", resp.block_id);
     match &resp.token {
         Some(token) => {
             // The token goes to stdout alone, so it can be captured.
-            println!("{token}");
+            outln!("{token}");
             eprintln!(
                 "opened {} in tmux pane {} ({}, pid {}, server {}); the line above is its token \
                  (AGENTBUS_AGENT_TOKEN for a program in that pane), shown once",

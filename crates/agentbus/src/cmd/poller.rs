@@ -36,7 +36,7 @@ pub enum PollerCommand {
 
 fn print_status(s: &PollerStatus) {
     match &s.url {
-        None => println!("poller: off (agentbus poller set <relay url> to start)"),
+        None => outln!("poller: off (agentbus poller set <relay url> to start)"),
         Some(url) => {
             let state = if s.connected {
                 "connected"
@@ -46,8 +46,8 @@ fn print_status(s: &PollerStatus) {
             } else {
                 "not connected"
             };
-            println!("poller: {state}, relay {url}, consumer {}", s.consumer);
-            println!(
+            outln!("poller: {state}, relay {url}, consumer {}", s.consumer);
+            outln!(
                 "token: {}",
                 if s.token_set {
                     "set"
@@ -56,7 +56,7 @@ fn print_status(s: &PollerStatus) {
                 }
             );
             let names: Vec<&str> = s.agents.iter().map(|a| a.as_str()).collect();
-            println!(
+            outln!(
                 "agents: {}",
                 if names.is_empty() {
                     "none".to_string()
@@ -65,10 +65,10 @@ fn print_status(s: &PollerStatus) {
                 }
             );
             if let Some(e) = &s.last_error {
-                println!("last error: {e}");
+                outln!("last error: {e}");
             }
             if let Some(r) = s.retry_in_s {
-                println!("next try in: {r:.1}s");
+                outln!("next try in: {r:.1}s");
             }
         }
     }
@@ -83,9 +83,15 @@ pub async fn run(client: &Client, args: PollerArgs) -> anyhow::Result<ExitCode> 
             if json {
                 print_json(&s)?;
             } else {
-                println!(
+                outln!(
                     "received {}  delivered {}  failed {}  duplicates {}  sent {}  polls {}  errors {}",
-                    s.received, s.delivered, s.failed, s.duplicates, s.sent, s.polls, s.errors
+                    s.received,
+                    s.delivered,
+                    s.failed,
+                    s.duplicates,
+                    s.sent,
+                    s.polls,
+                    s.errors
                 );
             }
             return Ok(ExitCode::SUCCESS);

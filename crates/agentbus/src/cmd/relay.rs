@@ -129,7 +129,7 @@ async fn token(db: &Path, command: TokenCommand) -> anyhow::Result<ExitCode> {
                     "{name} already has a token; revoke it first (agentbus relay token revoke {name})"
                 );
             }
-            println!("{secret}");
+            outln!("{secret}");
             eprintln!("token {name} created; the line above is the secret, shown once");
             ExitCode::SUCCESS
         }
@@ -158,7 +158,7 @@ async fn token(db: &Path, command: TokenCommand) -> anyhow::Result<ExitCode> {
         }
         TokenCommand::Revoke { name } => {
             if storage.revoke_token(&name).await? {
-                println!("revoked {name}");
+                outln!("revoked {name}");
                 ExitCode::SUCCESS
             } else {
                 eprintln!("error: no active token named {name}");

@@ -172,11 +172,11 @@ pub fn run(args: SetupArgs) -> anyhow::Result<ExitCode> {
     if !args.write {
         // Only the entry itself: what to add, wherever the user keeps it.
         let snippet = rendered(args.client, "", args.channel)?;
-        println!("# add to {} (or run with --write):", path.display());
-        print!("{snippet}");
+        outln!("# add to {} (or run with --write):", path.display());
+        out!("{snippet}");
         if args.client == SetupClient::Claude {
             let flag = if args.channel { " --channel" } else { "" };
-            println!("# or: claude mcp add {SERVER} -- {} mcp{flag}", command());
+            outln!("# or: claude mcp add {SERVER} -- {} mcp{flag}", command());
         }
         channel_hint(args.channel);
         return Ok(ExitCode::SUCCESS);
@@ -185,7 +185,7 @@ pub fn run(args: SetupArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("cannot merge into {}", path.display()))?;
     ensure_parent(&path)?;
     write_private_file(&path, merged.as_bytes())?;
-    println!(
+    outln!(
         "registered the {SERVER} MCP server in {} (0600){}",
         path.display(),
         if existing.trim().is_empty() {
@@ -200,7 +200,7 @@ pub fn run(args: SetupArgs) -> anyhow::Result<ExitCode> {
 
 fn channel_hint(channel: bool) {
     if channel {
-        println!(
+        outln!(
             "# channel push is experimental in Claude Code: start it with \
              `claude --dangerously-load-development-channels server:{SERVER}`"
         );

@@ -65,30 +65,30 @@ yours that knows $TMUX_PANE, else the default server.";
 pub fn run(args: TmuxArgs, data_dir: Option<&Path>) -> anyhow::Result<ExitCode> {
     let mut args = args.args.into_iter();
     let Some(cmd) = args.next() else {
-        println!("{USAGE}");
+        outln!("{USAGE}");
         return Ok(ExitCode::SUCCESS);
     };
     let rest: Vec<String> = args.collect();
     let env = Env::from_process();
     match cmd.as_str() {
         "-h" | "--help" | "help" => {
-            println!("{USAGE}");
+            outln!("{USAGE}");
             return Ok(ExitCode::SUCCESS);
         }
         "version" | "--version" | "-V" => {
-            println!(
+            outln!(
                 "tmux-bridge {BRIDGE_VERSION} (agentbus {})",
                 env!("CARGO_PKG_VERSION")
             );
             return Ok(ExitCode::SUCCESS);
         }
         "id" => {
-            println!("{}", own_pane(&env)?);
+            outln!("{}", own_pane(&env)?);
             return Ok(ExitCode::SUCCESS);
         }
         "doctor" => return doctor(&env, data_dir),
         "skill" => {
-            print!("{SKILL}");
+            out!("{SKILL}");
             return Ok(ExitCode::SUCCESS);
         }
         _ => {}
@@ -182,7 +182,7 @@ pub fn run(args: TmuxArgs, data_dir: Option<&Path>) -> anyhow::Result<ExitCode> 
             need(1)?;
             let label = rest.join(" ");
             let b = Bridge::new(&env)?;
-            println!("{}", b.by_label(&label)?.id);
+            outln!("{}", b.by_label(&label)?.id);
         }
         other => bail!("unknown command: {other}. Run 'agentbus tmux' for usage."),
     }
@@ -376,7 +376,7 @@ impl Bridge {
                 ],
             );
         }
-        print!("{out}");
+        out!("{out}");
         Ok(())
     }
 }
@@ -551,26 +551,26 @@ impl Guard {
 fn doctor(env: &Env, data_dir: Option<&Path>) -> anyhow::Result<ExitCode> {
     let mut ok = true;
     let unset = "<unset>";
-    println!("agentbus tmux doctor (tmux-bridge {BRIDGE_VERSION})");
-    println!("---");
+    outln!("agentbus tmux doctor (tmux-bridge {BRIDGE_VERSION})");
+    outln!("---");
     match Server::default_server().run(&["-V"]) {
-        Ok(v) => println!("tmux:               {}", v.trim()),
+        Ok(v) => outln!("tmux:               {}", v.trim()),
         Err(e) => {
-            println!("tmux:               {e}");
-            println!("---");
-            println!("Status: ISSUES DETECTED");
+            outln!("tmux:               {e}");
+            outln!("---");
+            outln!("Status: ISSUES DETECTED");
             return Ok(ExitCode::FAILURE);
         }
     }
-    println!(
+    outln!(
         "TMUX_PANE:          {}",
         env.pane.as_deref().unwrap_or(unset)
     );
-    println!(
+    outln!(
         "TMUX:               {}",
         env.tmux.as_deref().unwrap_or(unset)
     );
-    println!(
+    outln!(
         "TMUX_BRIDGE_SOCKET: {}",
         env.bridge_socket.as_deref().unwrap_or(unset)
     );
@@ -584,12 +584,12 @@ fn doctor(env: &Env, data_dir: Option<&Path>) -> anyhow::Result<ExitCode> {
             ok = false;
             "exists but not responding"
         };
-        println!("$TMUX socket:       {s} ({state})");
+        outln!("$TMUX socket:       {s} ({state})");
     }
-    println!("---");
+    outln!("---");
     let bridge = match Bridge::new(env) {
         Ok(b) => {
-            println!(
+            outln!(
                 "Detected socket:    {} (from {})",
                 b.socket.display(),
                 b.found.as_str()
@@ -598,49 +598,47 @@ fn doctor(env: &Env, data_dir: Option<&Path>) -> anyhow::Result<ExitCode> {
         }
         Err(e) => {
             ok = false;
-            println!("Detected socket:    FAILED - {e:#}");
+            outln!("Detected socket:    FAILED - {e:#}");
             None
         }
     };
     if let Some(b) = &bridge {
         if let Some(pane) = &env.pane {
             if b.server.pane(pane).is_ok() {
-                println!("This pane ({pane}):  visible to server");
+                outln!("This pane ({pane}):  visible to server");
             } else {
                 ok = false;
-                println!("This pane ({pane}):  NOT visible to server");
+                outln!("This pane ({pane}):  NOT visible to server");
             }
         }
         let panes = b.server.panes().unwrap_or_default();
-        println!("Total panes:        {}", panes.len());
-        println!(
+        outln!("Total panes:        {}", panes.len());
+        outln!(
             "Labeled panes:      {}",
             panes.iter().filter(|p| !p.label.is_empty()).count()
         );
     }
-    println!("---");
+    outln!("---");
     match Guard::open(env, data_dir) {
-        Ok(g) => println!(
+        Ok(g) => outln!(
             "Read guard:         {} (0700, reads expire after {} s)",
             g.dir.display(),
             g.ttl.as_secs()
         ),
         Err(e) => {
             ok = false;
-            println!("Read guard:         FAILED - {e:#}");
+            outln!("Read guard:         FAILED - {e:#}");
         }
     }
-    println!("---");
+    outln!("---");
     if ok {
-        println!("Status: OK");
+        outln!("Status: OK");
         Ok(ExitCode::SUCCESS)
     } else {
-        println!("Status: ISSUES DETECTED");
-        println!();
-        println!(
-            "Likely cause: $TMUX is stale (the terminal was restarted) or no tmux server runs."
-        );
-        println!("Fix: start tmux, re-source its environment, or set TMUX_BRIDGE_SOCKET.");
+        outln!("Status: ISSUES DETECTED");
+        outln!();
+        outln!("Likely cause: $TMUX is stale (the terminal was restarted) or no tmux server runs.");
+        outln!("Fix: start tmux, re-source its environment, or set TMUX_BRIDGE_SOCKET.");
         Ok(ExitCode::FAILURE)
     }
 }

@@ -316,49 +316,49 @@ pub(super) async fn run(jekts: usize, runs: usize, spew_mb: u64) -> anyhow::Resu
     eprintln!("  absorption done");
 
     let (paste, submit, floor) = (sorted(lat.paste_ms), sorted(lat.submit_ms), sorted(floor));
-    println!();
-    println!("| measurement | p50 / median | p99 | target |");
-    println!("|---|---|---|---|");
-    println!(
+    outln!();
+    outln!("| measurement | p50 / median | p99 | target |");
+    outln!("|---|---|---|---|");
+    outln!(
         "| jekt: API call → paste read by the pane's program ({jekts}) | {:.3} ms | {:.3} ms | p99 ≤ 5 ms beyond settle |",
         percentile(&paste, 0.5),
         percentile(&paste, 0.99)
     );
-    println!(
+    outln!(
         "| jekt: API call → submit key read (settle set to 0) | {:.3} ms | {:.3} ms | |",
         percentile(&submit, 0.5),
         percentile(&submit, 0.99)
     );
-    println!(
+    outln!(
         "| floor: same bytes written straight into a bare PTY | {:.3} ms | {:.3} ms | |",
         percentile(&floor, 0.5),
         percentile(&floor, 0.99)
     );
-    println!(
+    outln!(
         "| pane output absorbed, parser on ({spew_mb} MB, median of {runs}) | {:.1} MB/s | | ≥ 200 MB/s |",
         median(pane)
     );
-    println!(
+    outln!(
         "| … of which skipped by the parser under the flood | {:.1} % | | |",
         median(skipped)
     );
-    println!(
+    outln!(
         "| floor: bare PTY, reader discards, other core idle | {:.1} MB/s | | |",
         median(bare)
     );
-    println!(
+    outln!(
         "| floor: bare PTY, reader discards, other core busy | {:.1} MB/s | | |",
         median(bare_busy)
     );
-    println!(
+    outln!(
         "| same program writing to /dev/null | {:.1} MB/s | | |",
         median(null)
     );
-    println!(
+    outln!(
         "| idle daemon RSS (median of {runs}) | {:.1} MB | | ≤ 30 MB |",
         median(rss_mb)
     );
-    println!(
+    outln!(
         "| exec → URL printed, ready (median of {runs}) | {:.1} ms | | ≤ 100 ms |",
         median(ready_ms)
     );

@@ -168,19 +168,19 @@ pub(super) async fn run(
     let read = sorted(time_pages(&d, stored, pages, false).await?);
     eprintln!("  pages done");
 
-    println!();
-    println!("| measurement | p50 / median | p99 | target |");
-    println!("|---|---|---|---|");
-    println!(
+    outln!();
+    outln!("| measurement | p50 / median | p99 | target |");
+    outln!("|---|---|---|---|");
+    outln!(
         "| durable mailbox sends, {clients} keep-alive clients (median of {runs} × {messages}) | {:.0} /s | | ≥ 5,000/s |",
         median(rates)
     );
-    println!(
+    outln!(
         "| inbox page (100 messages, peek) with {stored} stored ({pages} pages) | {:.3} ms | {:.3} ms | p99 ≤ 2 ms |",
         percentile(&peek, 0.5),
         percentile(&peek, 0.99)
     );
-    println!(
+    outln!(
         "| inbox page (100 messages, read: marks delivered) | {:.3} ms | {:.3} ms | p99 ≤ 2 ms |",
         percentile(&read, 0.5),
         percentile(&read, 0.99)

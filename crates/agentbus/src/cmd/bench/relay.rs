@@ -504,7 +504,7 @@ pub async fn run(args: RelayBenchArgs) -> anyhow::Result<()> {
     } else {
         "the given server"
     };
-    println!("relay benchmark: {url} ({who})\n");
+    outln!("relay benchmark: {url} ({who})\n");
     let mut rows: Vec<[String; 3]> = Vec::new();
 
     let (runs, send_failed) = send_runs(&url, &args).await?;
@@ -601,10 +601,10 @@ pub async fn run(args: RelayBenchArgs) -> anyhow::Result<()> {
     }
     let w0 = rows.iter().map(|r| r[0].chars().count()).max().unwrap_or(0);
     let w1 = rows.iter().map(|r| r[1].chars().count()).max().unwrap_or(0);
-    println!("| {:w0$} | {:w1$} | target |", "what", "result");
-    println!("|{}|{}|--------|", "-".repeat(w0 + 2), "-".repeat(w1 + 2));
+    outln!("| {:w0$} | {:w1$} | target |", "what", "result");
+    outln!("|{}|{}|--------|", "-".repeat(w0 + 2), "-".repeat(w1 + 2));
     for r in rows {
-        println!("| {:w0$} | {:w1$} | {} |", r[0], r[1], r[2]);
+        outln!("| {:w0$} | {:w1$} | {} |", r[0], r[1], r[2]);
     }
     Ok(())
 }
