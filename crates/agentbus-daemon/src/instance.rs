@@ -20,7 +20,7 @@ use agentbus_store::Store;
 use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 pub const AUTHKEY_FILE: &str = "authkey";
@@ -58,6 +58,12 @@ pub enum DaemonError {
     Store(#[from] agentbus_store::StoreError),
     #[error("server error: {0}")]
     Serve(std::io::Error),
+    #[error("refusing {path}: {why}; {fix}")]
+    UnsafeDir {
+        path: PathBuf,
+        why: String,
+        fix: String,
+    },
 }
 
 fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> DaemonError + 'a {
@@ -68,15 +74,11 @@ fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> 
     }
 }
 
-/// Creates `dir` with mode 0700, or tightens it to 0700 if it exists.
+/// Creates `dir` with mode 0700, or tightens it to 0700 if it exists; a
+/// directory that is not this user's alone (or a link) is refused, see
+/// [`crate::private_dir`].
 pub fn ensure_private_dir(dir: &Path) -> Result<(), DaemonError> {
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(io("create", dir))?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-        .map_err(io("set permissions of", dir))
+    crate::private_dir::PrivateDir::open(dir).map(|_| ())
 }
 
 /// Writes `contents` to `path` atomically, the file being 0600 from the

@@ -14,6 +14,9 @@
 //! - [`auth`] — instance key and agent tokens, scopes, origin checks;
 //! - [`agents`] — the names of this instance and the panes they live in;
 //! - [`registry`] — the cross-instance registry and peer lookup;
+//! - [`private_dir`] — directories only this user may write (data dir,
+//!   registry), reached through an open descriptor;
+//! - [`pane_env`] — the allow-list a pane's environment is built from;
 //! - [`panes`] — open / register / stop / unregister;
 //! - [`jekt`] — the delivery pipeline from request to submitted paste;
 //! - [`hold`] — the durable hold and its in-order replay;
@@ -39,6 +42,7 @@ pub mod mcp;
 pub mod pane_env;
 pub mod panes;
 pub mod poller;
+pub mod private_dir;
 pub mod registry;
 pub mod retention;
 pub mod routes;

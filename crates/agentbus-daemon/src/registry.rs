@@ -12,10 +12,10 @@
 //! continuously when older than 4 hours or when their instance's pid is
 //! dead.
 
-use crate::instance::{ensure_private_dir, write_private_file};
+use crate::private_dir::PrivateDir;
 use agentbus_proto::{AgentId, BlockId, now_ms};
 use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// The error code and message of a peer's error answer (its body as
 /// text when it is not an agentbus error).
@@ -43,7 +43,8 @@ pub struct Entry {
 }
 
 pub struct Registry {
-    dir: PathBuf,
+    // `<root>/agents`, open: entries are reached through it, never by path.
+    dir: PrivateDir,
     url: String,
     pid: u32,
     forward_token: String,
@@ -90,14 +91,14 @@ fn pid_alive(pid: u32) -> bool {
 
 impl Registry {
     /// Opens (creating, 0700) `<root>/agents` for an instance at `url`.
+    /// A root or `agents` dir that is not this user's alone is refused
+    /// (see [`PrivateDir`]).
     pub fn new(
         root: &Path,
         url: &str,
         forward_token: &str,
     ) -> Result<Registry, crate::DaemonError> {
-        ensure_private_dir(root)?;
-        let dir = root.join("agents");
-        ensure_private_dir(&dir)?;
+        let dir = PrivateDir::open(root)?.sub("agents")?;
         Ok(Registry {
             dir,
             url: url.to_string(),
@@ -106,12 +107,17 @@ impl Registry {
         })
     }
 
-    fn path(&self, agent: &str) -> PathBuf {
-        self.dir.join(file_name(agent))
+    /// The entry file `name` (as [`file_name`] makes them), if it is one
+    /// this user wrote and it parses. One another user could have written
+    /// is ignored (and reported once).
+    fn read(&self, name: &str) -> Option<Entry> {
+        let bytes = self.dir.read(name).ok()??;
+        serde_json::from_slice(&bytes).ok()
     }
 
-    fn read(path: &Path) -> Option<Entry> {
-        serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
+    /// Entries found that another user could have written.
+    pub fn untrusted(&self) -> usize {
+        self.dir.untrusted()
     }
 
     fn is_ours(&self, e: &Entry) -> bool {
@@ -131,16 +137,16 @@ impl Registry {
         let Ok(json) = serde_json::to_vec(&entry) else {
             return;
         };
-        if let Err(e) = write_private_file(&self.path(agent.as_str()), &json) {
+        if let Err(e) = self.dir.write(&file_name(agent.as_str()), &json) {
             tracing::warn!(agent = %agent, error = %e, "failed to write a registry entry");
         }
     }
 
     /// Removes `agent`'s entry if this instance wrote it.
     pub fn withdraw(&self, agent: &AgentId) {
-        let path = self.path(agent.as_str());
-        if Self::read(&path).is_some_and(|e| self.is_ours(&e)) {
-            let _ = std::fs::remove_file(path);
+        let name = file_name(agent.as_str());
+        if self.read(&name).is_some_and(|e| self.is_ours(&e)) {
+            self.dir.remove(&name);
         }
     }
 
@@ -148,8 +154,7 @@ impl Registry {
     /// Entries of this instance, stale ones, ones of dead instances and
     /// ones pointing off this machine are ignored (the last three deleted).
     pub fn lookup(&self, agent: &AgentId) -> Option<Entry> {
-        let path = self.path(agent.as_str());
-        let e = Self::read(&path)?;
+        let e = self.read(&file_name(agent.as_str()))?;
         if self.is_ours(&e) || e.agent_id != agent.as_str() {
             return None;
         }
@@ -169,7 +174,8 @@ impl Registry {
     pub fn peers(&self) -> Vec<Entry> {
         let mut found: Vec<Entry> = self
             .entry_files()
-            .filter_map(|path| Self::read(&path))
+            .iter()
+            .filter_map(|name| self.read(name))
             .filter(|e| !self.is_ours(e) && Self::live(e))
             .collect();
         found.sort_by(|a, b| a.agent_id.cmp(&b.agent_id));
@@ -177,23 +183,23 @@ impl Registry {
     }
 
     /// The entry files of the registry dir (`*.json`; a file being
-    /// written has a temporary name and is not one yet).
-    fn entry_files(&self) -> impl Iterator<Item = PathBuf> {
-        std::fs::read_dir(&self.dir)
+    /// written has a temporary name, starting with `.`, and is not one
+    /// yet).
+    fn entry_files(&self) -> Vec<String> {
+        self.dir
+            .names()
             .into_iter()
-            .flatten()
-            .flatten()
-            .map(|f| f.path())
-            .filter(|p| p.extension().and_then(|e| e.to_str()) == Some("json"))
+            .filter(|n| n.ends_with(".json") && !n.starts_with('.'))
+            .collect()
     }
 
     /// Deletes `e` if the file still holds exactly it (a peer may have
     /// rewritten it meanwhile).
     pub fn evict(&self, e: &Entry) {
-        let path = self.path(&e.agent_id);
-        if Self::read(&path).as_ref() == Some(e) {
+        let name = file_name(&e.agent_id);
+        if self.read(&name).as_ref() == Some(e) {
             tracing::info!(agent = %e.agent_id, url = %e.local_url, "evicting a stale registry entry");
-            let _ = std::fs::remove_file(path);
+            self.dir.remove(&name);
         }
     }
 
@@ -235,14 +241,18 @@ impl Registry {
 
     /// Deletes stale entries, entries of dead instances and unreadable
     /// files; returns how many.
+    /// Deletes stale entries, entries of dead instances and files of this
+    /// user's that do not parse; returns how many. Entries another user
+    /// could have written are left alone (ignored, reported).
     pub fn sweep(&self) -> usize {
         let mut removed = 0;
-        for path in self.entry_files() {
-            let dead = match Self::read(&path) {
-                Some(e) => !self.is_ours(&e) && !Self::live(&e),
-                None => true,
+        for name in self.entry_files() {
+            let dead = match self.dir.read(&name) {
+                Ok(Some(bytes)) => serde_json::from_slice::<Entry>(&bytes)
+                    .map_or(true, |e| !self.is_ours(&e) && !Self::live(&e)),
+                Ok(None) | Err(_) => false,
             };
-            if dead && std::fs::remove_file(&path).is_ok() {
+            if dead && self.dir.remove(&name) {
                 removed += 1;
             }
         }
