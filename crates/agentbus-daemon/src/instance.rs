@@ -309,6 +309,7 @@ pub fn shutdown_signal(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn private_files_and_dirs_get_their_modes() {
