@@ -350,11 +350,22 @@ mod tests {
             updated_at: now_ms() - STALE_MS - 1,
             forward_token: "x".into(),
         };
-        std::fs::write(dir.join("old.json"), serde_json::to_vec(&old).unwrap()).unwrap();
-        std::fs::write(dir.join("junk.json"), b"{not json").unwrap();
+        let private = |name: &str, bytes: &[u8]| {
+            std::fs::write(dir.join(name), bytes).unwrap();
+            std::fs::set_permissions(dir.join(name), std::fs::Permissions::from_mode(0o600))
+                .unwrap();
+        };
+        private("old.json", &serde_json::to_vec(&old).unwrap());
+        private("junk.json", b"{not json");
+        // Open to others: not ours to trust, nor to judge; left alone.
+        std::fs::write(dir.join("open.json"), serde_json::to_vec(&old).unwrap()).unwrap();
+        std::fs::set_permissions(dir.join("open.json"), std::fs::Permissions::from_mode(0o666))
+            .unwrap();
         a.publish(&AgentId::parse("mine").unwrap(), None);
         assert_eq!(a.sweep(), 2);
         assert!(dir.join("mine.json").exists());
+        assert!(dir.join("open.json").exists());
+        assert_eq!(a.untrusted(), 1);
     }
 
     #[test]
