@@ -97,6 +97,9 @@ pub struct MailboxConfig {
     pub max_ttl_s: u64,
     /// Longest a read may wait for mail (`wait`).
     pub max_wait_s: u64,
+    /// Bytes of unacked mail one sender may have waiting in all mailboxes
+    /// together; a send beyond it fails (507), nothing is evicted.
+    pub max_sender_bytes: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -374,6 +377,7 @@ impl Default for MailboxConfig {
             default_ttl_s: 7 * 86_400,
             max_ttl_s: 30 * 86_400,
             max_wait_s: 60,
+            max_sender_bytes: 64 << 20,
         }
     }
 }

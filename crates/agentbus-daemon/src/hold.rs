@@ -117,9 +117,10 @@ pub(crate) async fn hold(
         .hold(held, cfg.per_agent, cfg.per_instance)
         .await?;
     let audit = |outcome: &str, detail: String| {
-        AuditRecord::new(caller.actor(), "jekt", Some(j.to.as_str()), outcome)
+        let r = AuditRecord::new(caller.actor(), "jekt", Some(j.to.as_str()), outcome)
             .body(&req.message)
-            .detail(detail)
+            .detail(detail);
+        if outcome == "held" { r } else { r.refusal() }
     };
     let full = |what: String| ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "hold_full", what);
     match outcome {

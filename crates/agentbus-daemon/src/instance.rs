@@ -212,6 +212,7 @@ impl Daemon {
         tokio::spawn(crate::retention::run(state.clone()));
         let registry = tokio::spawn(crate::registry::maintain(state.clone()));
         let marks = tokio::spawn(crate::mailbox::flush_marks(state.clone()));
+        let refusals = tokio::spawn(crate::refusals::flush(state.clone()));
         tokio::spawn(crate::poller::run(state.clone()));
         let app = routes::app(state.clone());
         let signal_state = state.clone();
@@ -226,6 +227,7 @@ impl Daemon {
         // The last delivered marks are written before the store closes,
         // and this instance's registry entries are gone.
         let _ = marks.await;
+        let _ = refusals.await;
         let _ = registry.await;
         state.store().close();
         remove_instance_files(&data_dir);

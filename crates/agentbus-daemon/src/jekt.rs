@@ -158,7 +158,8 @@ async fn refused(
                 outcome,
             )
             .body(&req.message)
-            .detail(err.message.clone()),
+            .detail(err.message.clone())
+            .refusal(),
         )
         .await;
     err

@@ -24,6 +24,7 @@
 //! - [`mcp`] — `/mcp`: the MCP tools over streamable HTTP;
 //! - [`limits`] — per-sender and per-pair rate limits (storm protection);
 //! - [`retention`] — the background sweeper;
+//! - [`refusals`] — refusals counted and sampled into the audit log;
 //! - [`events`] — the internal typed event bus, with history;
 //! - [`state`] — the shared handle all of the above hang off.
 
@@ -43,6 +44,7 @@ pub mod pane_env;
 pub mod panes;
 pub mod poller;
 pub mod private_dir;
+pub mod refusals;
 pub mod registry;
 pub mod retention;
 pub mod routes;

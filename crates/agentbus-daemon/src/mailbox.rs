@@ -132,7 +132,8 @@ pub async fn send(
             .audit(
                 AuditRecord::new(caller.actor(), "message", Some(r.to.as_str()), outcome)
                     .body(&r.body)
-                    .detail(e.message.clone()),
+                    .detail(e.message.clone())
+                    .refusal(),
             )
             .await;
         e
@@ -227,7 +228,22 @@ pub async fn send(
             format!("this request id was already used for a message to {recipient}"),
         )),
         SendOutcome::Full { open } => Err(refuse("mailbox_full", full(&req.to, open)).await),
+        SendOutcome::SenderFull { bytes } => {
+            Err(refuse("sender_full", sender_full(state, &from, bytes)).await)
+        }
     }
+}
+
+fn sender_full(state: &AppState, from: &str, bytes: i64) -> ApiError {
+    ApiError::new(
+        StatusCode::INSUFFICIENT_STORAGE,
+        "sender_full",
+        format!(
+            "{} already has {bytes} bytes of unacked mail waiting in mailboxes, and this would pass the limit of {} (mailbox.max_sender_bytes); nothing was stored. Its recipients must read and ack first.",
+            agentbus_proto::jekt::marker_field(from),
+            state.config().mailbox.max_sender_bytes
+        ),
+    )
 }
 
 fn full(to: &AgentId, open: i64) -> ApiError {
@@ -263,7 +279,14 @@ async fn store(
         ));
     let outcome = state
         .store()
-        .send_message(msg, state.config().mailbox.quota)
+        .send_message(
+            msg,
+            agentbus_store::Quota {
+                per_mailbox: state.config().mailbox.quota,
+                per_sender_bytes: i64::try_from(state.config().mailbox.max_sender_bytes)
+                    .unwrap_or(i64::MAX),
+            },
+        )
         .await?;
     if let SendOutcome::Stored { seq } = outcome {
         state.waiters().notify(&to);
@@ -409,6 +432,7 @@ pub(crate) async fn store_relayed(
         SendOutcome::Stored { .. } => Ok((env.id, false)),
         SendOutcome::Duplicate { id, .. } => Ok((id, true)),
         SendOutcome::Full { open } => Err(full(&to, open)),
+        SendOutcome::SenderFull { bytes } => Err(sender_full(state, &env.from, bytes)),
     }
 }
 
@@ -517,7 +541,8 @@ pub async fn ack(
         state
             .audit(
                 AuditRecord::new(caller.actor(), "ack", None, "forbidden")
-                    .detail(e.message.clone()),
+                    .detail(e.message.clone())
+                    .refusal(),
             )
             .await;
         return Err(e);

@@ -359,8 +359,11 @@ mod tests {
         private("junk.json", b"{not json");
         // Open to others: not ours to trust, nor to judge; left alone.
         std::fs::write(dir.join("open.json"), serde_json::to_vec(&old).unwrap()).unwrap();
-        std::fs::set_permissions(dir.join("open.json"), std::fs::Permissions::from_mode(0o666))
-            .unwrap();
+        std::fs::set_permissions(
+            dir.join("open.json"),
+            std::fs::Permissions::from_mode(0o666),
+        )
+        .unwrap();
         a.publish(&AgentId::parse("mine").unwrap(), None);
         assert_eq!(a.sweep(), 2);
         assert!(dir.join("mine.json").exists());

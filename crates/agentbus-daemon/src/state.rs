@@ -65,6 +65,7 @@ struct Inner {
     blocks: Blocks,
     tracker: Tracker,
     app_api: AppApiCounts,
+    refusals: crate::refusals::Sampler,
     // Serializes pane creation so two opens of one name cannot both start
     // a program. An async mutex: spawning is awaited while it is held.
     open_lock: tokio::sync::Mutex<()>,
@@ -82,18 +83,28 @@ pub async fn shutdown_requested(rx: &mut watch::Receiver<bool>) {
 }
 
 /// An audit entry being built. Bodies contribute only length and hash.
-pub struct AuditRecord(NewAudit);
+pub struct AuditRecord(NewAudit, bool);
 
 impl AuditRecord {
     pub fn new(actor: impl Into<String>, kind: &str, target: Option<&str>, outcome: &str) -> Self {
-        Self(NewAudit {
-            ts_ms: now_ms(),
-            actor: actor.into(),
-            kind: kind.into(),
-            target: target.map(Into::into),
-            outcome: outcome.into(),
-            ..Default::default()
-        })
+        Self(
+            NewAudit {
+                ts_ms: now_ms(),
+                actor: actor.into(),
+                kind: kind.into(),
+                target: target.map(Into::into),
+                outcome: outcome.into(),
+                ..Default::default()
+            },
+            false,
+        )
+    }
+
+    /// Marks this a refusal: under a flood, refusals are sampled (see
+    /// [`crate::refusals`]).
+    pub fn refusal(mut self) -> Self {
+        self.1 = true;
+        self
     }
 
     pub fn body(mut self, body: &str) -> Self {
@@ -142,6 +153,7 @@ impl AppState {
                 blocks: Blocks::default(),
                 tracker: Tracker::default(),
                 app_api: AppApiCounts::default(),
+                refusals: crate::refusals::Sampler::default(),
                 open_lock: tokio::sync::Mutex::new(()),
                 shutdown,
                 registry,
@@ -258,14 +270,52 @@ impl AppState {
     /// Appends to the audit log. A failure is logged, not returned: the
     /// action it records has already happened.
     pub async fn audit(&self, record: AuditRecord) {
-        if let Err(e) = self.inner.store.append_audit(record.0).await {
+        let AuditRecord(entry, refusal) = record;
+        if refusal
+            && !self.inner.refusals.admit(
+                &entry.actor,
+                &entry.kind,
+                &entry.outcome,
+                entry.target.as_deref(),
+            )
+        {
+            return;
+        }
+        if let Err(e) = self.inner.store.append_audit(entry).await {
             tracing::error!(error = %e, "failed to write an audit entry");
         }
     }
 
     pub async fn audit_refusal(&self, actor: &str, target: &str, outcome: &str, detail: &str) {
-        self.audit(AuditRecord::new(actor, "auth", Some(target), outcome).detail(detail))
-            .await;
+        self.audit(
+            AuditRecord::new(actor, "auth", Some(target), outcome)
+                .detail(detail)
+                .refusal(),
+        )
+        .await;
+    }
+
+    /// Writes one audit row for each group of refusals that were counted
+    /// and not written one by one (windows that ended; all with `all`).
+    pub async fn write_refusal_summaries(&self, all: bool) {
+        for s in self.inner.refusals.take(all) {
+            let mut detail = format!(
+                "{} more refusals like this in {} s, counted and not written one by one",
+                s.counted, s.over_s
+            );
+            if let Some(t) = &s.last_target {
+                detail.push_str(&format!("; the last was for {t}"));
+            }
+            let entry = AuditRecord::new(s.actor, &s.kind, None, &s.outcome).detail(detail);
+            if let Err(e) = self.inner.store.append_audit(entry.0).await {
+                tracing::error!(error = %e, "failed to write an audit entry");
+            }
+        }
+    }
+
+    /// Refusals counted and not written one by one, since start.
+    pub fn refusals_counted(&self) -> u64 {
+        self.inner.refusals.counted()
     }
 
     /// Runs a blocking store read off the async workers.

@@ -73,6 +73,12 @@ const MAX_BATCH: usize = 512;
 /// database file (when there were commits).
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(1000);
 
+/// Quiet checkpoints (no commit) after which the WAL file is truncated.
+const TRUNCATE_AFTER_QUIET: u32 = 2;
+
+/// The size the WAL file is cut back to when it is reset, in bytes.
+const WAL_SIZE_LIMIT: i64 = 4 << 20;
+
 fn configure(conn: &Connection) -> Result<()> {
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -110,6 +116,9 @@ impl Db {
         // Checkpoints run on their own thread and connection, so a commit
         // never waits for one.
         writer.pragma_update(None, "wal_autocheckpoint", 0)?;
+        // When the WAL is reset after a full checkpoint, it is cut back to
+        // this size: a burst of writes leaves no large file behind.
+        writer.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)?;
         let checkpoints = Connection::open(path)?;
         configure(&checkpoints)?;
         let mut readers = Vec::with_capacity(READERS);
@@ -238,22 +247,42 @@ fn run_in_savepoint<T>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<
 
 /// Copies committed WAL frames into the database file every
 /// [`CHECKPOINT_EVERY`] there were commits, until `stop` closes. PASSIVE:
-/// it never blocks the writer or a reader.
+/// it never blocks the writer or a reader. Once the store has been quiet
+/// for a while after writes, the WAL file is truncated to nothing
+/// (TRUNCATE, which waits briefly for readers), so a daemon or relay
+/// that runs for months after a burst does not keep a large WAL.
 fn checkpoint_loop(
     conn: Connection,
     stop: mpsc::Receiver<()>,
     dirty: Arc<std::sync::atomic::AtomicBool>,
 ) {
     use std::sync::atomic::Ordering;
+    let mut quiet = 0u32;
+    let mut to_truncate = false;
     loop {
         match stop.recv_timeout(CHECKPOINT_EVERY) {
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => return,
         }
-        if dirty.swap(false, Ordering::AcqRel)
-            && let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-        {
-            tracing::warn!(error = %e, "WAL checkpoint failed");
+        if dirty.swap(false, Ordering::AcqRel) {
+            quiet = 0;
+            to_truncate = true;
+            if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                tracing::warn!(error = %e, "WAL checkpoint failed");
+            }
+            continue;
+        }
+        quiet += 1;
+        if to_truncate && quiet >= TRUNCATE_AFTER_QUIET {
+            // (busy, frames in the WAL, frames copied): busy means a reader
+            // or writer held it; try again at the next quiet tick.
+            match conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                r.get::<_, i64>(0)
+            }) {
+                Ok(0) => to_truncate = false,
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "WAL truncation failed"),
+            }
         }
     }
 }

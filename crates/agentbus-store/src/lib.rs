@@ -18,7 +18,7 @@ pub use audit::{AuditQuery, NewAudit};
 pub use db::{Db, Result, StoreError, count_rows};
 pub use events::StoredEvent;
 pub use hold::{HoldOutcome, NewHeld, StoredHeld};
-pub use mailbox::{AckOutcome, InboxQuery, NewMessage, SendOutcome};
+pub use mailbox::{AckOutcome, InboxQuery, NewMessage, Quota, SendOutcome};
 pub use retention::Expiring;
 
 use rusqlite::Connection;

@@ -54,6 +54,21 @@ pub enum SendOutcome {
     Full {
         open: i64,
     },
+    /// The sender has `bytes` of unacked mail waiting in mailboxes; this
+    /// one would pass the cap.
+    SenderFull {
+        bytes: i64,
+    },
+}
+
+/// What one send may fill.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quota {
+    /// Unacked messages one mailbox may hold.
+    pub per_mailbox: i64,
+    /// Bytes of unacked mail one sender may have waiting, all mailboxes
+    /// together.
+    pub per_sender_bytes: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -248,7 +263,7 @@ pub fn fts_query(text: &str) -> Option<String> {
 impl Store {
     /// Stores a message unless its request id was seen or the recipient's
     /// mailbox is full; resolves once it is on disk.
-    pub async fn send_message(&self, msg: NewMessage, quota: i64) -> Result<SendOutcome> {
+    pub async fn send_message(&self, msg: NewMessage, quota: Quota) -> Result<SendOutcome> {
         self.write(move |c| {
             if let Some(rid) = &msg.request_id {
                 let seen = c
@@ -262,8 +277,16 @@ impl Store {
                 }
             }
             let open = open_count(c, msg.recipient.as_str())?;
-            if open >= quota {
+            if open >= quota.per_mailbox {
                 return Ok(SendOutcome::Full { open });
+            }
+            let bytes: i64 = c
+                .prepare_cached("SELECT bytes FROM sender_open WHERE sender = ?1")?
+                .query_row([&msg.sender], |r| r.get(0))
+                .optional()?
+                .unwrap_or(0);
+            if bytes.saturating_add(msg.body.len() as i64) > quota.per_sender_bytes {
+                return Ok(SendOutcome::SenderFull { bytes });
             }
             Ok(SendOutcome::Stored { seq: insert(c, &msg)? })
         })
@@ -526,29 +549,98 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn one_sender_cannot_fill_more_than_its_bytes_across_mailboxes() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("t.db")).unwrap();
+        let quota = Quota {
+            per_mailbox: 1_000,
+            per_sender_bytes: 100,
+        };
+        let q_ = |to: &str| q(to, 0);
+        let to = |r: &str| {
+            let mut m = msg(r, &"x".repeat(40), None);
+            m.sender = "flood".into();
+            m
+        };
+        for r in ["a1", "a2"] {
+            assert!(matches!(
+                s.send_message(to(r), quota).await.unwrap(),
+                SendOutcome::Stored { .. }
+            ));
+        }
+        // 80 bytes wait; 40 more would pass 100, in any mailbox.
+        assert_eq!(
+            s.send_message(to("a3"), quota).await.unwrap(),
+            SendOutcome::SenderFull { bytes: 80 }
+        );
+        // Another sender is not held to it.
+        let mut other = to("a3");
+        other.sender = "calm".into();
+        assert!(matches!(
+            s.send_message(other, quota).await.unwrap(),
+            SendOutcome::Stored { .. }
+        ));
+        // Acking frees the sender's bytes.
+        let page = s.read_inbox(&q_("a1")).unwrap().0;
+        let ids = page.iter().map(|m| m.id).collect();
+        s.ack(None, ids, 0, 1_000, 1_000).await.unwrap();
+        assert!(matches!(
+            s.send_message(to("a3"), quota).await.unwrap(),
+            SendOutcome::Stored { .. }
+        ));
+        s.close();
+    }
+
+    #[tokio::test]
     async fn quota_receipts_duplicates_and_search() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(&dir.path().join("m.db")).unwrap();
         assert!(matches!(
-            s.send_message(msg("al", "one apple", Some("r1")), 2)
-                .await
-                .unwrap(),
+            s.send_message(
+                msg("al", "one apple", Some("r1")),
+                Quota {
+                    per_mailbox: 2,
+                    per_sender_bytes: i64::MAX
+                }
+            )
+            .await
+            .unwrap(),
             SendOutcome::Stored { .. }
         ));
         assert!(matches!(
-            s.send_message(msg("al", "again", Some("r1")), 2)
-                .await
-                .unwrap(),
+            s.send_message(
+                msg("al", "again", Some("r1")),
+                Quota {
+                    per_mailbox: 2,
+                    per_sender_bytes: i64::MAX
+                }
+            )
+            .await
+            .unwrap(),
             SendOutcome::Duplicate { .. }
         ));
         assert!(matches!(
-            s.send_message(msg("al", "two pears", None), 2)
-                .await
-                .unwrap(),
+            s.send_message(
+                msg("al", "two pears", None),
+                Quota {
+                    per_mailbox: 2,
+                    per_sender_bytes: i64::MAX
+                }
+            )
+            .await
+            .unwrap(),
             SendOutcome::Stored { .. }
         ));
         assert_eq!(
-            s.send_message(msg("al", "three", None), 2).await.unwrap(),
+            s.send_message(
+                msg("al", "three", None),
+                Quota {
+                    per_mailbox: 2,
+                    per_sender_bytes: i64::MAX
+                }
+            )
+            .await
+            .unwrap(),
             SendOutcome::Full { open: 2 }
         );
         let (page, more) = s.read_inbox(&q("al", 0)).unwrap();

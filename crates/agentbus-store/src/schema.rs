@@ -117,6 +117,26 @@ pub(crate) const MIGRATIONS: &[&str] = &[
      CREATE INDEX events_ts ON events(ts_ms);",
     // 3: how a held jekt arrived (host, channel, wan), kept for its replay.
     "ALTER TABLE held_jekts ADD COLUMN delivery TEXT NOT NULL DEFAULT 'host';",
+    // Bytes of unacked mail per sender, for the per-sender cap (a sender
+    // cannot fill the disk by spreading mail over many mailboxes); kept
+    // by triggers, like the quota.
+    "CREATE TABLE sender_open (
+        sender TEXT PRIMARY KEY,
+        bytes INTEGER NOT NULL
+     ) WITHOUT ROWID;
+     INSERT INTO sender_open(sender, bytes)
+       SELECT sender, SUM(length(CAST(body AS BLOB))) FROM messages WHERE acked_ms IS NULL GROUP BY sender;
+     CREATE TRIGGER sender_open_insert AFTER INSERT ON messages WHEN new.acked_ms IS NULL BEGIN
+        INSERT INTO sender_open(sender, bytes) VALUES (new.sender, length(CAST(new.body AS BLOB)))
+          ON CONFLICT(sender) DO UPDATE SET bytes = bytes + excluded.bytes;
+     END;
+     CREATE TRIGGER sender_open_ack AFTER UPDATE OF acked_ms ON messages
+       WHEN old.acked_ms IS NULL AND new.acked_ms IS NOT NULL BEGIN
+        UPDATE sender_open SET bytes = bytes - length(CAST(old.body AS BLOB)) WHERE sender = old.sender;
+     END;
+     CREATE TRIGGER sender_open_delete AFTER DELETE ON messages WHEN old.acked_ms IS NULL BEGIN
+        UPDATE sender_open SET bytes = bytes - length(CAST(old.body AS BLOB)) WHERE sender = old.sender;
+     END;",
 ];
 
 /// Applies the `migrations` not yet applied to this database.

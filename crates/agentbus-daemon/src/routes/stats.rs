@@ -35,5 +35,8 @@ async fn stats(State(state): State<AppState>, _: AdminOnly) -> Json<serde_json::
         // Registry entries ignored because another user could have
         // written them (each reported once in the log).
         "registry_untrusted": state.registry().map_or(0, |r| r.untrusted()),
+        // Refusals counted under a flood and not written one row each
+        // (the audit log has one summary row per group and minute).
+        "refusals_counted": state.refusals_counted(),
     }))
 }

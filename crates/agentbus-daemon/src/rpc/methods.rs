@@ -320,6 +320,9 @@ pub async fn dispatch(
     if !detail.is_empty() {
         record = record.detail(super::truncate(&detail.join(" "), 300).to_string());
     }
+    if result.is_err() {
+        record = record.refusal();
+    }
     state.audit(record).await;
     Some(answer(&id?, result))
 }

@@ -257,7 +257,8 @@ pub async fn serve(state: AppState, socket: WebSocket, caller: Option<Caller>) {
                                 Some("batch"),
                                 "batch_too_large",
                             )
-                            .detail(format!("calls={calls}")),
+                            .detail(format!("calls={calls}"))
+                            .refusal(),
                         )
                         .await;
                     session.send(&protocol::answer(&Value::Null, Err(e))).await;
