@@ -10,22 +10,26 @@ if ! command -v cargo >/dev/null 2>&1; then
   exit 1
 fi
 
-# tmux: the bridge tests drive real tmux servers on private sockets.
-if ! command -v tmux >/dev/null 2>&1; then
-  echo "installing tmux (the tmux bridge tests need it)" >&2
-  SUDO=""
+# Debian packages the tests drive for real: tmux (the bridge tests run
+# private tmux servers) and Chromium (a page in a real browser calls the
+# daemon). Installed when missing.
+apt_install() {
+  local pkg=$1 why=$2 SUDO=""
+  echo "installing $pkg ($why)" >&2
   if [ "$(id -u)" != 0 ]; then
     if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
       SUDO="sudo -n"
     else
-      echo "error: tmux is missing and installing it needs root (apt-get install -y tmux)" >&2
+      echo "error: $pkg is missing and installing it needs root (apt-get install -y $pkg)" >&2
       exit 1
     fi
   fi
   export DEBIAN_FRONTEND=noninteractive
-  $SUDO apt-get install -y -qq tmux >/dev/null 2>&1 \
-    || { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq tmux; }
-fi
+  $SUDO apt-get install -y -qq "$pkg" >/dev/null 2>&1 \
+    || { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq "$pkg"; }
+}
+command -v tmux >/dev/null 2>&1 || apt_install tmux "the tmux bridge tests need it"
+command -v chromium >/dev/null 2>&1 || apt_install chromium "the browser test needs it"
 
 # Python clients the tests drive the real binary with (the official MCP
 # SDK, ...), in a venv under target/ so nothing outside the checkout

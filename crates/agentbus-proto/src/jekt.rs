@@ -566,6 +566,34 @@ pub fn wrap(header: &MarkerHeader<'_>, body: &str) -> String {
     out
 }
 
+/// Feeds arbitrary bytes through the jekt text (a sender name up to the
+/// first NUL, the body after it) and checks what [`wrap`] promises: one
+/// marker block, only characters a paste may hold, no carriage return.
+/// For the fuzz target (`fuzz/`) and the replay of its seeds in the tests.
+#[doc(hidden)]
+pub fn fuzz_wrap(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let (from, body) = text.split_once('\0').unwrap_or(("fuzz", &text));
+    let header = MarkerHeader {
+        from,
+        to: "target",
+        tier: effective_tier(None, body),
+        delivery: Delivery::Host,
+        trust: Trust::SelfDeclared,
+        msg_id: MessageId::new(),
+        priority: Priority::Normal,
+        ts: 0,
+        held_for_s: None,
+    };
+    let out = wrap(&header, body);
+    assert_eq!(count_marker_delimiters(&out), 2, "{out:?}");
+    assert!(out.starts_with(MARKER_OPEN) && out.ends_with(MARKER_CLOSE));
+    assert!(out.chars().all(is_allowed_in_body));
+    assert!(!out.contains('\r'));
+    let clean = sanitize(body).text;
+    assert_eq!(sanitize(&clean).text, clean, "sanitize is idempotent");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -849,6 +877,17 @@ mod tests {
                 .collect::<Vec<_>>()
                 .prop_map(|p| p.concat())
         })
+    }
+
+    #[test]
+    fn the_fuzz_seeds_replay_cleanly() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fuzz/seeds/sanitizer");
+        let mut n = 0;
+        for f in std::fs::read_dir(dir).unwrap().flatten() {
+            fuzz_wrap(&std::fs::read(f.path()).unwrap());
+            n += 1;
+        }
+        assert!(n >= 5, "{n} seeds");
     }
 
     fn hostile_char() -> impl Strategy<Value = char> {

@@ -115,6 +115,57 @@ pub struct Method {
     pub name: &'static str,
     pub family: Family,
     pub handler: Handler,
+    /// Parses params as the handler would, without running it.
+    pub check: fn(Value) -> Result<(), RpcError>,
+}
+
+/// Parses `params` into the params type of handler `_f`, as the call
+/// would (the type is inferred from the handler).
+fn parses<P, R, F, Fut>(name: &str, params: Value, _f: F) -> Result<(), RpcError>
+where
+    P: Params,
+    F: FnOnce(Ctx, P) -> Fut,
+    Fut: Future<Output = Result<R, RpcError>>,
+{
+    parse_params::<P>(name, params).map(drop)
+}
+
+/// Whether `params` are valid for `method`: `None` if there is no such
+/// method.
+pub fn check_params(method: &str, params: Value) -> Option<Result<(), RpcError>> {
+    find(method).map(|m| (m.check)(params))
+}
+
+/// Feeds arbitrary text through the App API's framing and every method's
+/// params parsing, and checks what they promise: no panic, a batch never
+/// empty, positional params always refused with -32602. For the fuzz
+/// target (`fuzz/`) and the replay of its seeds in the tests.
+#[doc(hidden)]
+pub fn fuzz_frame(text: &str) {
+    use super::protocol::{Frame, Item, parse};
+    let items = match parse(text) {
+        Frame::Broken(e) => {
+            assert!(
+                e.code == super::protocol::PARSE_ERROR
+                    || e.code == super::protocol::INVALID_REQUEST
+            );
+            return;
+        }
+        Frame::Single(i) => vec![i],
+        Frame::Batch(items) => {
+            assert!(!items.is_empty());
+            items
+        }
+    };
+    for item in items {
+        let Item::Call(call) = item else { continue };
+        let positional = matches!(&call.params, Value::Array(a) if !a.is_empty());
+        if let Some(r) = check_params(&call.method, call.params)
+            && positional
+        {
+            assert_eq!(r.map_err(|e| e.code), Err(INVALID_PARAMS));
+        }
+    }
 }
 
 /// A method's params, parsed once. The targets the caller's scopes are
@@ -176,6 +227,7 @@ macro_rules! method {
             name: $name,
             family: Family::$family,
             handler: |ctx, params| Box::pin(typed($name, Family::$family, ctx, params, $f)),
+            check: |params| parses($name, params, $f),
         }
     };
 }
@@ -382,6 +434,37 @@ pub fn missing(what: &str) -> RpcError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn positional_params_are_refused_for_every_method() {
+        for m in TABLE {
+            for params in [
+                serde_json::json!(["bob"]),
+                serde_json::json!([{"agent_id": "bob"}]),
+                serde_json::json!([null, "x", 1]),
+            ] {
+                let e = (m.check)(params).unwrap_err();
+                assert_eq!(e.code, INVALID_PARAMS, "{}", m.name);
+                assert!(
+                    e.message.contains("positional"),
+                    "{}: {}",
+                    m.name,
+                    e.message
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_fuzz_seeds_replay_cleanly() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fuzz/seeds/jsonrpc");
+        let mut n = 0;
+        for f in std::fs::read_dir(dir).unwrap().flatten() {
+            fuzz_frame(&String::from_utf8_lossy(&std::fs::read(f.path()).unwrap()));
+            n += 1;
+        }
+        assert!(n >= 5, "{n} seeds");
+    }
 
     #[test]
     fn the_table_has_each_name_once() {
