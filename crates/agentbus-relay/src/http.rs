@@ -312,22 +312,23 @@ fn parse_head(buf: &[u8], max: usize) -> Result<Option<Head>, HeadError> {
     }))
 }
 
-/// A decimal number written as RFC 9110 has it: ASCII digits only (no
-/// sign, space or other form a lenient parser takes), at most 18 of
-/// them, so it always fits.
-fn decimal(s: &str) -> Option<usize> {
-    if s.is_empty() || s.len() > 18 || !s.bytes().all(|b| b.is_ascii_digit()) {
+/// A size written as HTTP has it: digits of `radix` only (no sign, space
+/// or other form a lenient parser takes), few enough that it always fits.
+fn strict_size(s: &str, radix: u32, max_digits: usize) -> Option<usize> {
+    if s.is_empty() || s.len() > max_digits || !s.chars().all(|c| c.is_digit(radix)) {
         return None;
     }
-    s.parse().ok()
+    usize::from_str_radix(s, radix).ok()
 }
 
-/// A chunk size: hex digits only, at most 15 (it always fits).
+/// A `Content-Length`: decimal, at most 18 digits.
+fn decimal(s: &str) -> Option<usize> {
+    strict_size(s, 10, 18)
+}
+
+/// A chunk size: hex, at most 15 digits.
 fn chunk_size(s: &str) -> Option<usize> {
-    if s.is_empty() || s.len() > 15 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return None;
-    }
-    usize::from_str_radix(s, 16).ok()
+    strict_size(s, 16, 15)
 }
 
 #[derive(Debug, PartialEq)]

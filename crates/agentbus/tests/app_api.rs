@@ -9,15 +9,7 @@ use common::{Cred, Daemon, eventually, run_python};
 use serde_json::{Value, json};
 
 fn args(d: &Daemon, scenario: &str, extra: &[&str]) -> Vec<String> {
-    let mut v = vec![
-        scenario.to_string(),
-        "--url".into(),
-        d.url.clone(),
-        "--key".into(),
-        d.key.clone(),
-    ];
-    v.extend(extra.iter().map(|s| s.to_string()));
-    v
+    d.app_api_args(scenario, extra)
 }
 
 fn err_code(answer: &Value) -> &str {
@@ -212,15 +204,7 @@ async fn agent_tokens_are_held_to_their_scopes_and_rate() {
     let d = Daemon::start_with("[app_api]\ncalls_per_s = 1.0\ncalls_burst = 20.0\n");
     let worker = d.open("worker", "shell", &["sh"]).await;
     let other = d.open("other", "shell", &["sh"]).await;
-    // The token of worker's own pane (re-minted by binding the name again).
-    let (_, reg) = d
-        .post(
-            "/agentmux/reactive/register",
-            &json!({"agent_id": "worker", "block_id": worker["block_id"]}),
-            &Cred::Key,
-        )
-        .await;
-    let own_token = reg["token"].as_str().unwrap().to_string();
+    let own_token = d.own_token("worker", &worker).await;
     let minted = d.cli(&[
         "token",
         "create",

@@ -18,36 +18,16 @@ calls_per_s = 100000.0
 calls_burst = 100000.0
 "#;
 
-/// The token of `name`'s own pane (binding the name again mints it).
-async fn own_token(d: &Daemon, name: &str, block: &Value) -> String {
-    let (_, reg) = d
-        .post(
-            "/agentmux/reactive/register",
-            &json!({"agent_id": name, "block_id": block}),
-            &Cred::Key,
-        )
-        .await;
-    reg["token"].as_str().unwrap().to_string()
-}
-
 async fn attack(d: &Daemon, token: &str, victim: &str, victim_block: &str) -> Value {
-    run_python(
-        "app_api.py",
-        vec![
-            "hostile".into(),
-            "--url".into(),
-            d.url.clone(),
-            "--key".into(),
-            d.key.clone(),
-            "--token".into(),
-            token.into(),
-            "--victim".into(),
-            victim.into(),
-            "--victim-block".into(),
-            victim_block.into(),
-        ],
-    )
-    .await
+    let args = [
+        "--token",
+        token,
+        "--victim",
+        victim,
+        "--victim-block",
+        victim_block,
+    ];
+    run_python("app_api.py", d.app_api_args("hostile", &args)).await
 }
 
 /// Nothing the attack sent reached bob: its program read no byte, it is
@@ -74,7 +54,7 @@ async fn positional_params_and_name_variants_never_reach_another_agent() {
     let alice = d.open("alice", "shell", &["sh"]).await;
     let (_, b) = d.get("/v1/agents/bob", &Cred::Key).await;
     let bob_block = b["block_id"].as_str().unwrap().to_string();
-    let token = own_token(&d, "alice", &alice["block_id"]).await;
+    let token = d.own_token("alice", &alice).await;
 
     let r = attack(&d, &token, "bob", &bob_block).await;
     assert_untouched(&d, &r, &bob).await;
@@ -161,22 +141,9 @@ async fn batches_are_capped_and_count_against_the_rate_as_a_whole() {
         "[app_api]\nmax_in_flight = 8\nmax_batch = 100\ncalls_per_s = 0.5\ncalls_burst = 12.0\n",
     );
     let w = d.open("w", "shell", &["sh"]).await;
-    let token = own_token(&d, "w", &w["block_id"]).await;
-    let r = run_python(
-        "app_api.py",
-        vec![
-            "batches".into(),
-            "--url".into(),
-            d.url.clone(),
-            "--key".into(),
-            d.key.clone(),
-            "--token".into(),
-            token,
-            "--burst".into(),
-            "8".into(),
-        ],
-    )
-    .await;
+    let token = d.own_token("w", &w).await;
+    let args = d.app_api_args("batches", &["--token", &token, "--burst", "8"]);
+    let r = run_python("app_api.py", args).await;
     // max_batch is clamped to max_in_flight: 9 calls is one too many.
     assert_eq!(r["admin_too_large"]["error"]["code"], -32600, "{r}");
     assert!(
@@ -199,7 +166,7 @@ async fn agent_tokens_read_only_their_own_state_on_the_reactive_routes() {
     let d = Daemon::start();
     d.open("bob", "shell", &["sh"]).await;
     let a = d.open("alice", "shell", &["sh"]).await;
-    let token = own_token(&d, "alice", &a["block_id"]).await;
+    let token = d.own_token("alice", &a).await;
     let cred = Cred::Token(token);
     let (status, body) = d
         .get("/agentmux/reactive/agent?agent_id=alice", &cred)

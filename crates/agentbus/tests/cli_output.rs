@@ -73,6 +73,11 @@ s = http.server.HTTPServer(("127.0.0.1", 0), H)
 print(s.server_address[1], flush=True)
 s.serve_forever()
 "#;
+    python_server(script)
+}
+
+/// Runs a Python HTTP server script that prints its port first.
+fn python_server(script: &str) -> (std::process::Child, String) {
     let mut child = Command::new("python3")
         .args(["-c", script])
         .stdout(Stdio::piped())
@@ -167,18 +172,7 @@ print(s.server_address[1], flush=True)
 s.serve_forever()
 "#
     );
-    let mut child = Command::new("python3")
-        .args(["-c", &script])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut port = String::new();
-    let mut out = child.stdout.take().unwrap();
-    let mut b = [0u8; 1];
-    while out.read(&mut b).unwrap() == 1 && b[0] != b'\n' {
-        port.push(b[0] as char);
-    }
-    (child, format!("http://127.0.0.1:{port}"))
+    python_server(&script)
 }
 
 #[test]

@@ -56,14 +56,7 @@ async fn a_pane_sees_no_secret_of_the_daemon_but_its_own_token() {
     // Agents on both, so both forward tokens are in the registry.
     let other = a.open("other", "shell", &["sh"]).await;
     b.open("far", "shell", &["sh"]).await;
-    let (_, reg) = a
-        .post(
-            "/agentmux/reactive/register",
-            &json!({"agent_id": "other", "block_id": other["block_id"]}),
-            &Cred::Key,
-        )
-        .await;
-    let other_token = reg["token"].as_str().unwrap().to_string();
+    let other_token = a.own_token("other", &other).await;
     let minted = a.cli(&["token", "create", "--agent", "other", "--scope", "agent.*"]);
     assert!(minted.status.success(), "{minted:?}");
     let extra_token = String::from_utf8(minted.stdout).unwrap().trim().to_string();

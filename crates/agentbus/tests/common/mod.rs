@@ -373,6 +373,34 @@ impl Daemon {
     }
 
     /// Registers an external agent; returns its token.
+    /// The token of `name`'s own pane, opened as `opened` says (binding
+    /// the name to its block again mints a new one).
+    pub async fn own_token(&self, name: &str, opened: &Value) -> String {
+        let (status, reg) = self
+            .post(
+                "/agentmux/reactive/register",
+                &json!({"agent_id": name, "block_id": opened["block_id"]}),
+                &Cred::Key,
+            )
+            .await;
+        assert_eq!(status, 200, "{reg}");
+        reg["token"].as_str().unwrap().to_string()
+    }
+
+    /// Arguments for `tests/python/app_api.py`: the scenario, this
+    /// daemon's URL and key, then `extra`.
+    pub fn app_api_args(&self, scenario: &str, extra: &[&str]) -> Vec<String> {
+        let mut v = vec![
+            scenario.to_string(),
+            "--url".into(),
+            self.url.clone(),
+            "--key".into(),
+            self.key.clone(),
+        ];
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    }
+
     pub async fn register(&self, name: &str) -> String {
         let (status, body) = self
             .post(
