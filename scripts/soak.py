@@ -12,16 +12,25 @@ Meanwhile one of the three processes is killed every few seconds and
 started again on its data; B's agents are opened again after it comes
 back. At the end everything runs until the counts stop changing, and the
 table says, per kind: sent (distinct ids), acknowledged, found at B (mail
-in the mailboxes; jekts in what the agents' programs read), lost
-(acknowledged, not found) and duplicates (found more than once). The exit
-status is 1 if anything acknowledged was lost or anything duplicated.
-Standard library only.
+in the mailboxes; jekts pasted *and submitted* into an agent's program),
+lost (acknowledged, not found) and duplicates (a message stored twice; a
+jekt submitted twice to one program). The exit status is 1 if anything
+acknowledged was lost or anything duplicated.
+
+A kill -9 of B kills its agents' programs with it, as a crash of a
+machine would: a jekt being typed at that moment reached a program that
+is gone, and B, which had not yet recorded it, types it again into the
+agent's new program after the restart. So each start of an agent's
+program records into a file of its own, and a jekt counts as duplicated
+only if one program read it twice. Standard library only.
 """
 
 import argparse
 import json
 import os
 import random
+import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -112,10 +121,15 @@ class Daemon:
             return self.url, self.key
 
 
+OPENS = [0]
+
+
 def open_sinks(b, binary, outdir):
     url, key = b.creds()
+    OPENS[0] += 1
     for a in AGENTS:
-        out = os.path.join(outdir, a + ".bytes")
+        # One file per start of the program (see the module's doc).
+        out = os.path.join(outdir, f"{a}.{OPENS[0]}.bytes")
         for _ in range(50):
             try:
                 call(url, "POST", "/v1/agents", key, {
@@ -180,18 +194,25 @@ def found_mail(b):
     return seen
 
 
+SUBMITTED = re.compile(rb"\x1b\[200~\[JEKT:(.*?)\[/JEKT\]\x1b\[201~\r", re.S)
+
+
 def found_jekts(outdir):
+    """Per id: how many times one program read it submitted, at most (and
+    each program's file counts once for `found`)."""
     seen = {}
-    for a in AGENTS:
-        try:
-            with open(os.path.join(outdir, a + ".bytes"), "rb") as f:
-                text = f.read().decode("utf-8", "replace")
-        except FileNotFoundError:
+    for name in os.listdir(outdir):
+        if not name.endswith(".bytes"):
             continue
-        for block in text.split("[JEKT:")[1:]:
-            words = [w for w in block.replace("\n", " ").split() if w.startswith("soak-")]
+        with open(os.path.join(outdir, name), "rb") as f:
+            data = f.read()
+        here = {}
+        for block in SUBMITTED.findall(data):
+            words = [w for w in block.decode("utf-8", "replace").split() if w.startswith("soak-")]
             if words:
-                seen[words[0]] = seen.get(words[0], 0) + 1
+                here[words[0]] = here.get(words[0], 0) + 1
+        for rid, n in here.items():
+            seen[rid] = max(seen.get(rid, 0), n)
     return seen
 
 
@@ -247,11 +268,11 @@ def main():
     last, still = None, 0
     give_up = time.time() + 120
     while time.time() < give_up:
-        now = (len(found_mail(b)), len(found_jekts(work)))
+        mail, jekts = found_mail(b), found_jekts(work)
+        now = (len(mail), len(jekts))
         still = still + 1 if now == last else 0
         last = now
-        acked_all = all(r in found_mail(b) for r in counts.acked["message"]) and \
-            all(r in found_jekts(work) for r in counts.acked["jekt"])
+        acked_all = counts.acked["message"] <= mail.keys() and counts.acked["jekt"] <= jekts.keys()
         if acked_all or still >= 10:
             break
         time.sleep(1)
@@ -274,6 +295,10 @@ def main():
           f" over {args.seconds:.0f} s")
     for proc in (a.proc, b.proc, relay):
         proc.stop()
+    if bad:
+        print(f"kept for a look: {work}", file=sys.stderr)
+    else:
+        shutil.rmtree(work, ignore_errors=True)
     return 1 if bad else 0
 
 

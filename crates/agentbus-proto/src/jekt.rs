@@ -3,10 +3,17 @@
 //! Vocabulary:
 //! - **body**: the text a sender wants the recipient to read.
 //! - **sanitize**: remove everything from the body that a terminal would
-//!   act on or that hides text (escape strings, control characters, bidi
-//!   and zero-width characters) and cap its length.
-//! - **neutralize**: rewrite anything in the body that reads as a marker
-//!   delimiter, so a body can neither close the real block nor open a fake.
+//!   act on or that is not shown (escape strings, control characters, and
+//!   what Unicode's tables call default-ignorable, variation selectors
+//!   and format characters) and cap its length.
+//! - **as read**: the text as a person or a model reads it, for comparing
+//!   spellings: compatibility forms folded (NFKC), look-alike letters
+//!   taken for the letter they look like (the UTS #39 confusable
+//!   skeleton, with the text lower-cased first and as written), marks and
+//!   unseen characters ignored.
+//! - **neutralize**: rewrite anything in the body that, as read, is a
+//!   marker delimiter, so a body can neither close the real block nor
+//!   open a fake.
 //! - **marker**: the `[JEKT:...]` ... `[/JEKT]` block wrapped around the
 //!   body, whose header fields (sender, trust, tier, ...) are computed by
 //!   the daemon, never copied from the request.

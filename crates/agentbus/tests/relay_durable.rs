@@ -114,3 +114,26 @@ async fn two_thousand_long_polls_are_held_and_each_woken() {
         assert_eq!(got, Some(vec![format!("for w{i}")]), "waiter {i}");
     }
 }
+
+#[tokio::test]
+async fn the_wal_is_cut_back_once_the_relay_is_quiet() {
+    let r = Relay::start(&[]);
+    let body = "z".repeat(4_000);
+    for i in 0..1_500 {
+        let (s, _) = r
+            .send(
+                json!({"from": "a", "to": format!("q{}", i % 7), "msg": body}),
+                None,
+            )
+            .await;
+        assert_eq!(s, 200);
+    }
+    let wal = r.dir.path().join("relay.db-wal");
+    let grown = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+    assert!(grown > 1 << 20, "the sends made a WAL of {grown} bytes");
+    eventually("the WAL truncated", 15, async || {
+        let len = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+        (len <= 1 << 20).then_some(())
+    })
+    .await;
+}
