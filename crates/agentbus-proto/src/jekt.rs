@@ -306,7 +306,8 @@ static ASCII_READINGS: std::sync::LazyLock<Vec<[String; 2]>> = std::sync::LazyLo
 /// text.
 #[derive(Debug, Clone)]
 struct Read {
-    alts: Vec<Vec<char>>,
+    // Borrowed from a table for ASCII (most text), owned otherwise.
+    alts: std::borrow::Cow<'static, [Vec<char>]>,
     from: usize,
 }
 
@@ -327,26 +328,42 @@ fn read_text(chars: &[char], skip_space: bool) -> Vec<Read> {
         if c.is_whitespace() {
             if !skip_space {
                 out.push(Read {
-                    alts: vec![vec![' ']],
+                    alts: std::borrow::Cow::Borrowed(&SPACE_ALTS[..]),
                     from: i,
                 });
             }
             continue;
         }
-        let [a, b] = readings(c);
-        let mut alts: Vec<Vec<char>> = Vec::with_capacity(2);
-        for r in [a, b] {
-            let r: Vec<char> = r.chars().collect();
-            if !r.is_empty() && !alts.contains(&r) {
-                alts.push(r);
-            }
-        }
+        let alts = if c.is_ascii() {
+            std::borrow::Cow::Borrowed(&ASCII_ALTS[c as usize][..])
+        } else {
+            std::borrow::Cow::Owned(alternatives(readings(c)))
+        };
         if !alts.is_empty() {
             out.push(Read { alts, from: i });
         }
     }
     out
 }
+
+/// The distinct, non-empty readings of a character.
+fn alternatives(readings: [String; 2]) -> Vec<Vec<char>> {
+    let mut alts: Vec<Vec<char>> = Vec::with_capacity(2);
+    for r in readings {
+        let r: Vec<char> = r.chars().collect();
+        if !r.is_empty() && !alts.contains(&r) {
+            alts.push(r);
+        }
+    }
+    alts
+}
+
+/// [`alternatives`] of each ASCII character, computed once.
+static ASCII_ALTS: std::sync::LazyLock<Vec<Vec<Vec<char>>>> =
+    std::sync::LazyLock::new(|| ASCII_READINGS.iter().cloned().map(alternatives).collect());
+
+static SPACE_ALTS: std::sync::LazyLock<Vec<Vec<char>>> =
+    std::sync::LazyLock::new(|| vec![vec![' ']]);
 
 /// `word` (lower-case ASCII) as its readings spell it.
 fn spelled(word: &str) -> Vec<char> {
