@@ -591,56 +591,36 @@ mod tests {
         s.close();
     }
 
+    /// A quota of two messages a mailbox, and no cap per sender.
+    const TWO: Quota = Quota {
+        per_mailbox: 2,
+        per_sender_bytes: i64::MAX,
+    };
+
     #[tokio::test]
     async fn quota_receipts_duplicates_and_search() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(&dir.path().join("m.db")).unwrap();
         assert!(matches!(
-            s.send_message(
-                msg("al", "one apple", Some("r1")),
-                Quota {
-                    per_mailbox: 2,
-                    per_sender_bytes: i64::MAX
-                }
-            )
-            .await
-            .unwrap(),
+            s.send_message(msg("al", "one apple", Some("r1")), TWO)
+                .await
+                .unwrap(),
             SendOutcome::Stored { .. }
         ));
         assert!(matches!(
-            s.send_message(
-                msg("al", "again", Some("r1")),
-                Quota {
-                    per_mailbox: 2,
-                    per_sender_bytes: i64::MAX
-                }
-            )
-            .await
-            .unwrap(),
+            s.send_message(msg("al", "again", Some("r1")), TWO)
+                .await
+                .unwrap(),
             SendOutcome::Duplicate { .. }
         ));
         assert!(matches!(
-            s.send_message(
-                msg("al", "two pears", None),
-                Quota {
-                    per_mailbox: 2,
-                    per_sender_bytes: i64::MAX
-                }
-            )
-            .await
-            .unwrap(),
+            s.send_message(msg("al", "two pears", None), TWO)
+                .await
+                .unwrap(),
             SendOutcome::Stored { .. }
         ));
         assert_eq!(
-            s.send_message(
-                msg("al", "three", None),
-                Quota {
-                    per_mailbox: 2,
-                    per_sender_bytes: i64::MAX
-                }
-            )
-            .await
-            .unwrap(),
+            s.send_message(msg("al", "three", None), TWO).await.unwrap(),
             SendOutcome::Full { open: 2 }
         );
         let (page, more) = s.read_inbox(&q("al", 0)).unwrap();

@@ -68,18 +68,21 @@ class H(http.server.BaseHTTPRequestHandler):
         self.send_header("content-type", "application/json")
         self.send_header("content-length", str(len(body)))
         self.end_headers(); self.wfile.write(body)
-    def log_message(self, *a): pass
-s = http.server.HTTPServer(("127.0.0.1", 0), H)
-print(s.server_address[1], flush=True)
-s.serve_forever()
 "#;
     python_server(script)
 }
 
-/// Runs a Python HTTP server script that prints its port first.
-fn python_server(script: &str) -> (std::process::Child, String) {
+/// Runs a Python HTTP server whose request handler class `H` is defined
+/// by `handler`; the server prints its port first.
+fn python_server(handler: &str) -> (std::process::Child, String) {
+    let script = format!(
+        "{handler}    def log_message(self, *a): pass\n\
+         s = http.server.HTTPServer((\"127.0.0.1\", 0), H)\n\
+         print(s.server_address[1], flush=True)\n\
+         s.serve_forever()\n"
+    );
     let mut child = Command::new("python3")
-        .args(["-c", script])
+        .args(["-c", &script])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -166,10 +169,6 @@ class H(http.server.BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("content-length", str(len(body)))
         self.end_headers(); self.wfile.write(body)
-    def log_message(self, *a): pass
-s = http.server.HTTPServer(("127.0.0.1", 0), H)
-print(s.server_address[1], flush=True)
-s.serve_forever()
 "#
     );
     python_server(&script)
