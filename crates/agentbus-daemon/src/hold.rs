@@ -1,4 +1,5 @@
-//! The durable hold (reactive-bus.md, "Durable hold").
+//! The durable hold: jekts for agents that are offline (docs/jekt.md,
+//! "The durable hold").
 //!
 //! A jekt for a known agent with no running pane is stored — 24 h, 64 per
 //! agent, 1,000 per instance, `hold_full` (507) beyond — and its caller is

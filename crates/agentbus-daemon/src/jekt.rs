@@ -1,6 +1,6 @@
 //! Delivering a jekt into a terminal.
 //!
-//! The journey (reactive-bus.md, "Delivering a jekt into a terminal"):
+//! The journey (ARCHITECTURE.md, "A jekt's journey"):
 //! 1. who sends it, and how sure we are (`TRUST`), from the credential;
 //! 2. a `request_id` seen before is answered from its first delivery;
 //! 3. the hop limit, then the rate limits (agent senders);

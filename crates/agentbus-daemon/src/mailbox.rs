@@ -1,4 +1,4 @@
-//! The message verb: durable mailboxes (reactive-bus.md, "Mailbox").
+//! The message verb: durable mailboxes (docs/mailbox.md).
 //!
 //! A send is answered only after the message is committed. A read returns
 //! unacked messages after a cursor, oldest first, and marks what it

@@ -1,4 +1,5 @@
-//! The cross-instance registry (seed 003, improved per reactive-bus.md).
+//! The cross-instance registry: how instances of one user on one machine
+//! find each other's agents (docs/relay.md, "Instances on one machine").
 //!
 //! Every instance of a user shares `<registry dir>/agents/`: one file per
 //! agent, `<agent_id>.json`, naming the instance that hosts it. A jekt for

@@ -176,7 +176,7 @@ impl Serialize for IdleWait {
     }
 }
 
-/// `POST /agentmux/reactive/inject` (seed 000).
+/// `POST /agentmux/reactive/inject` (the reactive routes; docs/http-api.md).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct InjectRequest {
     pub target_agent: AgentId,
@@ -248,7 +248,7 @@ pub struct InjectResponse {
     pub duplicate: bool,
 }
 
-/// `POST /agentmux/reactive/register` (seed 000).
+/// `POST /agentmux/reactive/register` (the reactive routes; docs/http-api.md).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RegisterRequest {
     pub agent_id: AgentId,
@@ -269,7 +269,7 @@ pub struct RegisterResponse {
     pub token: String,
 }
 
-/// `POST /agentmux/reactive/unregister` (seed 000).
+/// `POST /agentmux/reactive/unregister` (the reactive routes; docs/http-api.md).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct UnregisterRequest {
     pub agent_id: AgentId,
@@ -721,7 +721,7 @@ pub struct HeldJekt {
     pub body_len: usize,
 }
 
-/// `POST /agentmux/reactive/poller/config` (seed 000): where the poller
+/// `POST /agentmux/reactive/poller/config` (the reactive routes; docs/http-api.md): where the poller
 /// long-polls. Both empty stops it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PollerConfigRequest {

@@ -3,9 +3,10 @@
 //! A relay's job is to hold thousands of long-polls that do nothing but
 //! wait. hyper keeps an 8 KiB read buffer and an 8 KiB write buffer for
 //! the life of every connection (about 18 KiB resident per waiting
-//! long-poll, measured), four times the budget in quality.md. Here a
-//! connection owns only its socket between requests: the read buffer is
-//! freed once a request is taken from it, the response is built and
+//! long-poll, measured), four times the 5 KB per waiter the README's
+//! relay benchmark aims at. Here a connection owns only its socket
+//! between requests: the read buffer is freed once a request is taken
+//! from it, the response is built and
 //! written in one piece, and the handler's future lives on the heap only
 //! while it runs. Parsing is `httparse` (the parser under hyper).
 //!

@@ -1,6 +1,7 @@
-//! `agentbus bench`: measures this build and prints a table. Targets are
-//! in quality.md; figures are medians or percentiles over runs, beside a
-//! floor measured in the same run where one exists.
+//! `agentbus bench`: measures this build and prints a table, with each
+//! measurement's target (the README's benchmark section); figures are
+//! medians or percentiles over runs, beside a floor measured in the same
+//! run where one exists.
 
 mod daemon;
 mod mailbox;
@@ -53,7 +54,7 @@ pub enum BenchWhat {
         #[arg(long, default_value_t = 2_000)]
         pages: usize,
     },
-    /// Any server of the seed-002 protocol: sends/s, send → long-poll
+    /// Any server of the bus protocol (`/send`, `/recv`; docs/relay.md): sends/s, send → long-poll
     /// latency, memory per waiting long-poll, a connection burst
     Relay(relay::RelayBenchArgs),
 }
