@@ -311,13 +311,8 @@ async fn route(
         }
     };
     check_policy(state, caller, req, &agent).await?;
-    if let Some(r) = &record
-        && let Some(why) = shell_refusal(state, r, caller, from, trust).await
-    {
-        let e = ApiError::forbidden(format!(
-            "{agent} is a shell pane, where a jekt runs as a command; {why}"
-        ));
-        return Err(refused(state, caller, req, "forbidden", e).await);
+    if let Some(r) = &record {
+        check_shell(state, caller, req, from, trust, &agent, r).await?;
     }
 
     let j = Jekt {
@@ -359,6 +354,10 @@ async fn route(
         }
         None => Duration::ZERO,
     };
+    // While it waited, the program in the pane may have become a shell.
+    if max_wait.is_some() {
+        check_shell(state, caller, req, from, trust, &agent, &record).await?;
+    }
 
     let report = match paste(state, &record, &j).await {
         Ok(r) => r,
@@ -430,22 +429,48 @@ pub(crate) async fn is_shell_pane(record: &PaneRecord) -> bool {
     if record.provider == Provider::Shell {
         return true;
     }
-    if record.pane.tmux().is_some() {
-        return record
-            .pane
-            .foreground_program()
-            .await
-            .is_some_and(|p| is_shell(&p));
-    }
-    let (Some(group), Some(pid)) = (record.pane.foreground_group(), record.pane.pid()) else {
+    // The common case costs one look: a foreground led by a program that
+    // is not a shell is that program's.
+    let Some(leader) = record.pane.foreground_program().await else {
         return false;
+    };
+    if !is_shell(&leader) {
+        return false;
+    }
+    // A shell leads it. tmux tells no more; for a PTY of our own, the
+    // tracker tells whether the shell runs a program in its own group.
+    let (Some(group), Some(pid)) = (record.pane.foreground_group(), record.pane.pid()) else {
+        return true;
     };
     let tree = tokio::task::spawn_blocking(move || crate::tracker::tree(Some(pid)))
         .await
         .map(|t| t.processes)
         .unwrap_or_default();
-    let mut foreground = tree.iter().filter(|p| p.pgrp == group).peekable();
-    foreground.peek().is_some() && foreground.all(|p| is_shell(&p.comm))
+    tree.iter()
+        .filter(|p| p.pgrp == group)
+        .all(|p| is_shell(&p.comm))
+}
+
+/// Refuses (403, audited) a jekt this sender may not type into `record`
+/// because it is a shell pane.
+async fn check_shell(
+    state: &AppState,
+    caller: &Identity,
+    req: &InjectRequest,
+    from: &str,
+    trust: Trust,
+    agent: &AgentId,
+    record: &PaneRecord,
+) -> Result<(), ApiError> {
+    match shell_refusal(state, record, caller, from, trust).await {
+        None => Ok(()),
+        Some(why) => {
+            let e = ApiError::forbidden(format!(
+                "{agent} is a shell pane, where a jekt runs as a command; {why}"
+            ));
+            Err(refused(state, caller, req, "forbidden", e).await)
+        }
+    }
 }
 
 /// Why this sender may not jekt `record`, if it is a shell pane and the

@@ -99,7 +99,6 @@ impl Limiter {
         self
     }
 
-    /// Counts one App API call of token `key`, or refuses it.
     /// The limiter's state. A panic elsewhere while it was held leaves
     /// counts that are still counts: limits keep holding (never fail open).
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {

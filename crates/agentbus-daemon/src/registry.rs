@@ -240,8 +240,6 @@ impl Registry {
         Some((status, bytes))
     }
 
-    /// Deletes stale entries, entries of dead instances and unreadable
-    /// files; returns how many.
     /// Deletes stale entries, entries of dead instances and files of this
     /// user's that do not parse; returns how many. Entries another user
     /// could have written are left alone (ignored, reported).

@@ -83,12 +83,16 @@ pub async fn shutdown_requested(rx: &mut watch::Receiver<bool>) {
 }
 
 /// An audit entry being built. Bodies contribute only length and hash.
-pub struct AuditRecord(NewAudit, bool);
+pub struct AuditRecord {
+    entry: NewAudit,
+    /// A refusal: sampled under a flood (see [`crate::refusals`]).
+    refusal: bool,
+}
 
 impl AuditRecord {
     pub fn new(actor: impl Into<String>, kind: &str, target: Option<&str>, outcome: &str) -> Self {
-        Self(
-            NewAudit {
+        Self {
+            entry: NewAudit {
                 ts_ms: now_ms(),
                 actor: actor.into(),
                 kind: kind.into(),
@@ -96,25 +100,25 @@ impl AuditRecord {
                 outcome: outcome.into(),
                 ..Default::default()
             },
-            false,
-        )
+            refusal: false,
+        }
     }
 
     /// Marks this a refusal: under a flood, refusals are sampled (see
     /// [`crate::refusals`]).
     pub fn refusal(mut self) -> Self {
-        self.1 = true;
+        self.refusal = true;
         self
     }
 
     pub fn body(mut self, body: &str) -> Self {
-        self.0.body_len = Some(body.len() as i64);
-        self.0.body_sha256 = Some(hex::encode(Sha256::digest(body.as_bytes())));
+        self.entry.body_len = Some(body.len() as i64);
+        self.entry.body_sha256 = Some(hex::encode(Sha256::digest(body.as_bytes())));
         self
     }
 
     pub fn detail(mut self, detail: impl Into<String>) -> Self {
-        self.0.detail = Some(detail.into());
+        self.entry.detail = Some(detail.into());
         self
     }
 }
@@ -270,7 +274,7 @@ impl AppState {
     /// Appends to the audit log. A failure is logged, not returned: the
     /// action it records has already happened.
     pub async fn audit(&self, record: AuditRecord) {
-        let AuditRecord(entry, refusal) = record;
+        let AuditRecord { entry, refusal } = record;
         if refusal
             && !self.inner.refusals.admit(
                 &entry.actor,
@@ -281,6 +285,10 @@ impl AppState {
         {
             return;
         }
+        self.append_audit(entry).await;
+    }
+
+    async fn append_audit(&self, entry: NewAudit) {
         if let Err(e) = self.inner.store.append_audit(entry).await {
             tracing::error!(error = %e, "failed to write an audit entry");
         }
@@ -306,10 +314,8 @@ impl AppState {
             if let Some(t) = &s.last_target {
                 detail.push_str(&format!("; the last was for {t}"));
             }
-            let entry = AuditRecord::new(s.actor, &s.kind, None, &s.outcome).detail(detail);
-            if let Err(e) = self.inner.store.append_audit(entry.0).await {
-                tracing::error!(error = %e, "failed to write an audit entry");
-            }
+            let record = AuditRecord::new(s.actor, &s.kind, None, &s.outcome).detail(detail);
+            self.append_audit(record.entry).await;
         }
     }
 

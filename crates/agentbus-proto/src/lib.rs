@@ -24,3 +24,18 @@ pub fn now_ms() -> i64 {
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
 }
+
+/// The committed seed inputs of fuzz target `target` (`fuzz/seeds/`), for
+/// the tests that replay them. Panics (a test's failure) when there are
+/// fewer than five.
+#[doc(hidden)]
+pub fn fuzz_seeds(target: &str) -> Vec<Vec<u8>> {
+    let dir = format!("{}/../../fuzz/seeds/{target}", env!("CARGO_MANIFEST_DIR"));
+    let seeds: Vec<Vec<u8>> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{dir}: {e}"))
+        .flatten()
+        .map(|f| std::fs::read(f.path()).unwrap_or_default())
+        .collect();
+    assert!(seeds.len() >= 5, "{dir} holds {} seeds", seeds.len());
+    seeds
+}

@@ -402,27 +402,21 @@ async fn recv<S: Storage>(st: &RelayState<S>, req: &Request) -> Result<RecvRespo
 async fn inbox<S: Storage>(st: &RelayState<S>, req: &Request) -> Result<InboxCounts, SeedErr> {
     let who = require(st, req).await?;
     let mut recipients = st.storage.inbox().await.map_err(storage_failed)?;
-    let mine = match &who {
+    let mine: Option<std::collections::HashSet<String>> = match &who {
         None => None,
-        Some(TokenOwner::Agent(me)) => Some(consumer_of_agent(me)),
-        Some(TokenOwner::Instance(name)) => Some(consumer_of_instance(name)),
+        Some(TokenOwner::Agent(me)) => Some([me.clone()].into()),
+        Some(TokenOwner::Instance(name)) => Some(
+            st.storage
+                .bound(&consumer_of_instance(name))
+                .await
+                .map_err(storage_failed)?
+                .into_iter()
+                .collect(),
+        ),
     };
     if let Some(mine) = mine {
-        let mut holders: HashMap<String, Option<String>> = HashMap::new();
-        for counts in recipients.values() {
-            for to in counts.keys() {
-                if !holders.contains_key(to) {
-                    let h = match &who {
-                        Some(TokenOwner::Agent(_)) => Some(consumer_of_agent(to)),
-                        _ => st.storage.holder(to).await.map_err(storage_failed)?,
-                    };
-                    holders.insert(to.clone(), h);
-                }
-            }
-        }
         for counts in recipients.values_mut() {
-            counts
-                .retain(|to, _| holders.get(to).and_then(|h| h.as_deref()) == Some(mine.as_str()));
+            counts.retain(|to, _| mine.contains(to));
         }
         recipients.retain(|_, counts| !counts.is_empty());
     }
@@ -612,17 +606,19 @@ async fn ext_ack<S: Storage>(st: &RelayState<S>, req: &Request) -> Result<Value,
     let consumer = consumer(st.mode, &who, a.consumer.as_deref())?;
     // An instance acks only for the agents bound to it, an agent token
     // only for itself.
-    let mut refused = Vec::new();
-    for agent in a.acks.keys() {
-        let ok = match &who {
-            Some(TokenOwner::Agent(me)) => agent == me,
-            Some(TokenOwner::Instance(name)) => instance_may(st, name, agent).await?,
-            None => true,
-        };
-        if !ok {
-            refused.push(agent.clone());
+    let may: Option<Vec<String>> = match &who {
+        Some(TokenOwner::Agent(me)) => Some(vec![me.clone()]),
+        Some(TokenOwner::Instance(_)) => {
+            Some(st.storage.bound(&consumer).await.map_err(storage_failed)?)
         }
-    }
+        None => None,
+    };
+    let refused: Vec<String> = a
+        .acks
+        .keys()
+        .filter(|agent| may.as_ref().is_some_and(|m| !m.contains(agent)))
+        .cloned()
+        .collect();
     a.acks.retain(|agent, _| !refused.contains(agent));
     let n = a.acks.len();
     st.storage

@@ -560,6 +560,24 @@ impl Storage for SqliteStorage {
         .map_err(Into::into)
     }
 
+    async fn bound(&self, consumer: &str) -> Result<Vec<String>> {
+        let consumer = consumer.to_string();
+        let db = self.inner.db.clone();
+        let now = agentbus_proto::now_ms();
+        tokio::task::spawn_blocking(move || {
+            db.read(|c| {
+                Ok(c.prepare_cached(
+                    "SELECT agent FROM bindings WHERE consumer = ?1 AND expires_ms > ?2",
+                )?
+                .query_map(params![consumer, now], |r| r.get::<_, String>(0))?
+                .collect::<rusqlite::Result<Vec<_>>>()?)
+            })
+        })
+        .await
+        .map_err(|e| crate::storage::StorageError::Backend(e.to_string()))?
+        .map_err(Into::into)
+    }
+
     async fn token_owner(&self, digest: &str) -> Result<Option<TokenOwner>> {
         let digest = digest.to_string();
         let db = self.inner.db.clone();

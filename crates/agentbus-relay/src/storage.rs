@@ -166,6 +166,9 @@ pub trait Storage: Clone + Send + Sync + 'static {
     /// The consumer `agent` is bound to, while its lease runs.
     fn holder(&self, agent: &str) -> impl Future<Output = Result<Option<String>>> + Send;
 
+    /// The agents bound to `consumer` whose lease runs.
+    fn bound(&self, consumer: &str) -> impl Future<Output = Result<Vec<String>>> + Send;
+
     /// Tokens: by the SHA-256 of the secret.
     fn token_owner(&self, digest: &str) -> impl Future<Output = Result<Option<TokenOwner>>> + Send;
     fn create_token(

@@ -2,7 +2,7 @@
 //! under another name (`panes::open`, `jekt::inject`, `panes::stop`, ...),
 //! plus the process tracker.
 
-use super::methods::{Ctx, NoParams, Params, missing, which_targets};
+use super::methods::{Ctx, NoParams, Params, missing, targets_by};
 use super::protocol::RpcError;
 use super::scope::Target;
 use crate::agents::PaneRecord;
@@ -109,6 +109,8 @@ impl Params for OpenParams {
     }
 }
 
+targets_by!(agent_or_block: SendParams, StopParams, WhichParams, OutputParams, KillProcessParams, KillTreeParams);
+
 pub async fn open(ctx: Ctx, p: OpenParams) -> Result<Value, RpcError> {
     let running = || {
         ctx.state
@@ -162,12 +164,6 @@ pub struct SendParams {
     wait_for_idle: Option<Value>,
 }
 
-impl Params for SendParams {
-    fn targets(&mut self, state: &AppState) -> Result<Vec<Target>, RpcError> {
-        which_targets(state, &mut self.agent_id, self.block_id)
-    }
-}
-
 pub async fn send(ctx: Ctx, p: SendParams) -> Result<InjectResponse, RpcError> {
     let target = agent_of(&ctx, p.agent_id, p.block_id)?;
     let mut body = json!({ "target_agent": target, "message": p.message });
@@ -201,12 +197,6 @@ pub struct StopParams {
     force: bool,
 }
 
-impl Params for StopParams {
-    fn targets(&mut self, state: &AppState) -> Result<Vec<Target>, RpcError> {
-        which_targets(state, &mut self.agent_id, self.block_id)
-    }
-}
-
 pub async fn stop(ctx: Ctx, p: StopParams) -> Result<Value, RpcError> {
     let id = agent_of(&ctx, p.agent_id, p.block_id)?;
     let r = panes::stop(&ctx.state, &ctx.actor(), &id, p.force).await?;
@@ -225,12 +215,6 @@ pub async fn stop(ctx: Ctx, p: StopParams) -> Result<Value, RpcError> {
 pub struct WhichParams {
     agent_id: Option<AgentId>,
     block_id: Option<BlockId>,
-}
-
-impl Params for WhichParams {
-    fn targets(&mut self, state: &AppState) -> Result<Vec<Target>, RpcError> {
-        which_targets(state, &mut self.agent_id, self.block_id)
-    }
 }
 
 pub async fn status(ctx: Ctx, p: WhichParams) -> Result<AgentInfo, RpcError> {
@@ -258,12 +242,6 @@ pub struct OutputParams {
     follow: bool,
     /// How long a follow may run (default 3600 s).
     follow_s: Option<u64>,
-}
-
-impl Params for OutputParams {
-    fn targets(&mut self, state: &AppState) -> Result<Vec<Target>, RpcError> {
-        which_targets(state, &mut self.agent_id, self.block_id)
-    }
 }
 
 const MAX_LINES: i64 = 100_000;
@@ -411,12 +389,6 @@ pub struct KillProcessParams {
     start_time: Option<u64>,
 }
 
-impl Params for KillProcessParams {
-    fn targets(&mut self, state: &AppState) -> Result<Vec<Target>, RpcError> {
-        which_targets(state, &mut self.agent_id, self.block_id)
-    }
-}
-
 pub async fn kill_process(ctx: Ctx, p: KillProcessParams) -> Result<Value, RpcError> {
     let sig = parse_signal(p.signal.as_deref())?;
     let record = pane_of(&ctx, p.agent_id, p.block_id)?;
@@ -451,12 +423,6 @@ pub struct KillTreeParams {
     block_id: Option<BlockId>,
     /// How long after SIGTERM before SIGKILL (default: the stop grace).
     grace_ms: Option<u64>,
-}
-
-impl Params for KillTreeParams {
-    fn targets(&mut self, state: &AppState) -> Result<Vec<Target>, RpcError> {
-        which_targets(state, &mut self.agent_id, self.block_id)
-    }
 }
 
 /// SIGTERM to every member, then SIGKILL to those still alive after the

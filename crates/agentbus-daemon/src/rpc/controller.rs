@@ -2,11 +2,9 @@
 //! resize; resync; restart; stop.
 
 use super::agent::{pane_of, parse_signal};
-use super::methods::{BlockParams, Ctx, Params, block_target, missing};
+use super::methods::{BlockParams, Ctx, missing, targets_by};
 use super::protocol::{INVALID_PARAMS, RpcError};
-use super::scope::Target;
 use crate::panes::{self, Launch};
-use crate::state::AppState;
 use crate::state::AuditRecord;
 use agentbus_proto::BlockId;
 use agentbus_proto::event::EventKind;
@@ -35,11 +33,7 @@ pub struct InputParams {
     size: Option<Size>,
 }
 
-impl Params for InputParams {
-    fn targets(&mut self, state: &AppState) -> Result<Vec<Target>, RpcError> {
-        Ok(vec![block_target(state, self.block_id)])
-    }
-}
+targets_by!(block: InputParams, ResyncParams, StopParams);
 
 fn not_running(block: BlockId) -> RpcError {
     RpcError::app("NOT_RUNNING", format!("block {block}'s program has exited"))
@@ -105,12 +99,6 @@ pub struct ResyncParams {
     /// Start the program again if it has exited.
     #[serde(default)]
     restart: bool,
-}
-
-impl Params for ResyncParams {
-    fn targets(&mut self, state: &AppState) -> Result<Vec<Target>, RpcError> {
-        Ok(vec![block_target(state, self.block_id)])
-    }
 }
 
 /// The controller's state and its screen as text; with `restart`, an
@@ -200,12 +188,6 @@ pub struct StopParams {
     block_id: BlockId,
     #[serde(default)]
     force: bool,
-}
-
-impl Params for StopParams {
-    fn targets(&mut self, state: &AppState) -> Result<Vec<Target>, RpcError> {
-        Ok(vec![block_target(state, self.block_id)])
-    }
 }
 
 pub async fn stop(ctx: Ctx, p: StopParams) -> Result<Value, RpcError> {

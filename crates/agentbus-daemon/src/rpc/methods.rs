@@ -179,6 +179,33 @@ pub trait Params: DeserializeOwned + Send + 'static {
     }
 }
 
+/// Implements [`Params`] for params types that name their target the
+/// usual way: `agent_or_block` types by `agent_id` and/or `block_id`
+/// (the name resolved in place), `block` types by `block_id` alone.
+macro_rules! targets_by {
+    (agent_or_block: $($t:ty),+ $(,)?) => {$(
+        impl $crate::rpc::methods::Params for $t {
+            fn targets(
+                &mut self,
+                state: &$crate::state::AppState,
+            ) -> Result<Vec<$crate::rpc::scope::Target>, $crate::rpc::protocol::RpcError> {
+                $crate::rpc::methods::which_targets(state, &mut self.agent_id, self.block_id)
+            }
+        }
+    )+};
+    (block: $($t:ty),+ $(,)?) => {$(
+        impl $crate::rpc::methods::Params for $t {
+            fn targets(
+                &mut self,
+                state: &$crate::state::AppState,
+            ) -> Result<Vec<$crate::rpc::scope::Target>, $crate::rpc::protocol::RpcError> {
+                Ok(vec![$crate::rpc::methods::block_target(state, self.block_id)])
+            }
+        }
+    )+};
+}
+pub(crate) use targets_by;
+
 /// Parses params by name. Positional params (an array) are refused: a
 /// struct filled by position could name a target the check never saw.
 pub fn parse_params<P: DeserializeOwned>(name: &str, params: Value) -> Result<P, RpcError> {
@@ -421,11 +448,7 @@ pub struct BlockParams {
     pub block_id: BlockId,
 }
 
-impl Params for BlockParams {
-    fn targets(&mut self, state: &AppState) -> Result<Vec<Target>, RpcError> {
-        Ok(vec![block_target(state, self.block_id)])
-    }
-}
+targets_by!(block: BlockParams);
 
 pub fn missing(what: &str) -> RpcError {
     RpcError::app("MISSING_ARG", what)
@@ -457,13 +480,9 @@ mod tests {
 
     #[test]
     fn the_fuzz_seeds_replay_cleanly() {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fuzz/seeds/jsonrpc");
-        let mut n = 0;
-        for f in std::fs::read_dir(dir).unwrap().flatten() {
-            fuzz_frame(&String::from_utf8_lossy(&std::fs::read(f.path()).unwrap()));
-            n += 1;
+        for seed in agentbus_proto::fuzz_seeds("jsonrpc") {
+            fuzz_frame(&String::from_utf8_lossy(&seed));
         }
-        assert!(n >= 5, "{n} seeds");
     }
 
     #[test]

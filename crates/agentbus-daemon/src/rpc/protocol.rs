@@ -101,6 +101,21 @@ pub enum Frame {
     Broken(RpcError),
 }
 
+impl Frame {
+    /// How many calls (or invalid items) the frame holds.
+    pub fn len(&self) -> usize {
+        match self {
+            Frame::Batch(items) => items.len(),
+            Frame::Single(_) => 1,
+            Frame::Broken(_) => 0,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 pub fn parse(text: &str) -> Frame {
     let v: Value = match serde_json::from_str(text) {
         Ok(v) => v,

@@ -237,10 +237,7 @@ pub async fn serve(state: AppState, socket: WebSocket, caller: Option<Caller>) {
             Some(caller) => {
                 // Each call of a batch holds its own permit: a batch runs
                 // no more calls at once than single frames could.
-                let calls = match &frame {
-                    Frame::Batch(items) => items.len(),
-                    Frame::Single(_) | Frame::Broken(_) => 1,
-                };
+                let calls = frame.len().max(1);
                 if calls > max_batch {
                     let e = RpcError::new(
                         protocol::INVALID_REQUEST,
@@ -297,15 +294,10 @@ async fn handle_frame(
 ) -> Option<Value> {
     // An agent token's calls count against its rate as a whole frame: a
     // batch costs as many calls as it holds, and is refused whole.
-    let calls = match &frame {
-        Frame::Batch(items) => items.len(),
-        Frame::Single(_) => 1,
-        Frame::Broken(_) => 0,
-    };
     let counted: Result<(), RpcError> = match &caller.identity {
-        Identity::Agent(_) if calls > 0 => state
+        Identity::Agent(_) if !frame.is_empty() => state
             .limiter()
-            .check_calls(&caller.limit_key, calls as u32)
+            .check_calls(&caller.limit_key, frame.len() as u32)
             .map_err(|r| ApiError::from(r).into()),
         _ => Ok(()),
     };
