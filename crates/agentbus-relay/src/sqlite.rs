@@ -218,6 +218,18 @@ impl SqliteStorage {
         }
     }
 
+    /// Runs a read on a reader connection, off the async workers.
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&rusqlite::Connection) -> agentbus_store::Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let db = self.inner.db.clone();
+        tokio::task::spawn_blocking(move || db.read(f))
+            .await
+            .map_err(|e| crate::storage::StorageError::Backend(e.to_string()))?
+            .map_err(Into::into)
+    }
+
     fn committed(&self) -> f64 {
         f64::from_bits(self.inner.committed.load(Ordering::Acquire))
     }
@@ -321,9 +333,8 @@ impl Storage for SqliteStorage {
         // Before the query: everything at or below it is visible to it.
         let committed = self.committed();
         let (channel, to) = (channel.to_string(), to.to_string());
-        let db = self.inner.db.clone();
-        let (messages, cut) = tokio::task::spawn_blocking(move || {
-            db.read(|c| {
+        let (messages, cut) = self
+            .read(move |c| {
                 let mut stmt = c.prepare_cached(
                     "SELECT ts, sender, body FROM messages WHERE channel = ?1 AND recipient = ?2 AND ts > ?3 \
                      ORDER BY ts LIMIT ?4",
@@ -343,9 +354,7 @@ impl Storage for SqliteStorage {
                 }
                 Ok((out, false))
             })
-        })
-        .await
-        .map_err(|e| crate::storage::StorageError::Backend(e.to_string()))??;
+            .await?;
         let now = if cut {
             // Cut short: the client must come back right after the last.
             messages.last().map_or(committed, |m| m.0)
@@ -374,9 +383,8 @@ impl Storage for SqliteStorage {
         max_bytes: usize,
     ) -> Result<Vec<RelayEnvelope>> {
         let (consumer, agents) = (consumer.to_string(), agents.to_vec());
-        let db = self.inner.db.clone();
-        tokio::task::spawn_blocking(move || {
-            db.read(|c| {
+        self
+            .read(move |c| {
                 let mut out: Vec<RelayEnvelope> = Vec::new();
                 let mut bytes = 0usize;
                 'agents: for agent in &agents {
@@ -409,10 +417,7 @@ impl Storage for SqliteStorage {
                 }
                 Ok(out)
             })
-        })
-        .await
-        .map_err(|e| crate::storage::StorageError::Backend(e.to_string()))?
-        .map_err(Into::into)
+            .await
     }
 
     async fn ack(&self, consumer: &str, acks: BTreeMap<String, i64>) -> Result<()> {
@@ -434,9 +439,8 @@ impl Storage for SqliteStorage {
     }
 
     async fn inbox(&self) -> Result<BTreeMap<String, BTreeMap<String, u64>>> {
-        let db = self.inner.db.clone();
-        let rows = tokio::task::spawn_blocking(move || {
-            db.read(|c| {
+        let rows = self
+            .read(move |c| {
                 let rows = c
                     .prepare_cached("SELECT channel, recipient, n FROM queue_counts WHERE n > 0")?
                     .query_map([], |r| {
@@ -449,9 +453,7 @@ impl Storage for SqliteStorage {
                     .collect::<rusqlite::Result<Vec<_>>>()?;
                 Ok(rows)
             })
-        })
-        .await
-        .map_err(|e| crate::storage::StorageError::Backend(e.to_string()))??;
+            .await?;
         let mut out: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
         for (channel, recipient, n) in rows {
             out.entry(channel)
@@ -462,20 +464,15 @@ impl Storage for SqliteStorage {
     }
 
     async fn stored(&self) -> Result<u64> {
-        let db = self.inner.db.clone();
-        tokio::task::spawn_blocking(move || {
-            db.read(|c| {
-                Ok(
-                    c.query_row("SELECT COALESCE(SUM(n), 0) FROM queue_counts", [], |r| {
-                        r.get::<_, i64>(0)
-                    })?,
-                )
-            })
+        self.read(move |c| {
+            Ok(
+                c.query_row("SELECT COALESCE(SUM(n), 0) FROM queue_counts", [], |r| {
+                    r.get::<_, i64>(0)
+                })?,
+            )
         })
         .await
-        .map_err(|e| crate::storage::StorageError::Backend(e.to_string()))?
         .map(|n| n.max(0) as u64)
-        .map_err(Into::into)
     }
 
     async fn sweep(&self, before_ms: i64, batch: u32) -> Result<usize> {
@@ -499,10 +496,9 @@ impl Storage for SqliteStorage {
         let now = agentbus_proto::now_ms();
         // Mostly nothing changes: decide on a reader first, write only if
         // a binding must change (a write is a commit and an fsync).
-        let db = self.inner.db.clone();
         let (c2, a2) = (consumer.clone(), agents.clone());
-        let (bind, release, bound) = tokio::task::spawn_blocking(move || {
-            db.read(|c| {
+        let (bind, release, bound) = self
+            .read(move |c| {
                 Ok(plan_claim(
                     &bindings_of(c, &c2, &a2)?,
                     &c2,
@@ -511,9 +507,7 @@ impl Storage for SqliteStorage {
                     lease_ms,
                 ))
             })
-        })
-        .await
-        .map_err(|e| crate::storage::StorageError::Backend(e.to_string()))??;
+            .await?;
         if bind.is_empty() && release.is_empty() {
             return Ok(bound);
         }
@@ -544,61 +538,46 @@ impl Storage for SqliteStorage {
 
     async fn holder(&self, agent: &str) -> Result<Option<String>> {
         let agent = agent.to_string();
-        let db = self.inner.db.clone();
         let now = agentbus_proto::now_ms();
-        tokio::task::spawn_blocking(move || {
-            db.read(|c| {
-                Ok(c.prepare_cached(
-                    "SELECT consumer FROM bindings WHERE agent = ?1 AND expires_ms > ?2",
-                )?
-                .query_row(params![agent, now], |r| r.get::<_, String>(0))
-                .optional()?)
-            })
+        self.read(move |c| {
+            Ok(c.prepare_cached(
+                "SELECT consumer FROM bindings WHERE agent = ?1 AND expires_ms > ?2",
+            )?
+            .query_row(params![agent, now], |r| r.get::<_, String>(0))
+            .optional()?)
         })
         .await
-        .map_err(|e| crate::storage::StorageError::Backend(e.to_string()))?
-        .map_err(Into::into)
     }
 
     async fn bound(&self, consumer: &str) -> Result<Vec<String>> {
         let consumer = consumer.to_string();
-        let db = self.inner.db.clone();
         let now = agentbus_proto::now_ms();
-        tokio::task::spawn_blocking(move || {
-            db.read(|c| {
-                Ok(c.prepare_cached(
-                    "SELECT agent FROM bindings WHERE consumer = ?1 AND expires_ms > ?2",
-                )?
-                .query_map(params![consumer, now], |r| r.get::<_, String>(0))?
-                .collect::<rusqlite::Result<Vec<_>>>()?)
-            })
+        self.read(move |c| {
+            Ok(c.prepare_cached(
+                "SELECT agent FROM bindings WHERE consumer = ?1 AND expires_ms > ?2",
+            )?
+            .query_map(params![consumer, now], |r| r.get::<_, String>(0))?
+            .collect::<rusqlite::Result<Vec<_>>>()?)
         })
         .await
-        .map_err(|e| crate::storage::StorageError::Backend(e.to_string()))?
-        .map_err(Into::into)
     }
 
     async fn token_owner(&self, digest: &str) -> Result<Option<TokenOwner>> {
         let digest = digest.to_string();
-        let db = self.inner.db.clone();
-        tokio::task::spawn_blocking(move || {
-            db.read(|c| {
-                Ok(c.prepare_cached(
-                    "SELECT kind, owner FROM tokens WHERE digest = ?1 AND revoked_ms IS NULL",
-                )?
-                .query_row([digest], |r| {
-                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
-                })
-                .optional()?
-                .map(|(kind, owner)| match kind.as_str() {
-                    "instance" => TokenOwner::Instance(owner),
-                    _ => TokenOwner::Agent(owner),
-                }))
+        self.read(move |c| {
+            Ok(c.prepare_cached(
+                "SELECT kind, owner FROM tokens WHERE digest = ?1 AND revoked_ms IS NULL",
+            )?
+            .query_row([digest], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
             })
+            .optional()?
+            .map(|(kind, owner)| match kind.as_str() {
+                "instance" => TokenOwner::Instance(owner),
+                _ => TokenOwner::Agent(owner),
+            }))
         })
         .await
-        .map_err(|e| crate::storage::StorageError::Backend(e.to_string()))?
-        .map_err(Into::into)
     }
 
     async fn create_token(&self, name: &str, owner: TokenOwner, digest: &str) -> Result<bool> {
@@ -645,34 +624,31 @@ impl Storage for SqliteStorage {
     }
 
     async fn tokens(&self) -> Result<Vec<(String, TokenInfo)>> {
-        let db = self.inner.db.clone();
-        tokio::task::spawn_blocking(move || {
-            db.read(|c| {
-                let rows = c
-                    .prepare_cached("SELECT name, kind, owner, created_ms, revoked_ms FROM tokens ORDER BY name")?
-                    .query_map([], |r| {
-                        let kind: String = r.get(1)?;
-                        let owner: String = r.get(2)?;
-                        Ok((
-                            r.get::<_, String>(0)?,
-                            TokenInfo {
-                                owner: if kind == "instance" {
-                                    TokenOwner::Instance(owner)
-                                } else {
-                                    TokenOwner::Agent(owner)
-                                },
-                                created_ms: r.get(3)?,
-                                revoked_ms: r.get(4)?,
+        self.read(move |c| {
+            let rows = c
+                .prepare_cached(
+                    "SELECT name, kind, owner, created_ms, revoked_ms FROM tokens ORDER BY name",
+                )?
+                .query_map([], |r| {
+                    let kind: String = r.get(1)?;
+                    let owner: String = r.get(2)?;
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        TokenInfo {
+                            owner: if kind == "instance" {
+                                TokenOwner::Instance(owner)
+                            } else {
+                                TokenOwner::Agent(owner)
                             },
-                        ))
-                    })?
-                    .collect::<rusqlite::Result<Vec<_>>>()?;
-                Ok(rows)
-            })
+                            created_ms: r.get(3)?,
+                            revoked_ms: r.get(4)?,
+                        },
+                    ))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
         })
         .await
-        .map_err(|e| crate::storage::StorageError::Backend(e.to_string()))?
-        .map_err(Into::into)
     }
 }
 
