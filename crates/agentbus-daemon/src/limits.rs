@@ -11,6 +11,7 @@
 //! A refusal says how long to wait (`Retry-After`).
 
 use crate::config::LimitsConfig;
+use agentbus_proto::sync::lock;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -99,12 +100,6 @@ impl Limiter {
         self
     }
 
-    /// The limiter's state. A panic elsewhere while it was held leaves
-    /// counts that are still counts: limits keep holding (never fail open).
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// Counts `n` App API calls of token `key` (a frame: one call or a
     /// batch), or refuses them all.
     pub fn check_calls(&self, key: &str, n: u32) -> Result<(), Refusal> {
@@ -117,7 +112,7 @@ impl Limiter {
                 reason: format!("a frame of {n} calls is more than this token's burst of {burst}"),
             });
         }
-        let mut st = self.lock();
+        let mut st = lock(&self.state);
         let bucket = st
             .calls
             .entry(key.to_string())
@@ -143,7 +138,7 @@ impl Limiter {
 
     fn check_at(&self, sender: &str, target: &str, now: Instant) -> Result<(), Refusal> {
         let c = &self.config;
-        let mut st = self.lock();
+        let mut st = lock(&self.state);
         let bucket = st
             .buckets
             .entry(sender.to_string())
@@ -189,7 +184,7 @@ impl Limiter {
     /// Forgets senders whose bucket is full and pairs with no recent send.
     pub fn prune(&self) {
         let now = Instant::now();
-        let mut st = self.lock();
+        let mut st = lock(&self.state);
         let (rate, burst) = (self.config.sender_per_s, self.config.sender_burst);
         st.buckets.retain(|_, b| !b.is_full_at(now, rate, burst));
         let (rate, burst) = self.calls;
@@ -201,10 +196,8 @@ impl Limiter {
     }
 
     pub fn tracked(&self) -> (usize, usize) {
-        self.state
-            .lock()
-            .map(|s| (s.buckets.len(), s.pairs.len()))
-            .unwrap_or_default()
+        let s = lock(&self.state);
+        (s.buckets.len(), s.pairs.len())
     }
 }
 

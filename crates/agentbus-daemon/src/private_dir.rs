@@ -14,6 +14,7 @@
 //! anything else is ignored, and reported once.
 
 use crate::DaemonError;
+use agentbus_proto::sync::lock;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat};
 use std::collections::HashSet;
 use std::ffi::OsStr;
@@ -263,11 +264,7 @@ impl PrivateDir {
     }
 
     fn report_once(&self, name: &str, inode: u64, why: &str) {
-        let first = self
-            .reported
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert((name.to_string(), inode));
+        let first = lock(&self.reported).insert((name.to_string(), inode));
         if first {
             tracing::warn!(
                 entry = %self.path.join(name).display(),
@@ -307,6 +304,6 @@ impl PrivateDir {
 
     /// How many entries were found untrusted (each counted once).
     pub fn untrusted(&self) -> usize {
-        self.reported.lock().map(|r| r.len()).unwrap_or(0)
+        lock(&self.reported).len()
     }
 }

@@ -9,6 +9,7 @@
 //! there were and the last target. Nothing is lost from the count;
 //! accepted requests are audited one row each as always.
 
+use agentbus_proto::sync::lock;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -62,7 +63,7 @@ impl Sampler {
         target: Option<&str>,
         now: Instant,
     ) -> bool {
-        let mut groups = self.groups.lock().unwrap_or_else(|p| p.into_inner());
+        let mut groups = lock(&self.groups);
         let mut key: Group = (actor.to_string(), kind.to_string(), outcome.to_string());
         if !groups.contains_key(&key) && groups.len() >= MAX_GROUPS {
             key = ("*".into(), kind.to_string(), outcome.to_string());
@@ -91,7 +92,7 @@ impl Sampler {
     }
 
     fn take_at(&self, now: Instant, all: bool) -> Vec<Summary> {
-        let mut groups = self.groups.lock().unwrap_or_else(|p| p.into_inner());
+        let mut groups = lock(&self.groups);
         let mut out = Vec::new();
         groups.retain(|(actor, kind, outcome), w| {
             let ended = all || now.duration_since(w.started) >= WINDOW;
@@ -177,7 +178,7 @@ mod tests {
                 s.admit_at(&format!("agent:{i}"), "rpc", "forbidden", None, t0);
             }
         }
-        let groups = s.groups.lock().unwrap().len();
+        let groups = lock(&s.groups).len();
         assert!(groups <= MAX_GROUPS + 1, "{groups}");
     }
 }

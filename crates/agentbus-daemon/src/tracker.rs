@@ -16,6 +16,7 @@
 //! - `none` — no `/proc`, or the pane's program is not running.
 
 use agentbus_proto::BlockId;
+use agentbus_proto::sync::lock;
 use nix::sys::signal::Signal;
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
@@ -179,7 +180,8 @@ impl Tracker {
     /// The tree of `block`'s pane, remembering who was in it.
     pub fn list(&self, block: BlockId, root: Option<u32>) -> Tree {
         let t = tree(root);
-        if let Ok(mut seen) = self.seen.lock() {
+        {
+            let mut seen = lock(&self.seen);
             let ids = seen.entry(block).or_default();
             for p in &t.processes {
                 let e = ids.entry(p.pid).or_insert((p.start_time, None));
@@ -192,15 +194,14 @@ impl Tracker {
     }
 
     pub fn forget(&self, block: &BlockId) {
-        if let Ok(mut seen) = self.seen.lock() {
-            seen.remove(block);
-        }
+        let mut seen = lock(&self.seen);
+        seen.remove(block);
     }
 
     /// The start time a kill of `pid` alone must find: the one listed,
     /// or, if the pid was seen reused, the one before (so it is refused).
     fn remembered(&self, block: BlockId, pid: u32) -> Option<u64> {
-        let (now, before) = *self.seen.lock().ok()?.get(&block)?.get(&pid)?;
+        let (now, before) = *lock(&self.seen).get(&block)?.get(&pid)?;
         Some(before.unwrap_or(now))
     }
 

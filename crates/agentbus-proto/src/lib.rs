@@ -10,6 +10,7 @@ pub mod event;
 pub mod ids;
 pub mod jekt;
 pub mod relay;
+pub mod sync;
 
 pub use ids::{AgentId, BlockId, IdError, MessageId, RequestId, ThreadId};
 

@@ -11,6 +11,7 @@
 use crate::storage::{Append, Appended, Fetched, Meta, Result, Storage, TokenInfo, TokenOwner};
 use agentbus_proto::MessageId;
 use agentbus_proto::relay::{DEFAULT_CHANNEL, RelayEnvelope, RelayKind};
+use agentbus_proto::sync::lock;
 use agentbus_store::Db;
 use rusqlite::{OptionalExtension, params};
 use std::collections::{BTreeMap, HashMap};
@@ -204,18 +205,15 @@ impl SqliteStorage {
     }
 
     fn notify(&self, to: &str) {
-        if let Ok(w) = self.inner.waiters.lock()
-            && let Some(tx) = w.get(to)
-        {
+        if let Some(tx) = lock(&self.inner.waiters).get(to) {
             tx.send_modify(|v| *v += 1);
         }
     }
 
     /// Drops wake channels nobody waits on.
     pub fn prune_waiters(&self) {
-        if let Ok(mut w) = self.inner.waiters.lock() {
-            w.retain(|_, tx| tx.receiver_count() > 0);
-        }
+        let mut w = lock(&self.inner.waiters);
+        w.retain(|_, tx| tx.receiver_count() > 0);
     }
 
     /// Runs a read on a reader connection, off the async workers.
@@ -285,7 +283,7 @@ impl Storage for SqliteStorage {
                     return Ok(Appended::QueueFull { count });
                 }
                 // invariant: only writer-thread jobs take this lock.
-                let mut last = inner.assigned.lock().unwrap_or_else(|p| p.into_inner());
+                let mut last = lock(&inner.assigned);
                 let ts = wall_s().max(last.next_up());
                 let meta = serde_json::to_string(&m.meta).ok();
                 c.prepare_cached(
@@ -367,10 +365,8 @@ impl Storage for SqliteStorage {
     }
 
     fn watch(&self, to: &str) -> watch::Receiver<u64> {
-        let Ok(mut w) = self.inner.waiters.lock() else {
-            return watch::channel(0).1;
-        };
-        w.entry(to.to_string())
+        lock(&self.inner.waiters)
+            .entry(to.to_string())
             .or_insert_with(|| watch::channel(0).0)
             .subscribe()
     }

@@ -13,6 +13,7 @@
 //! never waits behind the writer (WAL lets readers and one writer run at
 //! once) nor, mostly, behind another read.
 
+use agentbus_proto::sync::lock;
 use rusqlite::Connection;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, mpsc};
@@ -202,29 +203,23 @@ impl Db {
             .inner
             .next_reader
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let conn = readers[start % readers.len()]
-            .lock()
-            .map_err(|_| StoreError::Malformed("reader lock poisoned".into()))?;
+        let conn = lock(&readers[start % readers.len()]);
         f(&conn)
     }
 
     /// Finishes every queued write, checkpoints the WAL and stops the
     /// writer thread. Later writes fail with [`StoreError::Closed`].
     pub fn close(&self) {
-        if let Ok(mut stop) = self.inner.checkpoint_stop.lock() {
+        {
+            let mut stop = lock(&self.inner.checkpoint_stop);
             stop.take();
         }
-        let checkpointer = self
-            .inner
-            .checkpointer
-            .lock()
-            .ok()
-            .and_then(|mut h| h.take());
+        let checkpointer = lock(&self.inner.checkpointer).take();
         if let Some(h) = checkpointer {
             let _ = h.join();
         }
         let _ = self.inner.tx.send(Msg::Close);
-        let handle = self.inner.writer.lock().ok().and_then(|mut h| h.take());
+        let handle = lock(&self.inner.writer).take();
         if let Some(h) = handle {
             let _ = h.join();
         }

@@ -8,6 +8,7 @@
 //! is the middle of the flood, which a 10,000-line scrollback would have
 //! evicted anyway. The parser records the gap as a line in the scrollback.
 
+use agentbus_proto::sync::{lock, wait};
 use bytes::Bytes;
 use std::collections::VecDeque;
 use std::sync::{Condvar, Mutex};
@@ -47,7 +48,7 @@ impl Backlog {
     }
 
     pub(crate) fn push(&self, chunk: Bytes) {
-        let Ok(mut s) = self.state.lock() else { return };
+        let mut s = lock(&self.state);
         s.bytes += chunk.len();
         s.chunks.push_back(chunk);
         while s.bytes > self.max_bytes && s.chunks.len() > 1 {
@@ -62,7 +63,8 @@ impl Backlog {
 
     /// No more chunks will come; `take` drains what is left, then ends.
     pub(crate) fn close(&self) {
-        if let Ok(mut s) = self.state.lock() {
+        {
+            let mut s = lock(&self.state);
             s.closed = true;
         }
         self.ready.notify_all();
@@ -70,9 +72,9 @@ impl Backlog {
 
     /// Waits for work and takes all of it. `None` once closed and drained.
     pub(crate) fn take(&self) -> Option<Vec<Item>> {
-        let mut s = self.state.lock().ok()?;
+        let mut s = lock(&self.state);
         while s.chunks.is_empty() && s.skipped == 0 && !s.closed {
-            s = self.ready.wait(s).ok()?;
+            s = wait(&self.ready, s);
         }
         if s.chunks.is_empty() && s.skipped == 0 {
             return None;

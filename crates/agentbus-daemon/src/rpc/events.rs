@@ -15,6 +15,7 @@ use crate::events::Received;
 use crate::state::AppState;
 use agentbus_proto::api::PublishEventRequest;
 use agentbus_proto::event::{Event, check_scope};
+use agentbus_proto::sync::lock;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::VecDeque;
@@ -104,7 +105,8 @@ pub struct PullQueue {
 
 impl PullQueue {
     fn push(&self, e: Arc<Event>) {
-        if let Ok(mut q) = self.events.lock() {
+        {
+            let mut q = lock(&self.events);
             if q.0.len() == self.cap {
                 q.0.pop_front();
                 q.1 += 1;
@@ -115,15 +117,12 @@ impl PullQueue {
     }
 
     fn missed(&self, n: u64) {
-        if let Ok(mut q) = self.events.lock() {
-            q.1 += n;
-        }
+        let mut q = lock(&self.events);
+        q.1 += n;
     }
 
     fn take(&self, max: usize) -> (Vec<Arc<Event>>, u64) {
-        let Ok(mut q) = self.events.lock() else {
-            return (Vec::new(), 0);
-        };
+        let mut q = lock(&self.events);
         let n = max.min(q.0.len());
         let events = q.0.drain(..n).collect();
         (events, std::mem::take(&mut q.1))
@@ -150,7 +149,8 @@ pub async fn subscribe(ctx: Ctx, p: SubParams) -> Result<Value, RpcError> {
             ready: Notify::new(),
         })
     });
-    if let Ok(mut subs) = session.subs.lock() {
+    {
+        let mut subs = lock(&session.subs);
         subs.insert(
             sub_id.clone(),
             Sub {
@@ -245,12 +245,7 @@ fn no_sub(id: &str) -> RpcError {
 }
 
 pub async fn unsubscribe(ctx: Ctx, p: UnsubParams) -> Result<Value, RpcError> {
-    let removed = ctx
-        .session
-        .subs
-        .lock()
-        .ok()
-        .and_then(|mut s| s.remove(&p.sub_id));
+    let removed = lock(&ctx.session.subs).remove(&p.sub_id);
     match removed {
         Some(sub) => {
             sub.cancel.cancel();
@@ -261,12 +256,7 @@ pub async fn unsubscribe(ctx: Ctx, p: UnsubParams) -> Result<Value, RpcError> {
 }
 
 pub async fn unsubscribe_all(ctx: Ctx, _: NoParams) -> Result<Value, RpcError> {
-    let subs: Vec<(String, Sub)> = ctx
-        .session
-        .subs
-        .lock()
-        .map(|mut s| s.drain().collect())
-        .unwrap_or_default();
+    let subs: Vec<(String, Sub)> = lock(&ctx.session.subs).drain().collect();
     for (_, s) in &subs {
         s.cancel.cancel();
     }
@@ -312,7 +302,7 @@ pub async fn receive(ctx: Ctx, p: RecvParams) -> Result<Value, RpcError> {
     let wait = p.wait_ms.unwrap_or(0);
     crate::error::check_range("wait_ms", wait, 0..=60_000)?;
     let queue = {
-        let subs = ctx.session.subs.lock().map_err(|_| no_sub(&p.sub_id))?;
+        let subs = lock(&ctx.session.subs);
         let sub = subs.get(&p.sub_id).ok_or_else(|| no_sub(&p.sub_id))?;
         sub.pull.clone().ok_or_else(|| {
             RpcError::app(

@@ -16,6 +16,7 @@ use super::scope::Scope;
 use crate::auth::Identity;
 use crate::error::ApiError;
 use crate::state::AppState;
+use agentbus_proto::sync::lock;
 use axum::extract::ws::{Message, WebSocket};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
@@ -276,7 +277,8 @@ pub async fn serve(state: AppState, socket: WebSocket, caller: Option<Caller>) {
         }
     }
     session.cancel.cancel();
-    if let Ok(mut subs) = session.subs.lock() {
+    {
+        let mut subs = lock(&session.subs);
         for (_, s) in subs.drain() {
             s.cancel.cancel();
         }
