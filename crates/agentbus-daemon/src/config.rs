@@ -250,7 +250,7 @@ impl PolicyConfig {
     }
 }
 
-/// The relay this instance's poller long-polls (relay.md). Off unless a
+/// The relay this instance's poller long-polls (docs/relay.md). Off unless a
 /// URL is set here, by `--relay-url`, or at run time with
 /// `POST /agentmux/reactive/poller/config`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

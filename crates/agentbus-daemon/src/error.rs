@@ -64,14 +64,8 @@ impl ApiError {
         candidates: &[agentbus_proto::AgentId],
     ) -> Self {
         let names: Vec<&str> = candidates.iter().map(|a| a.as_str()).collect();
-        Self::conflict(
-            "ambiguous_agent",
-            format!(
-                "{target} matches several agents ({}); name one exactly",
-                names.join(", ")
-            ),
-        )
-        .with_details(serde_json::json!({ "candidates": names }))
+        Self::conflict("ambiguous_agent", ambiguous_message(target, candidates))
+            .with_details(serde_json::json!({ "candidates": names }))
     }
 
     /// Logs `cause` and answers 500 without it.
@@ -83,6 +77,19 @@ impl ApiError {
             "internal error; the daemon's log has the cause",
         )
     }
+}
+
+/// `target` matches several agents ignoring case: the words every
+/// answer uses.
+pub fn ambiguous_message(
+    target: &agentbus_proto::AgentId,
+    candidates: &[agentbus_proto::AgentId],
+) -> String {
+    let names: Vec<&str> = candidates.iter().map(|a| a.as_str()).collect();
+    format!(
+        "{target} matches several agents ({}); name one exactly",
+        names.join(", ")
+    )
 }
 
 impl std::fmt::Display for ApiError {
@@ -144,7 +151,7 @@ impl From<agentbus_proto::IdError> for ApiError {
 /// A JSON body, with every way it can be wrong answered as an [`ApiError`]:
 /// too large (413), not JSON (400 `invalid_json`), the wrong shape (400
 /// `invalid_request`, naming the field). The content type is not required,
-/// so plain `curl -d` and the seed's clients work.
+/// so plain `curl -d` and existing AgentMux clients work.
 pub struct ApiJson<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {

@@ -12,14 +12,14 @@
 
 use crate::auth::Identity;
 use crate::error::ApiError;
-use crate::jekt::{Jekt, paste};
+use crate::jekt::{Jekt, JektError, Sender, paste};
 use crate::state::{AppState, AuditRecord};
-use agentbus_proto::api::{InjectOutcome, InjectRequest, InjectResponse};
+use agentbus_proto::api::{InjectOutcome, InjectResponse};
 use agentbus_proto::event::EventKind;
-use agentbus_proto::jekt::{Delivery, Tier, Trust};
+use agentbus_proto::jekt::{Delivery, MarkerHeader, Tier, Trust};
+use agentbus_proto::sync::lock;
 use agentbus_proto::{AgentId, now_ms};
 use agentbus_store::{HoldOutcome, NewHeld, StoredHeld};
-use axum::http::StatusCode;
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -34,23 +34,17 @@ pub struct HeldIndex {
 
 impl HeldIndex {
     pub fn count(&self, agent: &AgentId) -> usize {
-        self.counts
-            .lock()
-            .ok()
-            .and_then(|c| c.get(agent).copied())
-            .unwrap_or(0)
+        lock(&self.counts).get(agent).copied().unwrap_or(0)
     }
 
     fn add(&self, agent: &AgentId) {
-        if let Ok(mut c) = self.counts.lock() {
-            *c.entry(agent.clone()).or_default() += 1;
-        }
+        let mut c = lock(&self.counts);
+        *c.entry(agent.clone()).or_default() += 1;
     }
 
     fn remove_one(&self, agent: &AgentId) {
-        if let Ok(mut c) = self.counts.lock()
-            && let Some(n) = c.get_mut(agent)
-        {
+        let mut c = lock(&self.counts);
+        if let Some(n) = c.get_mut(agent) {
             *n = n.saturating_sub(1);
             if *n == 0 {
                 c.remove(agent);
@@ -59,32 +53,27 @@ impl HeldIndex {
     }
 
     pub fn clear(&self, agent: &AgentId) {
-        if let Ok(mut c) = self.counts.lock() {
-            c.remove(agent);
-        }
+        let mut c = lock(&self.counts);
+        c.remove(agent);
     }
 
     /// Replaces every count with what the store says.
     pub fn reset(&self, counts: Vec<(String, i64)>) {
-        if let Ok(mut c) = self.counts.lock() {
-            *c = counts
-                .into_iter()
-                .filter_map(|(a, n)| Some((AgentId::parse(&a).ok()?, usize::try_from(n).ok()?)))
-                .filter(|(_, n)| *n > 0)
-                .collect();
-        }
+        let mut c = lock(&self.counts);
+        *c = counts
+            .into_iter()
+            .filter_map(|(a, n)| Some((AgentId::parse(&a).ok()?, usize::try_from(n).ok()?)))
+            .filter(|(_, n)| *n > 0)
+            .collect();
     }
 
     fn start_replay(&self, agent: &AgentId) -> bool {
-        self.replaying
-            .lock()
-            .is_ok_and(|mut r| r.insert(agent.clone()))
+        lock(&self.replaying).insert(agent.clone())
     }
 
     fn end_replay(&self, agent: &AgentId) {
-        if let Ok(mut r) = self.replaying.lock() {
-            r.remove(agent);
-        }
+        let mut r = lock(&self.replaying);
+        r.remove(agent);
     }
 }
 
@@ -96,78 +85,52 @@ fn parse_wire<T: serde::de::DeserializeOwned>(s: &str) -> Option<T> {
 /// Holds `j` for later; answers `held`, or `hold_full` past a cap.
 pub(crate) async fn hold(
     state: &AppState,
-    caller: &Identity,
-    req: &InjectRequest,
+    sender: &Sender<'_>,
     j: &Jekt<'_>,
-) -> Result<InjectResponse, ApiError> {
+) -> Result<InjectResponse, JektError> {
     let cfg = &state.config().hold;
+    let h = &j.header;
     let held = NewHeld {
-        id: j.msg_id,
-        target: j.to.clone(),
-        sender: j.from.to_string(),
-        trust: j.trust.to_string(),
-        tier: j.tier.to_string(),
-        priority: j.priority.to_string(),
-        delivery: j.delivery.to_string(),
+        id: h.msg_id,
+        target: h.to.clone(),
+        sender: h.from.to_string(),
+        trust: h.trust.to_string(),
+        tier: h.tier.to_string(),
+        priority: h.priority.to_string(),
+        delivery: h.delivery.to_string(),
         body: j.body.to_string(),
-        created_ms: j.accepted_ms,
-        expires_ms: j.accepted_ms + (cfg.ttl_s as i64) * 1000,
+        created_ms: h.accepted_ms,
+        expires_ms: h.accepted_ms + (cfg.ttl_s as i64) * 1000,
     };
-    let outcome = state
+    match state
         .store()
         .hold(held, cfg.per_agent, cfg.per_instance)
-        .await?;
-    let audit = |outcome: &str, detail: String| {
-        let r = AuditRecord::new(caller.actor(), "jekt", Some(j.to.as_str()), outcome)
-            .body(&req.message)
-            .detail(detail);
-        if outcome == "held" { r } else { r.refusal() }
-    };
-    let full = |what: String| ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "hold_full", what);
-    match outcome {
+        .await?
+    {
         HoldOutcome::Held { .. } => {
-            state.held().add(j.to);
+            state.held().add(h.to);
             state.events().publish(EventKind::JektHeld {
-                msg_id: j.msg_id,
-                from: j.from.to_string(),
-                to: j.to.clone(),
+                msg_id: h.msg_id,
+                from: h.from.to_string(),
+                to: h.to.clone(),
             });
             state
-                .audit(audit(
-                    "held",
-                    format!("msg_id={} trust={}", j.msg_id, j.trust),
-                ))
+                .audit(
+                    sender
+                        .audit(h.to, "held", j.body)
+                        .detail(format!("msg_id={} trust={}", h.msg_id, h.trust)),
+                )
                 .await;
-            kick(state, j.to);
-            Ok(InjectResponse {
-                outcome: InjectOutcome::Held,
-                msg_id: j.msg_id,
-                target_agent: j.to.clone(),
-                source_agent: j.from.to_string(),
-                block_id: None,
-                trust: j.trust,
-                tier: j.tier,
-                delivery: j.delivery,
-                bracketed: false,
-                waited_ms: 0,
-                duplicate: false,
-            })
+            kick(state, h.to);
+            Ok(j.answer(InjectOutcome::Held, None))
         }
-        HoldOutcome::AgentFull(n) => {
-            let e = full(format!(
-                "hold full: {} is offline and already has {n} held jekts (the limit); nothing was stored",
-                j.to
-            ));
-            state.audit(audit("hold_full", e.message.clone())).await;
-            Err(e)
-        }
-        HoldOutcome::InstanceFull(n) => {
-            let e = full(format!(
-                "hold full: this instance already holds {n} jekts for offline agents (the limit); nothing was stored"
-            ));
-            state.audit(audit("hold_full", e.message.clone())).await;
-            Err(e)
-        }
+        HoldOutcome::AgentFull(n) => Err(JektError::HoldFull(format!(
+            "hold full: {} is offline and already has {n} held jekts (the limit); nothing was stored",
+            h.to
+        ))),
+        HoldOutcome::InstanceFull(n) => Err(JektError::HoldFull(format!(
+            "hold full: this instance already holds {n} jekts for offline agents (the limit); nothing was stored"
+        ))),
     }
 }
 
@@ -258,22 +221,29 @@ async fn deliver_one(
 ) -> Result<bool, ApiError> {
     let held_for_s = ((now_ms() - h.held.created_ms).max(0) / 1000) as u64;
     let j = Jekt {
-        from: &h.held.sender,
-        to: agent,
-        // Unreadable stored values fall back to the most cautious.
-        trust: parse_wire(&h.held.trust).unwrap_or(Trust::NetworkClaimed),
-        tier: parse_wire(&h.held.tier).unwrap_or(Tier::Sensitive),
-        priority: parse_wire(&h.held.priority).unwrap_or_default(),
-        delivery: parse_wire(&h.held.delivery).unwrap_or(Delivery::Host),
-        msg_id: h.held.id,
+        header: MarkerHeader {
+            from: &h.held.sender,
+            to: agent,
+            // Unreadable stored values fall back to the most cautious.
+            trust: parse_wire(&h.held.trust).unwrap_or(Trust::NetworkClaimed),
+            tier: parse_wire(&h.held.tier).unwrap_or(Tier::Sensitive),
+            priority: parse_wire(&h.held.priority).unwrap_or_default(),
+            delivery: parse_wire(&h.held.delivery).unwrap_or(Delivery::Host),
+            msg_id: h.held.id,
+            accepted_ms: h.held.created_ms,
+            held_for_s: Some(held_for_s),
+        },
         body: &h.held.body,
-        accepted_ms: h.held.created_ms,
-        held_for_s: Some(held_for_s),
     };
     // The checks of a live jekt hold at replay too: the pane may be a
     // shell now, where this sender may not type.
-    let caller = held_caller(j.delivery, j.trust, j.from);
-    if let Some(why) = crate::jekt::shell_refusal(state, record, &caller, j.from, j.trust).await {
+    let caller = held_caller(j.header.delivery, j.header.trust, j.header.from);
+    let sender = Sender {
+        caller: &caller,
+        name: h.held.sender.clone(),
+        trust: j.header.trust,
+    };
+    if let Some(why) = crate::jekt::shell_refusal(&state.config().policy, record, &sender).await {
         if state.store().release_held(h.seq).await? {
             state.held().remove_one(agent);
         }

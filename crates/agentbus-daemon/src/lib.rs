@@ -6,7 +6,7 @@
 //! - [`instance`] — claims the data dir, makes the instance key, binds,
 //!   writes `daemon.json`, serves, shuts down gracefully;
 //! - [`config`] — the one typed configuration (file, env, flags);
-//! - [`routes`] — the HTTP route table (seed-000 reactive routes + `/v1`);
+//! - [`routes`] — the HTTP route table (AgentMux reactive routes + `/v1`);
 //! - [`rpc`] — `/ws`: the App API (JSON-RPC 2.0 over WebSocket), its
 //!   method table, scopes and connections;
 //! - [`blocks`] — the App API's blocks (views, tabs, sub-blocks, sysinfo);

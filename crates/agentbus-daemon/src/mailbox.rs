@@ -16,6 +16,7 @@ use agentbus_proto::api::{
 };
 use agentbus_proto::event::EventKind;
 use agentbus_proto::relay::{RelayEnvelope, RelayKind, RelaySend};
+use agentbus_proto::sync::lock;
 use agentbus_proto::{AgentId, MessageId, now_ms};
 use agentbus_store::{InboxQuery, NewMessage, SendOutcome};
 use axum::http::StatusCode;
@@ -33,36 +34,28 @@ pub struct Waiters {
 
 impl Waiters {
     fn subscribe(&self, agent: &AgentId) -> watch::Receiver<u64> {
-        let Ok(mut m) = self.map.lock() else {
-            return watch::channel(0).1;
-        };
-        m.entry(agent.clone())
+        lock(&self.map)
+            .entry(agent.clone())
             .or_insert_with(|| watch::channel(0).0)
             .subscribe()
     }
 
     /// Wakes every read waiting on `agent`'s mailbox.
     pub fn notify(&self, agent: &AgentId) {
-        if let Ok(m) = self.map.lock()
-            && let Some(tx) = m.get(agent)
-        {
+        if let Some(tx) = lock(&self.map).get(agent) {
             tx.send_modify(|v| *v += 1);
         }
     }
 
     /// Drops channels nobody waits on.
     pub fn prune(&self) {
-        if let Ok(mut m) = self.map.lock() {
-            m.retain(|_, tx| tx.receiver_count() > 0);
-        }
+        let mut m = lock(&self.map);
+        m.retain(|_, tx| tx.receiver_count() > 0);
     }
 
     /// Reads waiting right now (a diagnostic).
     pub fn waiting(&self) -> usize {
-        self.map
-            .lock()
-            .map(|m| m.values().map(|tx| tx.receiver_count()).sum())
-            .unwrap_or(0)
+        lock(&self.map).values().map(|tx| tx.receiver_count()).sum()
     }
 }
 
@@ -84,16 +77,12 @@ pub const MARK_FLUSH: Duration = Duration::from_millis(500);
 
 impl DeliveredMarks {
     fn add(&self, recipient: &AgentId, lo: i64, hi: i64) {
-        if let Ok(mut p) = self.pending.lock() {
-            p.push((recipient.to_string(), lo, hi));
-        }
+        let mut p = lock(&self.pending);
+        p.push((recipient.to_string(), lo, hi));
     }
 
     fn take(&self) -> Vec<(String, i64, i64)> {
-        self.pending
-            .lock()
-            .map(|mut p| std::mem::take(&mut *p))
-            .unwrap_or_default()
+        std::mem::take(&mut *lock(&self.pending))
     }
 }
 
@@ -313,7 +302,7 @@ async fn to_relay(
     if *caller == Identity::Relay {
         return Ok(None);
     }
-    let id = crate::poller::travel_id("message", from, req.request_id.as_ref());
+    let id = MessageId::for_request("message", from, req.request_id.as_ref());
     let item = RelaySend {
         id,
         from: from.to_string(),

@@ -1,4 +1,4 @@
-//! The relay poller (relay.md, "The daemon's poller"): how jekts and
+//! The relay poller (docs/relay.md, "The daemon's poller"): how jekts and
 //! messages reach this instance from other machines, and leave for them.
 //!
 //! Outbound only: the relay never calls in. One long-poll
@@ -27,7 +27,8 @@ use agentbus_proto::relay::{
     MAX_POLL_AGENTS, RelayAck, RelayEnvelope, RelayKind, RelayPoll, RelayPollResponse, RelaySend,
     RelaySendResponse, name_ok,
 };
-use agentbus_proto::{AgentId, MessageId, RequestId, now_ms};
+use agentbus_proto::sync::lock;
+use agentbus_proto::{AgentId, RequestId, now_ms};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -140,7 +141,8 @@ impl Poller {
         });
         let json = serde_json::to_vec(&kept).map_err(ApiError::internal)?;
         crate::instance::write_private_file(&self.file, &json).map_err(ApiError::internal)?;
-        if let Ok(mut h) = self.health.lock() {
+        {
+            let mut h = lock(&self.health);
             *h = Health::default();
         }
         self.target.send_replace(target);
@@ -149,8 +151,8 @@ impl Poller {
 
     pub fn status(&self) -> PollerStatus {
         let target = self.target();
-        let h = self.health.lock();
-        let h = h.as_deref().ok();
+        let h = lock(&self.health);
+        let h = Some(&*h);
         PollerStatus {
             configured: target.is_some(),
             connected: h.is_some_and(|h| h.connected),
@@ -182,9 +184,8 @@ impl Poller {
     }
 
     fn health(&self, f: impl FnOnce(&mut Health)) {
-        if let Ok(mut h) = self.health.lock() {
-            f(&mut h);
-        }
+        let mut h = lock(&self.health);
+        f(&mut h);
     }
 
     fn failed(&self, error: String, retry_at: Instant) {
@@ -347,26 +348,6 @@ pub async fn hand_over(
     Ok(Some(resp))
 }
 
-/// The id under which a send with a request id travels: the same sender
-/// and request id always give the same id, so the relay stores a retried
-/// send once.
-pub fn travel_id(what: &str, sender: &str, request_id: Option<&RequestId>) -> MessageId {
-    use sha2::{Digest, Sha256};
-    let Some(rid) = request_id else {
-        return MessageId::new();
-    };
-    let d = Sha256::new()
-        .chain_update(what)
-        .chain_update([0])
-        .chain_update(sender)
-        .chain_update([0])
-        .chain_update(rid.as_str())
-        .finalize();
-    let mut b = [0u8; 16];
-    b.copy_from_slice(&d[..16]);
-    MessageId::derived(b)
-}
-
 /// What became of one item the relay handed over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Fate {
@@ -426,9 +407,15 @@ async fn deliver(state: &AppState, env: &RelayEnvelope) -> Fate {
                 origin_trust: None,
                 exact_target: true,
             };
-            crate::jekt::inject_as(state, &Identity::Relay, &env.from, trust, &req, env.id)
+            let sender = crate::jekt::Sender {
+                caller: &Identity::Relay,
+                name: env.from.clone(),
+                trust,
+            };
+            crate::jekt::deliver(state, &sender, &req, env.id)
                 .await
                 .map(|r| r.duplicate)
+                .map_err(ApiError::from)
         }
         RelayKind::Message => crate::mailbox::store_relayed(state, env, to, trust)
             .await
@@ -535,7 +522,7 @@ pub async fn run(state: AppState) {
         // Until a poll has succeeded, do not wait at the relay: status
         // says "connected" as soon as the relay answers. After that, wait
         // no longer than the first rest ends.
-        let connected = poller.health.lock().is_ok_and(|h| h.connected);
+        let connected = lock(&poller.health).connected;
         let mut wait_s = if connected {
             cfg.poll_wait_s as f64
         } else {
@@ -637,19 +624,6 @@ mod tests {
         b.succeeded(t0 + Duration::from_secs(31));
         assert_eq!(b.failed().as_secs(), 1);
         assert_eq!(b.failed().as_secs(), 2);
-    }
-
-    #[test]
-    fn travel_ids_follow_the_request_id() {
-        let rid = RequestId::parse("r1").unwrap();
-        let a = travel_id("jekt", "alice", Some(&rid));
-        assert_eq!(a, travel_id("jekt", "alice", Some(&rid)));
-        assert_ne!(a, travel_id("message", "alice", Some(&rid)));
-        assert_ne!(a, travel_id("jekt", "bob", Some(&rid)));
-        assert_ne!(
-            travel_id("jekt", "alice", None),
-            travel_id("jekt", "alice", None)
-        );
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Bodies of the HTTP API: the seed-000 reactive routes (same paths and
+//! Bodies of the HTTP API: the AgentMux reactive routes (same paths and
 //! field names) and the `/v1` routes that manage panes.
 
 use crate::ids::{AgentId, BlockId, MessageId, RequestId};

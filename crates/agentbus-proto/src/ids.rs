@@ -128,12 +128,6 @@ impl BlockId {
         Self(uuid::Uuid::new_v4())
     }
 
-    /// The id named by a digest (a UUID v8 of its first 16 bytes): the
-    /// same sender and request id give the same id on every attempt.
-    pub fn derived(digest: [u8; 16]) -> Self {
-        Self(uuid::Builder::from_custom_bytes(digest).into_uuid())
-    }
-
     pub fn parse(raw: &str) -> Result<Self, IdError> {
         uuid::Uuid::try_parse(raw)
             .map(Self)
@@ -161,10 +155,26 @@ impl MessageId {
         Self(uuid::Uuid::now_v7())
     }
 
-    /// The id named by a digest (a UUID v8 of its first 16 bytes): the
-    /// same sender and request id give the same id on every attempt.
-    pub fn derived(digest: [u8; 16]) -> Self {
-        Self(uuid::Builder::from_custom_bytes(digest).into_uuid())
+    /// The id a jekt or message (`kind`) travels under: with a request id,
+    /// the same sender and request id give the same id on every attempt
+    /// (a UUID v8 of a SHA-256 digest), so every store on the way — the
+    /// request-id table here, the relay, a peer — keeps a retried send
+    /// once; without one, a fresh [`MessageId::new`].
+    pub fn for_request(kind: &str, sender: &str, request_id: Option<&RequestId>) -> Self {
+        use sha2::{Digest, Sha256};
+        let Some(rid) = request_id else {
+            return Self::new();
+        };
+        let d = Sha256::new()
+            .chain_update(kind)
+            .chain_update([0])
+            .chain_update(sender)
+            .chain_update([0])
+            .chain_update(rid.as_str())
+            .finalize();
+        let mut b = [0u8; 16];
+        b.copy_from_slice(&d[..16]);
+        Self(uuid::Builder::from_custom_bytes(b).into_uuid())
     }
 
     pub fn parse(raw: &str) -> Result<Self, IdError> {
@@ -220,6 +230,20 @@ string_id_impls!(AgentId, RequestId, ThreadId, BlockId, MessageId);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ids_for_a_request_follow_the_request_id() {
+        let rid = RequestId::parse("r1").unwrap();
+        let id = |kind, sender| MessageId::for_request(kind, sender, Some(&rid));
+        let a = id("jekt", "alice");
+        assert_eq!(a, id("jekt", "alice"));
+        assert_ne!(a, id("message", "alice"));
+        assert_ne!(a, id("jekt", "bob"));
+        assert_ne!(
+            MessageId::for_request("jekt", "alice", None),
+            MessageId::for_request("jekt", "alice", None)
+        );
+    }
 
     #[test]
     fn agent_ids_accept_the_documented_alphabet_only() {

@@ -542,14 +542,14 @@ pub fn marker_field(raw: &str) -> String {
 #[derive(Debug, Clone)]
 pub struct MarkerHeader<'a> {
     pub from: &'a str,
-    pub to: &'a str,
+    pub to: &'a AgentId,
     pub tier: Tier,
     pub delivery: Delivery,
     pub trust: Trust,
     pub msg_id: MessageId,
     pub priority: Priority,
-    /// Unix seconds when the jekt was accepted.
-    pub ts: i64,
+    /// Unix ms when the jekt was accepted (the marker shows seconds).
+    pub accepted_ms: i64,
     /// Seconds the jekt waited in the durable hold, if it was held.
     pub held_for_s: Option<u64>,
 }
@@ -564,11 +564,16 @@ pub const CAUTION_LINE: &str =
 pub fn wrap(header: &MarkerHeader<'_>, body: &str) -> String {
     let clean = neutralize_markers(&sanitize(body).text);
     let from = marker_field(header.from);
-    let to = marker_field(header.to);
+    let to = marker_field(header.to.as_str());
     let mut out = String::with_capacity(clean.len() + 320);
     out.push_str(&format!(
         "{MARKER_OPEN}FROM={from} TO={to} TIER={} DELIVERY={} TRUST={} MSGID={} PRIORITY={} TS={}",
-        header.tier, header.delivery, header.trust, header.msg_id, header.priority, header.ts
+        header.tier,
+        header.delivery,
+        header.trust,
+        header.msg_id,
+        header.priority,
+        header.accepted_ms / 1000
     ));
     if let Some(held) = header.held_for_s {
         out.push_str(&format!(" HELD_FOR={held}s"));
@@ -598,15 +603,16 @@ pub fn wrap(header: &MarkerHeader<'_>, body: &str) -> String {
 pub fn fuzz_wrap(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     let (from, body) = text.split_once('\0').unwrap_or(("fuzz", &text));
+    let to = AgentId::parse("target").expect("a valid name");
     let header = MarkerHeader {
         from,
-        to: "target",
+        to: &to,
         tier: effective_tier(None, body),
         delivery: Delivery::Host,
         trust: Trust::SelfDeclared,
         msg_id: MessageId::new(),
         priority: Priority::Normal,
-        ts: 0,
+        accepted_ms: 0,
         held_for_s: None,
     };
     let out = wrap(&header, body);
@@ -626,13 +632,13 @@ mod tests {
     fn header() -> MarkerHeader<'static> {
         MarkerHeader {
             from: "bob",
-            to: "alice",
+            to: Box::leak(Box::new(AgentId::parse("alice").unwrap())),
             tier: Tier::Info,
             delivery: Delivery::Host,
             trust: Trust::HostVerified,
             msg_id: MessageId::new(),
             priority: Priority::Normal,
-            ts: 1_700_000_000,
+            accepted_ms: 1_700_000_000_123,
             held_for_s: None,
         }
     }

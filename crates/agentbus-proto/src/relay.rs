@@ -1,6 +1,6 @@
 //! The relay's wire protocol.
 //!
-//! - The **seed-002 protocol** (`POST /send`, `GET /recv`, `GET /inbox`,
+//! - The **agent-bus protocol** (`POST /send`, `GET /recv`, `GET /inbox`,
 //!   `GET /healthz`): plain JSON, existing clients unchanged. Errors are
 //!   `{"error": "<text>"}`.
 //! - The **daemon extension** (`/v1/relay/*`): a daemon sends jekts and
@@ -41,7 +41,7 @@ pub fn name_ok(s: &str) -> bool {
         })
 }
 
-/// A message as seed-002 `/recv` returns it.
+/// A message as agent-bus `/recv` returns it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SeedMessage {
     pub ts: f64,
@@ -62,7 +62,7 @@ pub struct SendResponse {
     pub channel: String,
 }
 
-/// The seed's error body.
+/// The agent-bus error body.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SeedError {
     pub error: String,
@@ -72,7 +72,7 @@ pub struct SeedError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RelayKind {
-    /// Sent by a seed-002 client with `/send`: the receiving daemon types
+    /// Sent by a agent-bus client with `/send`: the receiving daemon types
     /// it in as a jekt.
     Plain,
     /// A jekt a daemon could not deliver locally.

@@ -126,7 +126,11 @@ async fn an_in_flight_request_finishes_during_shutdown() {
             .send()
             .await
     });
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    common::eventually("the jekt in flight", 20, async || {
+        let (_, stats) = d.get("/v1/stats", &Cred::Key).await;
+        (stats["jekts_in_flight"] == 1).then_some(())
+    })
+    .await;
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(d.pid()),
         nix::sys::signal::Signal::SIGTERM,

@@ -42,13 +42,27 @@ async fn a_busy_pane_is_waited_for_up_to_the_bound_and_urgent_skips_the_wait() {
 #[tokio::test]
 async fn a_pane_that_goes_quiet_gets_the_jekt_once_it_is_quiet() {
     let d = Daemon::start_with("[jekt]\nidle_quiet_ms = 400\n");
-    let sink = d.open_sink("calm", "claude", true).await;
-    // Quiet since it started; a wait is at most the rest of the quiet time.
+    // Busy for 1.5 s (a line every 100 ms), then quiet, reading its input.
+    let sink = d.data_dir().join("calm.sink");
+    let script = format!(
+        "i=0; while [ $i -lt 15 ]; do echo tick; sleep 0.1; i=$((i+1)); done; exec {} probe sink --out {} --no-bracketed",
+        common::bin(),
+        sink.display()
+    );
+    d.open("calm", "claude", &["sh", "-c", &script]).await;
+    let sent = std::time::Instant::now();
     let b = inject(
         &d,
         json!({"target_agent": "calm", "message": "now", "wait_for_idle": 20}),
     )
     .await;
-    assert!(b["waited_ms"].as_u64().unwrap() < 20_000, "{b}");
-    sink.wait_submits(1).await;
+    let waited = b["waited_ms"].as_u64().unwrap();
+    // Not typed while it was busy: the ticks lasted 1.5 s from the open,
+    // and the wait ends only after 400 ms of quiet.
+    assert!(waited >= 1_000, "delivered while the pane was busy: {b}");
+    // Nor held to the 20 s bound: it went as soon as the pane was quiet.
+    assert!(waited < 10_000, "waited past the quiet: {b}");
+    assert!(sent.elapsed().as_millis() as u64 >= waited);
+    let got = common::Sink { path: sink }.wait_submits(1).await;
+    assert_eq!(common::count(&got, b"now"), 1);
 }

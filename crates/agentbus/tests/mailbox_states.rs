@@ -168,7 +168,11 @@ async fn a_waiting_read_ends_at_shutdown() {
             .send()
             .await
     });
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    common::eventually("the read waiting", 20, async || {
+        let (_, stats) = d.get("/v1/stats", &Cred::Key).await;
+        (stats["reads_waiting"] == 1).then_some(())
+    })
+    .await;
     let status = d.signal_and_wait(nix::sys::signal::Signal::SIGTERM);
     assert!(status.success());
     let resp = waiting

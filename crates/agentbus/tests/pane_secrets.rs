@@ -39,13 +39,18 @@ async fn a_pane_sees_no_secret_of_the_daemon_but_its_own_token() {
     std::fs::create_dir(&home_dir).unwrap();
     chown_to_nobody(&home_dir);
     let home = home_dir.display().to_string();
+    // Made now, so that no file the probe can read (this source, in a
+    // checkout under /tmp) holds them.
+    let fresh = |what: &str| format!("{what}-{}", agentbus_proto::MessageId::new());
+    let decoy_key = fresh("decoy-instance-key");
+    let unlisted = fresh("s3cret-not-on-any-list");
     let env = [
         ("HOME", home.as_str()),
         ("AGENTBUS_RELAY_URL", relay.url.as_str()),
         ("AGENTBUS_RELAY_TOKEN", relay_token.as_str()),
         // Set by the user for another tool: never a pane's business.
-        ("AGENTBUS_AUTH_KEY", "decoy-instance-key-of-another-daemon"),
-        ("UNLISTED_SECRET", "s3cret-not-on-any-list"),
+        ("AGENTBUS_AUTH_KEY", decoy_key.as_str()),
+        ("UNLISTED_SECRET", unlisted.as_str()),
         // A listed name (LC_*) holding the relay token: dropped.
         ("LC_SMUGGLED", relay_token.as_str()),
         // Listed for Claude Code panes: passed.
@@ -120,14 +125,8 @@ async fn a_pane_sees_no_secret_of_the_daemon_but_its_own_token() {
         ("relay token", relay_token.clone()),
         ("another agent's token", other_token),
         ("another agent's App API token", extra_token),
-        (
-            "a user variable never listed",
-            "s3cret-not-on-any-list".into(),
-        ),
-        (
-            "the daemon's AGENTBUS_AUTH_KEY",
-            "decoy-instance-key-of-another-daemon".into(),
-        ),
+        ("a user variable never listed", unlisted.clone()),
+        ("the daemon's AGENTBUS_AUTH_KEY", decoy_key.clone()),
     ]
     .into_iter()
     .chain(forward.into_iter().map(|t| ("a forward token", t)))

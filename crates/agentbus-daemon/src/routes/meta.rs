@@ -42,7 +42,7 @@ pub(super) struct AuditParams {
 
 const MAX_AUDIT_LIMIT: i64 = 10_000;
 
-/// `GET /v1/audit` and the seed's `GET /agentmux/reactive/audit`.
+/// `GET /v1/audit` and AgentMux's `GET /agentmux/reactive/audit`.
 pub(super) async fn audit(
     State(state): State<AppState>,
     _: AdminOnly,

@@ -1,4 +1,4 @@
-//! The seed-000 reactive routes, same paths and bodies.
+//! The AgentMux reactive routes, same paths and bodies.
 
 use super::Table;
 use crate::auth::{AdminOnly, Caller};
@@ -63,13 +63,7 @@ async fn inject(
     Caller(caller): Caller,
     ApiJson(req): ApiJson<InjectRequest>,
 ) -> Result<Json<InjectResponse>, ApiError> {
-    if req.message.trim().is_empty() {
-        return Err(ApiError::bad_request(
-            "invalid_request",
-            "message must not be empty",
-        ));
-    }
-    jekt::inject(&state, &caller, req).await.map(Json)
+    Ok(Json(jekt::inject(&state, &caller, req).await?))
 }
 
 /// Points the poller at a relay, or with both fields empty stops it.

@@ -1,5 +1,6 @@
 //! `GET /v1/stats`: counts that show whether anything is leaking — reads
-//! waiting, event subscribers, panes, held jekts, rate-limit state.
+//! waiting, jekts in flight, event subscribers, panes, held jekts,
+//! rate-limit state.
 
 use super::Table;
 use crate::auth::AdminOnly;
@@ -24,6 +25,7 @@ async fn stats(State(state): State<AppState>, _: AdminOnly) -> Json<serde_json::
         "panes_running": running,
         "held_jekts": held,
         "reads_waiting": state.waiters().waiting(),
+        "jekts_in_flight": state.jekts().delivering(),
         // The daemon's own event logger is one subscriber.
         "event_subscribers": state.events().subscriber_count(),
         "rate_limit_senders": senders,

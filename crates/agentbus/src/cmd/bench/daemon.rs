@@ -69,16 +69,17 @@ async fn open_probe(
 
 /// The text a typical jekt pastes: a marker around a 120-byte body.
 fn sample_jekt() -> String {
+    let probe = AgentId::parse("probe").expect("a valid name");
     wrap(
         &MarkerHeader {
             from: "bench",
-            to: "probe",
+            to: &probe,
             tier: Tier::Info,
             delivery: Delivery::Host,
             trust: Trust::SelfDeclared,
             msg_id: MessageId::new(),
             priority: Priority::Normal,
-            ts: 0,
+            accepted_ms: 0,
             held_for_s: None,
         },
         &"review the change in src/lib.rs and reply with findings ".repeat(2),
