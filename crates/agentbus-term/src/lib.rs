@@ -1,25 +1,21 @@
-//! Hosted panes: a program in a real PTY, its parsed screen and scrollback,
-//! and the rules for typing into it.
+//! Panes: the terminals agents live in, their parsed screen and
+//! scrollback, and the rules for typing into them.
 //!
 //! Vocabulary:
-//! - **pane**: one PTY, the process tree under it, and what it displayed.
+//! - **pane**: one terminal, the process tree under it, and what it
+//!   displayed ([`pane`]); backed by a PTY of our own ([`Pane::spawn`])
+//!   or by an existing tmux pane ([`Pane::adopt_tmux`], [`tmux`]).
 //! - **profile**: how a provider's program wants input: bracketed paste or
 //!   not, how long to let a paste settle, which key submits, how to ask it
 //!   to quit ([`profile`]).
 //! - **absorb**: read the program's output off the PTY as fast as it writes.
-//! - **parse**: turn output into a screen and scrollback lines ([`screen`]).
+//! - **parse**: turn output into a screen and scrollback lines ([`screen`]);
+//!   what the parser falls behind by is bounded, and what it skips is
+//!   counted.
 //!
-//! Each pane runs four threads, because each waits on a blocking call:
-//! the *reader* absorbs output (and tracks the terminal modes the program
-//! sets, from every byte); the *parser* keeps the screen and scrollback and
-//! feeds attached terminals; the *writer* owns the PTY's input side, so a
-//! program that never reads its input blocks only its own writer; the
-//! *waiter* reaps the child and records its exit status. A noisy or stuck
-//! pane therefore slows only itself.
-//!
-//! A pane can also be an existing tmux pane ([`tmux`], [`Pane::adopt_tmux`]):
-//! input goes in by tmux commands, text comes from `capture-pane`, and one
-//! watcher thread notices when the pane closes or is respawned.
+//! A noisy or stuck pane slows only itself: each PTY pane has its own
+//! reader, parser, writer and waiter threads, and each tmux pane its own
+//! watcher.
 
 mod backlog;
 pub mod modes;
@@ -28,7 +24,9 @@ pub mod profile;
 pub mod screen;
 pub mod tmux;
 
-pub use pane::{ExitInfo, Pane, PaneOutput, PaneSpec, PasteReport, StopReport, StopStep, TmuxSpec};
+pub use pane::{
+    ExitInfo, OutputStats, Pane, PaneOutput, PaneSpec, PasteReport, StopReport, StopStep, TmuxSpec,
+};
 pub use profile::Profile;
 
 /// Why a pane operation failed.

@@ -1,8 +1,8 @@
-//! The seed-002 client trio against the real relay, used as seed 002
+//! The agent-bus client trio against the real relay, used as the agent-bus README
 //! documents: `send` with the body on stdin, `recv <name>` printing one
 //! block per message and keeping its cursor across restarts and errors,
 //! `listen` logging to files in the background without duplicates; plus
-//! a stdlib Python client written to the seed's protocol description.
+//! a stdlib Python client written to the agent-bus protocol's description.
 
 mod common;
 use common::{Relay, bin, eventually};
@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-/// `agentbus <args>` with the bus environment of seed 002.
+/// `agentbus <args>` with the agent-bus clients' environment.
 fn client(relay_url: &str, state: &Path, args: &[&str]) -> Command {
     let mut cmd = Command::new(bin());
     cmd.args(args)
@@ -113,7 +113,7 @@ fn header_ok(line: &str, from: &str) {
 }
 
 #[tokio::test]
-async fn send_and_recv_work_as_seed_002_documents() {
+async fn send_and_recv_work_as_the_agent_bus_clients_document() {
     let mut relay = Relay::start(&[]);
     let state = tempfile::tempdir().unwrap();
     let url = relay.url.clone();
@@ -355,7 +355,7 @@ async fn the_clients_send_the_user_agent_and_token_they_are_given() {
     assert!(heads[1].contains("authorization: bearer abr_t0ken\r\n"));
 }
 
-/// A client written in stdlib Python from seed 002's description alone:
+/// A client written in stdlib Python from the agent-bus protocol's description alone:
 /// urllib, a browser user agent, a JSON body sent without a JSON content
 /// type, and the reference cursor rule `since = max(max ts, now)`.
 const SEED_CLIENT: &str = r#"

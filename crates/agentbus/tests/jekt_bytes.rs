@@ -1,4 +1,4 @@
-//! A jekt reaches the pane's program byte for byte as the spec says:
+//! A jekt reaches the pane's program byte for byte as docs/jekt.md says:
 //! bracketed paste when the program enabled it, the marker, the body, the
 //! end of paste, then exactly one `\r`; plain text when it did not; and no
 //! submit key at all for the `raw` profile.

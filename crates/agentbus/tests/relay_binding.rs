@@ -235,7 +235,7 @@ async fn names_that_could_forge_a_line_are_refused_at_the_relay() {
             json!({"from": name, "to": "bob", "msg": "x"}),
             json!({"from": "bob", "to": name, "msg": "x"}),
         ];
-        // An empty channel is the default one (the seed protocol's rule).
+        // An empty channel is the default one (the agent-bus protocol's rule).
         if !name.is_empty() {
             bodies.push(json!({"from": "bob", "to": "carol", "msg": "x", "channel": name}));
         }

@@ -1,4 +1,4 @@
-//! The relay speaks the seed-002 protocol exactly as relay.md describes:
+//! The relay speaks the agent-bus protocol exactly as docs/relay.md describes:
 //! every point of its compatibility section, against the real binary.
 
 mod common;

@@ -272,7 +272,7 @@ async fn the_relay_vouches_only_for_senders_it_authenticated() {
         "{text}"
     );
 
-    // A seed client with its own agent token is authenticated by the
+    // An agent-bus client with its own agent token is authenticated by the
     // relay, whatever `from` it writes.
     let (s, _) = relay
         .send(

@@ -3,6 +3,8 @@
 //! and open panes whose programs record what they receive.
 #![allow(dead_code)]
 
+pub mod tmux;
+
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
