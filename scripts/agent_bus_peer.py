@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
-"""A stand-in for the seed-002 reference bus server, to compare against.
+"""A stand-in for the agent-bus reference bus server, to compare against.
 
-The reference server itself is not published with the seed; this one is
-built from what the seed and docs/relay.md say about it, so that
+The reference server itself is not published with the agent-bus clients; this one is
+built from what the agent-bus README and docs/relay.md say about it, so that
 `agentbus bench relay --url ...` can put the same load on both in one
 run:
 
@@ -13,7 +13,7 @@ run:
 - the listen backlog is Python's default of 5;
 - HTTP/1.0 (the standard library's default): one request per connection.
 
-Usage: python3 scripts/seed002_peer.py [--host 127.0.0.1] [--port 8080]
+Usage: python3 scripts/agent_bus_peer.py [--host 127.0.0.1] [--port 8080]
 It prints `http://HOST:PORT pid=PID` once it listens.
 """
 

@@ -18,14 +18,19 @@
 //!   registry), reached through an open descriptor;
 //! - [`pane_env`] — the allow-list a pane's environment is built from;
 //! - [`panes`] — open / register / stop / unregister;
-//! - [`jekt`] — the delivery pipeline from request to submitted paste;
+//! - [`jekt`] — the delivery pipeline from request to submitted paste:
+//!   every rule a jekt must pass, and [`jekt::JektError`];
 //! - [`hold`] — the durable hold and its in-order replay;
 //! - [`mailbox`] — the message verb: send, read (long-poll), ack, search;
 //! - [`mcp`] — `/mcp`: the MCP tools over streamable HTTP;
+//! - [`poller`] — the relay poller: long-polls the relay for this
+//!   instance's agents, delivers what comes, and hands sends over;
 //! - [`limits`] — per-sender and per-pair rate limits (storm protection);
 //! - [`retention`] — the background sweeper;
 //! - [`refusals`] — refusals counted and sampled into the audit log;
 //! - [`events`] — the internal typed event bus, with history;
+//! - [`error`] — `ApiError`, the HTTP error every route answers with, and
+//!   the extractors that name what is wrong with a request;
 //! - [`state`] — the shared handle all of the above hang off.
 
 pub mod agents;

@@ -1,9 +1,9 @@
-//! The agentbus relay: the cross-machine hub. Daemons and seed-002 clients
+//! The agentbus relay: the cross-machine hub. Daemons and agent-bus clients
 //! reach it outbound; it never calls anyone.
 //!
 //! - [`http`] — the small HTTP/1.1 server under it (memory per waiting
 //!   long-poll);
-//! - [`server`] — the routes: seed-002 `/send` `/recv` `/inbox` `/healthz`,
+//! - [`server`] — the routes: agent-bus `/send` `/recv` `/inbox` `/healthz`,
 //!   the daemon extension `/v1/relay/*`, `/metrics`;
 //! - [`storage`] — the storage trait (what a backend must guarantee);
 //! - [`sqlite`] — the embedded SQLite backend;
@@ -36,7 +36,7 @@ pub struct RelayConfig {
     pub retention: Duration,
     /// Most messages one (channel, recipient) queue may hold.
     pub queue_cap: u64,
-    /// The longest a seed `recv?block=true` waits.
+    /// The longest an agent-bus `recv?block=true` waits.
     pub recv_wait: Duration,
 }
 

@@ -47,7 +47,7 @@ pub struct Metrics {
     pub polls: Counter,
     pub acks: Counter,
     pub unauthorized: Counter,
-    /// Long-polls (seed `recv?block=true` and extension polls) waiting now.
+    /// Long-polls (agent-bus `recv?block=true` and extension polls) waiting now.
     pub waiting: Gauge,
 }
 
@@ -75,7 +75,7 @@ impl Metrics {
         line(
             "agentbus_relay_recv_total",
             "counter",
-            "Seed-002 recv requests.",
+            "Agent-bus recv requests.",
             self.recvs.get(),
         );
         line(

@@ -1,11 +1,11 @@
 //! The relay's routes, generic over its [`Storage`].
 //!
-//! Seed-002 (`/send`, `/recv`, `/inbox`, `/healthz`) answers exactly as
-//! relay.md describes, errors as `{"error": "<text>"}`. The extension
+//! The agent-bus protocol (`/send`, `/recv`, `/inbox`, `/healthz`) answers exactly as
+//! docs/relay.md describes, errors as `{"error": "<text>"}`. The extension
 //! (`/v1/relay/send|poll|ack`) is what daemons use. `/metrics` is
 //! Prometheus text.
 //!
-//! Auth modes: **open** keeps the bare seed protocol (anyone may send as
+//! Auth modes: **open** keeps the bare agent-bus protocol (anyone may send as
 //! anyone); **auth** requires a bearer token on everything but `/healthz`
 //! and `/metrics`, and the sender of a message is the token's agent.
 
@@ -29,13 +29,13 @@ use tokio::sync::watch;
 /// Who may do what.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthMode {
-    /// The bare seed protocol: no tokens.
+    /// The bare agent-bus protocol: no tokens.
     Open,
     /// Bearer tokens everywhere but health and metrics.
     Auth,
 }
 
-/// The longest a seed `/recv?block=true` waits.
+/// The longest an agent-bus `/recv?block=true` waits.
 pub const RECV_WAIT: Duration = Duration::from_secs(30);
 /// The longest an extension poll waits.
 pub const MAX_POLL_WAIT_S: f64 = 30.0;
@@ -49,7 +49,7 @@ pub struct RelayState<S: Storage> {
     pub recv_wait: Duration,
 }
 
-/// An error in the seed's shape: `{"error": "<text>"}`.
+/// An error in the agent-bus shape: `{"error": "<text>"}`.
 pub struct SeedErr(u16, String);
 
 impl From<SeedErr> for Response {
@@ -256,7 +256,7 @@ async fn send<S: Storage>(st: &RelayState<S>, req: &Request) -> Result<SendRespo
         ));
     }
     // With a token, an agent sends as itself; an instance only as a name
-    // no other instance hosts, and the seed route carries no proof.
+    // no other instance hosts, and the agent-bus route carries no proof.
     let (from, verified) = match who {
         Some(TokenOwner::Agent(me)) => (me, true),
         Some(TokenOwner::Instance(name)) => {

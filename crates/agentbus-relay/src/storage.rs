@@ -2,7 +2,7 @@
 //! backends: embedded SQLite ([`crate::sqlite`], now) and NATS JetStream
 //! (several relay nodes sharing one stream, later).
 //!
-//! The trait owns the three things that make the seed protocol lossless,
+//! The trait owns the three things that make the agent-bus protocol lossless,
 //! because only the storage can do them right for its topology:
 //! - **timestamps**: every message gets a `ts` strictly greater than every
 //!   earlier one (so greater than every earlier `ts` of its queue);
@@ -75,7 +75,7 @@ pub enum Appended {
     QueueFull { count: u64 },
 }
 
-/// The answer to a seed-002 `/recv`.
+/// The answer to a agent-bus `/recv`.
 #[derive(Debug, Clone)]
 pub struct Fetched {
     /// `ts > since`, oldest first, at most `max` (and `max_bytes`).
@@ -107,7 +107,7 @@ pub trait Storage: Clone + Send + Sync + 'static {
     /// resolves once it is durable.
     fn append(&self, m: Append) -> impl Future<Output = Result<Appended>> + Send;
 
-    /// Seed-002 fetch: `channel`/`to` messages with `ts > since`, at
+    /// Agent-bus fetch: `channel`/`to` messages with `ts > since`, at
     /// most `max` of them and (past the first) at most `max_bytes` of
     /// bodies.
     fn fetch(

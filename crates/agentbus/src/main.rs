@@ -30,7 +30,7 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     // Installed (linked) as `tmux-bridge`, it is `agentbus tmux`, so a skill
-    // written for the seed's bridge runs unchanged.
+    // written for smux's `tmux-bridge` runs unchanged.
     if args
         .first()
         .and_then(|a| std::path::Path::new(a).file_name())

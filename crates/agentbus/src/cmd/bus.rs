@@ -1,9 +1,9 @@
-//! The seed-002 client trio, for any server of that protocol (`agentbus
+//! The agent-bus client trio, for any server of that protocol (`agentbus
 //! relay` or another): `send` (body from stdin), `recv` (one block per
 //! message on stdout, for a Monitor tool) and `listen` (a background
 //! listener writing a human log and a JSONL log).
 //!
-//! Environment, as seed 002: `AGENT_BUS_URL`, `AGENT_NAME`, `AGENT_BUS_UA`
+//! Environment, as the agent-bus clients: `AGENT_BUS_URL`, `AGENT_NAME`, `AGENT_BUS_UA`
 //! (default `Mozilla/5.0`), `AGENT_BUS_CHANNEL`; plus `AGENT_BUS_TOKEN`
 //! (bearer, for a relay in auth mode) and `AGENT_BUS_STATE_DIR` (cursors,
 //! logs; default `<data dir>/bus`).
@@ -89,7 +89,7 @@ impl Bus {
     }
 
     /// Sends; once the bus has taken the message (any 2xx), this
-    /// succeeds, whatever the answer's body holds: the seed protocol
+    /// succeeds, whatever the answer's body holds: the agent-bus protocol
     /// promises only `ok` (and `ts` and `channel` may be missing).
     pub async fn send(
         &self,
@@ -146,7 +146,7 @@ impl Bus {
     }
 }
 
-/// What a bus said of an accepted send (the seed protocol promises
+/// What a bus said of an accepted send (the agent-bus protocol promises
 /// neither).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sent {

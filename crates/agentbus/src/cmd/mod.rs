@@ -48,9 +48,9 @@ pub struct Cli {
 pub enum Command {
     /// Run the daemon: host panes, deliver jekts, serve the API
     Daemon(daemon::DaemonArgs),
-    /// Run the cross-machine relay (seed-002 protocol), or manage its tokens
+    /// Run the cross-machine relay (agent-bus protocol), or manage its tokens
     Relay(relay::RelayArgs),
-    /// Send one message to a bus (seed-002 protocol): body from stdin, AGENT_BUS_URL, AGENT_NAME
+    /// Send one message to a bus (agent-bus protocol): body from stdin, AGENT_BUS_URL, AGENT_NAME
     Send(bus::SendArgs),
     /// Print a bus's messages for a name as they arrive, one block each (for a Monitor tool)
     Recv(bus::RecvArgs),

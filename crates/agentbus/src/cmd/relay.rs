@@ -20,7 +20,7 @@ pub struct RelayArgs {
     /// Database file [default: <data dir>/relay.db]
     #[arg(long, global = true, value_name = "PATH")]
     pub db: Option<PathBuf>,
-    /// No tokens: the bare seed-002 protocol (loopback only; the default there)
+    /// No tokens: the bare agent-bus protocol (loopback only; the default there)
     #[arg(long, conflicts_with = "auth")]
     pub open: bool,
     /// Require bearer tokens (the default off loopback)
@@ -32,7 +32,7 @@ pub struct RelayArgs {
     /// Most messages one (channel, recipient) queue may hold
     #[arg(long, default_value_t = 100_000, value_name = "N")]
     pub queue_cap: u64,
-    /// How long a `recv?block=true` waits for mail (seed clients give up at 35)
+    /// How long a `recv?block=true` waits for mail (agent-bus clients give up at 35)
     #[arg(long, default_value_t = 30, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=60))]
     pub recv_wait_s: u64,
 }

@@ -1,5 +1,5 @@
 //! `agentbus tmux`: the tmux bridge. Agents in tmux panes list, read and
-//! type into each other's panes, with the surface and output of seed 004's
+//! type into each other's panes, with the surface and output of smux's `tmux-bridge`
 //! `tmux-bridge`, and a read-before-act guard that cannot be fooled by
 //! another server's `%N`, a replaced pane or a file planted in `/tmp`.
 
@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-/// The version of the seed's surface this bridge keeps.
+/// The version of smux's `tmux-bridge` surface this bridge keeps.
 const BRIDGE_VERSION: &str = "2.0.0";
 /// A read authorizes one act for this long (`AGENTBUS_TMUX_GUARD_TTL_S`).
 const GUARD_TTL: Duration = Duration::from_secs(600);

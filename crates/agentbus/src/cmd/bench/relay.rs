@@ -1,4 +1,4 @@
-//! `agentbus bench relay`: load for any server of the seed-002 protocol
+//! `agentbus bench relay`: load for any server of the agent-bus protocol
 //! (`agentbus relay`, or a peer to compare with): durable sends per
 //! second from keep-alive clients, send → waiting long-poll latency at a
 //! fixed rate, memory per waiting long-poll, whether every waiter is woken
@@ -45,7 +45,7 @@ pub struct RelayBenchArgs {
     /// Simultaneous new connections in the burst
     #[arg(long, default_value_t = 1000)]
     pub burst: usize,
-    /// A second server of the protocol (say the seed's reference server)
+    /// A second server of the protocol (say the agent-bus reference server)
     /// to put the same send load on after the rest; its figure and the
     /// ratio are shown
     #[arg(long)]
@@ -201,7 +201,7 @@ impl RawClient {
     }
 }
 
-/// The seed `/send` body.
+/// The agent-bus `/send` body.
 fn send_body(to: &str, msg: &str) -> Vec<u8> {
     serde_json::to_vec(&serde_json::json!({"from": "bench", "to": to, "msg": msg}))
         .unwrap_or_default()
