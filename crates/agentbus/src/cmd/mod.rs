@@ -5,6 +5,7 @@ mod agents;
 mod app;
 mod attach;
 mod audit;
+#[cfg(feature = "bench")]
 mod bench;
 pub(crate) mod bus;
 mod config;
@@ -107,7 +108,12 @@ pub enum Command {
     /// Show the effective configuration
     Config(config::ConfigArgs),
     /// Measure this build (daemon, mailbox, relay) and print a table
+    #[cfg(feature = "bench")]
     Bench(bench::BenchArgs),
+    /// Measure this build (built with `--features bench`)
+    #[cfg(not(feature = "bench"))]
+    #[command(hide = true)]
+    Bench(NoBench),
     /// Helper programs used by the tests and benchmarks
     #[command(hide = true)]
     Probe(probe::ProbeArgs),
@@ -176,7 +182,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Config(a) => config::run(a, cli.data_dir),
         Command::Mcp(a) => mcp::run(a, dir).await,
         Command::Setup(a) => setup::run(a),
+        #[cfg(feature = "bench")]
         Command::Bench(a) => bench::run(a).await,
+        #[cfg(not(feature = "bench"))]
+        Command::Bench(a) => Err(anyhow::anyhow!(
+            "this agentbus was built without its benchmarks; run them with: cargo run --release -p agentbus --features bench -- bench {}",
+            a.args.join(" ")
+        )),
         Command::Probe(a) => probe::run(a),
     }
 }
@@ -196,4 +208,13 @@ pub fn ago(ms: i64) -> String {
         3600..=86_399 => format!("{}h ago", secs / 3600),
         _ => format!("{}d ago", secs / 86_400),
     }
+}
+
+/// `agentbus bench ...` in a build without the benchmarks: whatever was
+/// asked, the answer says how to get them.
+#[cfg(not(feature = "bench"))]
+#[derive(Debug, clap::Args)]
+pub struct NoBench {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    args: Vec<String>,
 }
