@@ -358,8 +358,7 @@ async fn check_and_deliver(
         // machine (the relay); if neither, a known agent's jekt is held
         // here and an unknown name refused.
         let relay_must_answer = unknown.is_some();
-        if let Some(done) = onward::elsewhere(state, sender, req, to, &j, relay_must_answer).await?
-        {
+        if let Some(done) = onward::elsewhere(state, sender, req, &j, relay_must_answer).await? {
             return Ok(done);
         }
         if let Some(known) = unknown {

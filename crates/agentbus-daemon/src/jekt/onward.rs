@@ -13,7 +13,7 @@ use agentbus_proto::jekt::Delivery;
 use agentbus_proto::relay::{RelayKind, RelaySend};
 use std::time::Duration;
 
-/// Hands the jekt to the peer that hosts `agent`, or else to the relay.
+/// Hands `j` to the peer that hosts its recipient, or else to the relay.
 /// `Ok(None)`: neither took it. A relay that fails is an error only when
 /// `relay_must_answer` (nobody here knows the agent); otherwise the
 /// failure is logged and the jekt is held here.
@@ -21,14 +21,14 @@ pub(super) async fn elsewhere(
     state: &AppState,
     sender: &Sender<'_>,
     req: &InjectRequest,
-    agent: &AgentId,
     j: &Jekt<'_>,
     relay_must_answer: bool,
 ) -> Result<Option<InjectResponse>, JektError> {
+    let agent = j.header.to;
     if let Some(done) = forward(state, sender, req, agent).await? {
         return Ok(Some(done));
     }
-    match queue_at_relay(state, sender, req, agent, j).await {
+    match queue_at_relay(state, sender, req, j).await {
         Ok(done) => Ok(done),
         Err(e) if !relay_must_answer && matches!(e, JektError::Relay(_)) => {
             tracing::warn!(agent = %agent, error = %e, "relay failed; holding the jekt here");
@@ -44,9 +44,9 @@ async fn queue_at_relay(
     state: &AppState,
     sender: &Sender<'_>,
     req: &InjectRequest,
-    agent: &AgentId,
     j: &Jekt<'_>,
 ) -> Result<Option<InjectResponse>, JektError> {
+    let agent = j.header.to;
     if *sender.caller == Identity::Relay || state.poller().target().is_none() {
         return Ok(None);
     }
@@ -76,15 +76,8 @@ async fn queue_at_relay(
             h.msg_id, sent.seq, sender.trust
         )))
         .await;
-    let mut answer = Jekt {
-        header: agentbus_proto::jekt::MarkerHeader {
-            delivery: Delivery::Wan,
-            to: agent,
-            ..j.header
-        },
-        body: j.body,
-    }
-    .answer(InjectOutcome::Queued, None);
+    let mut answer = j.answer(InjectOutcome::Queued, None);
+    answer.delivery = Delivery::Wan;
     answer.duplicate = sent.duplicate;
     Ok(Some(answer))
 }

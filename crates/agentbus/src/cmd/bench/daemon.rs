@@ -4,11 +4,11 @@
 use super::{BenchDaemon, exe, median, percentile, sorted, wait_for};
 use crate::client::Client;
 use crate::cmd::probe::wall_ns;
+use agentbus_proto::AgentId;
 use agentbus_proto::api::{
     AgentInfo, AgentState, InjectRequest, InjectResponse, OpenRequest, OpenResponse, Provider,
 };
-use agentbus_proto::jekt::{Delivery, MarkerHeader, Priority, Tier, Trust, wrap};
-use agentbus_proto::{AgentId, MessageId};
+use agentbus_proto::jekt::{MarkerHeader, Tier, wrap};
 use anyhow::Context;
 use portable_pty::{CommandBuilder, PtySize, native_pty_system};
 use std::io::{Read, Write};
@@ -71,17 +71,7 @@ async fn open_probe(
 fn sample_jekt() -> String {
     let probe = AgentId::parse("probe").expect("a valid name");
     wrap(
-        &MarkerHeader {
-            from: "bench",
-            to: &probe,
-            tier: Tier::Info,
-            delivery: Delivery::Host,
-            trust: Trust::SelfDeclared,
-            msg_id: MessageId::new(),
-            priority: Priority::Normal,
-            accepted_ms: 0,
-            held_for_s: None,
-        },
+        &MarkerHeader::claimed("bench", &probe, Tier::Info, 0),
         &"review the change in src/lib.rs and reply with findings ".repeat(2),
     )
 }
