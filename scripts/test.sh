@@ -52,6 +52,12 @@ if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; 
 fi
 export AGENTBUS_TEST_PYTHON="$PWD/$VENV/bin/python"
 
+# The real agent CLIs (Claude Code, Codex CLI, Gemini CLI) at the versions
+# pinned in crates/agentbus/tests/clis, from npm into target/clis; the
+# real_clis tests run them offline against a scripted model on loopback.
+bash scripts/install_clis.sh
+export AGENTBUS_TEST_CLIS="$PWD/target/clis/node_modules/.bin"
+
 # cargo-nextest runs each test in its own process, in parallel, and kills
 # a hung test (see .config/nextest.toml). Fall back to cargo test without it.
 if cargo nextest --version >/dev/null 2>&1; then

@@ -374,6 +374,7 @@ fn describe(
         output_bytes: 0,
         output_skipped_bytes: 0,
         held_jekts: held.count(&rec.id) as u32,
+        readiness: None,
         tmux: None,
     };
     let Some(p) = pane else { return info };
@@ -397,6 +398,11 @@ fn describe(
     let stats = p.pane.stats();
     info.output_bytes = stats.absorbed;
     info.output_skipped_bytes = stats.skipped;
+    info.readiness = match p.pane.readiness() {
+        _ if !p.pane.is_running() => None,
+        agentbus_term::Readiness::Unknown => None,
+        r => Some(r.label()),
+    };
     info.state = match (p.pane.exit_info(), info.last_activity_ms) {
         (Some(exit), _) => {
             info.exit_code = exit.code;

@@ -311,6 +311,21 @@ pub struct ProfileOverride {
     pub submit: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub quit_text: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub clear_input: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interrupt: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ready_quiet_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub confirm_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output_quiet_ms: Option<u64>,
+    /// Replaces the provider's screen rules as a whole (`prompt`,
+    /// `placeholder`, `busy`, `blocked`); an empty table turns readiness
+    /// from the screen off for it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub screen: Option<agentbus_term::ScreenRules>,
     /// Replaces the provider's own list of variables passed to its panes.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub env_pass: Option<Vec<String>>,
@@ -570,6 +585,22 @@ impl Config {
             crate::rpc::scope::Scope::parse(s)
                 .map_err(|e| ConfigError::Invalid(format!("policy: {e}")))?;
         }
+        for (provider, o) in &self.profiles {
+            let too_long = [
+                o.ready_quiet_ms,
+                o.confirm_ms,
+                o.settle_ms,
+                o.output_quiet_ms,
+            ]
+            .into_iter()
+            .flatten()
+            .any(|ms| ms > 60_000);
+            if too_long {
+                return bad(&format!(
+                    "profiles.{provider}: settle_ms, ready_quiet_ms, output_quiet_ms and confirm_ms must be at most 60000"
+                ));
+            }
+        }
         let env_pass = self.panes.env_pass.iter().chain(
             self.profiles
                 .values()
@@ -627,6 +658,24 @@ impl Config {
             }
             if let Some(v) = &o.quit_text {
                 p.quit_text = Some(v.clone());
+            }
+            if let Some(v) = &o.clear_input {
+                p.clear_input = v.clone();
+            }
+            if let Some(v) = &o.interrupt {
+                p.interrupt = v.clone();
+            }
+            if let Some(v) = o.ready_quiet_ms {
+                p.ready_quiet_ms = v;
+            }
+            if let Some(v) = o.confirm_ms {
+                p.confirm_ms = v;
+            }
+            if let Some(v) = o.output_quiet_ms {
+                p.output_quiet_ms = v;
+            }
+            if let Some(v) = &o.screen {
+                p.screen = v.clone();
             }
         }
         p

@@ -20,6 +20,7 @@ use agentbus_proto::jekt::{Delivery, MarkerHeader, Tier, Trust};
 use agentbus_proto::sync::lock;
 use agentbus_proto::{AgentId, now_ms};
 use agentbus_store::{HoldOutcome, NewHeld, StoredHeld};
+use agentbus_term::Readiness;
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -82,11 +83,13 @@ fn parse_wire<T: serde::de::DeserializeOwned>(s: &str) -> Option<T> {
     serde_json::from_value(serde_json::Value::String(s.to_string())).ok()
 }
 
-/// Holds `j` for later; answers `held`, or `hold_full` past a cap.
+/// Holds `j` for later; answers `held` (with `reason` when the agent runs
+/// but its CLI cannot take it now), or `hold_full` past a cap.
 pub(crate) async fn hold(
     state: &AppState,
     sender: &Sender<'_>,
     j: &Jekt<'_>,
+    reason: Option<String>,
 ) -> Result<InjectResponse, JektError> {
     let cfg = &state.config().hold;
     let h = &j.header;
@@ -114,18 +117,24 @@ pub(crate) async fn hold(
                 from: h.from.to_string(),
                 to: h.to.clone(),
             });
+            let why = reason
+                .as_deref()
+                .map(|r| format!(" reason={r}"))
+                .unwrap_or_default();
             state
                 .audit(
                     sender
                         .audit(h.to, "held", j.body)
-                        .detail(format!("msg_id={} trust={}", h.msg_id, h.trust)),
+                        .detail(format!("msg_id={} trust={}{why}", h.msg_id, h.trust)),
                 )
                 .await;
             kick(state, h.to);
-            Ok(j.answer(InjectOutcome::Held, None))
+            let mut answer = j.answer(InjectOutcome::Held, None);
+            answer.reason = reason;
+            Ok(answer)
         }
         HoldOutcome::AgentFull(n) => Err(JektError::HoldFull(format!(
-            "hold full: {} is offline and already has {n} held jekts (the limit); nothing was stored",
+            "hold full: {} already has {n} held jekts (the limit); nothing was stored",
             h.to
         ))),
         HoldOutcome::InstanceFull(n) => Err(JektError::HoldFull(format!(
@@ -166,7 +175,6 @@ pub fn kick(state: &AppState, agent: &AgentId) {
 }
 
 async fn replay(state: &AppState, agent: &AgentId) -> Result<(), ApiError> {
-    let cfg = state.config();
     loop {
         let Some(record) = state
             .agents()
@@ -175,15 +183,11 @@ async fn replay(state: &AppState, agent: &AgentId) -> Result<(), ApiError> {
         else {
             return Ok(());
         };
-        // A program that has just started draws its screen first; let it
-        // go quiet before typing into it.
-        record
-            .pane
-            .wait_idle(
-                Duration::from_millis(cfg.jekt.idle_quiet_ms),
-                Duration::from_millis(cfg.jekt.idle_max_wait_ms),
-            )
-            .await;
+        if !ready_for_replay(state, &record).await {
+            // Not at its prompt yet (busy, or a screen a person must
+            // answer): look again, for as long as the pane runs.
+            continue;
+        }
         let who = agent.clone();
         let list = state
             .read_store(move |s| s.held_for(&who, now_ms()))
@@ -191,11 +195,40 @@ async fn replay(state: &AppState, agent: &AgentId) -> Result<(), ApiError> {
         if list.is_empty() {
             return Ok(());
         }
-        for h in list {
+        for (i, h) in list.into_iter().enumerate() {
+            // The one before started a turn: the next waits for the prompt.
+            if i > 0 && !ready_for_replay(state, &record).await {
+                break;
+            }
             if !deliver_one(state, agent, &record, h).await? {
                 return Ok(());
             }
         }
+    }
+}
+
+/// How long one look for a ready prompt lasts during a replay.
+const REPLAY_READY_WAIT: Duration = Duration::from_secs(30);
+
+/// Waits for `record`'s program to take input: a CLI whose screen can be
+/// read at its ready prompt, any other program gone quiet (a program that
+/// has just started draws its screen first). False if it is still not
+/// ready after one look.
+async fn ready_for_replay(state: &AppState, record: &crate::agents::PaneRecord) -> bool {
+    let cfg = state.config();
+    match record.pane.wait_ready(REPLAY_READY_WAIT).await.0 {
+        Readiness::Ready => true,
+        Readiness::Unknown => {
+            record
+                .pane
+                .wait_idle(
+                    Duration::from_millis(cfg.jekt.idle_quiet_ms),
+                    Duration::from_millis(cfg.jekt.idle_max_wait_ms),
+                )
+                .await;
+            true
+        }
+        _ => false,
     }
 }
 
@@ -259,10 +292,17 @@ async fn deliver_one(
             .await;
         return Ok(true);
     }
-    if let Err(e) = paste(state, record, &j).await {
-        tracing::info!(agent = %agent, error = %e, "held jekt not replayed; it stays held");
-        return Ok(false);
-    }
+    let report = match paste(state, record, &j).await {
+        Ok(r) if !r.stuck => r,
+        Ok(_) => {
+            tracing::info!(agent = %agent, "held jekt not submitted (it stayed in the input box); it stays held");
+            return Ok(false);
+        }
+        Err(e) => {
+            tracing::info!(agent = %agent, error = %e, "held jekt not replayed; it stays held");
+            return Ok(false);
+        }
+    };
     if state.store().release_held(h.seq).await? {
         state.held().remove_one(agent);
     }
@@ -271,10 +311,11 @@ async fn deliver_one(
             AuditRecord::new("daemon", "jekt", Some(agent.as_str()), "delivered")
                 .body(&h.held.body)
                 .detail(format!(
-                    "msg_id={} from={} trust={} held_for={held_for_s}s",
+                    "msg_id={} from={} trust={} held_for={held_for_s}s submitted={}",
                     h.held.id,
                     agentbus_proto::jekt::marker_field(&h.held.sender),
-                    h.held.trust
+                    h.held.trust,
+                    report.submitted.as_str()
                 )),
         )
         .await;

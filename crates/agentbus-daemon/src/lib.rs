@@ -17,6 +17,8 @@
 //! - [`private_dir`] — directories only this user may write (data dir,
 //!   registry), reached through an open descriptor;
 //! - [`pane_env`] — the allow-list a pane's environment is built from;
+//! - [`codex_home`] — each Codex pane's own `CODEX_HOME`, so that its MCP
+//!   server acts as its agent;
 //! - [`panes`] — open / register / stop / unregister;
 //! - [`jekt`] — the delivery pipeline from request to submitted paste:
 //!   every rule a jekt must pass, and [`jekt::JektError`];
@@ -36,6 +38,7 @@
 pub mod agents;
 pub mod auth;
 pub mod blocks;
+pub mod codex_home;
 pub mod config;
 pub mod error;
 pub mod events;

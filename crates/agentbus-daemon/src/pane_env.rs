@@ -50,7 +50,14 @@ pub fn provider_pass(provider: Provider) -> &'static [&'static str] {
         Provider::Claude => &["ANTHROPIC_*", "CLAUDE_*", "DISABLE_AUTOUPDATER"],
         Provider::Codex => &["OPENAI_*", "CODEX_*"],
         Provider::Gemini => &["GEMINI_*", "GOOGLE_*"],
-        Provider::Shell | Provider::Raw => &[],
+        Provider::Copilot => &["COPILOT_*", "GH_TOKEN", "GITHUB_TOKEN"],
+        Provider::Opencode => &["OPENCODE_*", "ANTHROPIC_*", "OPENAI_*"],
+        Provider::Qwen => &["QWEN_*", "OPENAI_*", "DASHSCOPE_*"],
+        Provider::Kimi => &["KIMI_*", "MOONSHOT_*"],
+        Provider::Pi => &["PI_*", "ANTHROPIC_*", "OPENAI_*", "GEMINI_*"],
+        Provider::Openclaw => &["OPENCLAW_*", "ANTHROPIC_*", "OPENAI_*"],
+        Provider::Aider => &["AIDER_*", "OPENAI_*", "ANTHROPIC_*"],
+        Provider::Generic | Provider::Shell | Provider::Raw => &[],
     }
 }
 

@@ -74,6 +74,24 @@ fn pane_env(state: &AppState, launch: &Launch, agent: Option<&AgentId>) -> Vec<(
     if let Some(id) = agent {
         set("AGENTBUS_AGENT_ID", id.to_string());
         set("AGENTBUS_AGENT_TOKEN", state.auth().mint(id));
+        if launch.provider == Provider::Codex {
+            // Its own home, so that its MCP server is its own (see
+            // `codex_home`).
+            let requested = launch
+                .env
+                .iter()
+                .find(|(k, _)| k.as_str() == "CODEX_HOME")
+                .map(|(_, v)| v.as_str());
+            let home = crate::codex_home::user_home(requested)
+                .map(|user| crate::codex_home::prepare(&config.daemon.data_dir, id, &user));
+            match home {
+                Some(Ok(dir)) => set("CODEX_HOME", dir.display().to_string()),
+                Some(Err(e)) => {
+                    tracing::warn!(agent = %id, error = %e, "no Codex home of its own for this pane");
+                }
+                None => {}
+            }
+        }
     }
     env
 }

@@ -63,7 +63,8 @@ impl std::fmt::Display for ApiFailure {
 
 impl std::error::Error for ApiFailure {}
 
-/// The CLI program a pane hosts; selects its paste/submit profile.
+/// The CLI program a pane hosts; selects its profile (how to type into
+/// it, how its screen shows it ready, how to ask it to quit).
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default,
 )]
@@ -72,16 +73,38 @@ pub enum Provider {
     Claude,
     Codex,
     Gemini,
+    /// GitHub Copilot CLI.
+    Copilot,
+    Opencode,
+    /// Qwen Code.
+    Qwen,
+    /// Kimi CLI.
+    Kimi,
+    /// The Pi coding agent.
+    Pi,
+    Openclaw,
+    Aider,
+    /// Any other agent CLI: bracketed paste, Enter, `/exit`; readiness
+    /// from quiet time only.
+    Generic,
     #[default]
     Shell,
     Raw,
 }
 
 impl Provider {
-    pub const ALL: [Provider; 5] = [
+    pub const ALL: [Provider; 13] = [
         Provider::Claude,
         Provider::Codex,
         Provider::Gemini,
+        Provider::Copilot,
+        Provider::Opencode,
+        Provider::Qwen,
+        Provider::Kimi,
+        Provider::Pi,
+        Provider::Openclaw,
+        Provider::Aider,
+        Provider::Generic,
         Provider::Shell,
         Provider::Raw,
     ];
@@ -91,8 +114,35 @@ impl Provider {
             Provider::Claude => "claude",
             Provider::Codex => "codex",
             Provider::Gemini => "gemini",
+            Provider::Copilot => "copilot",
+            Provider::Opencode => "opencode",
+            Provider::Qwen => "qwen",
+            Provider::Kimi => "kimi",
+            Provider::Pi => "pi",
+            Provider::Openclaw => "openclaw",
+            Provider::Aider => "aider",
+            Provider::Generic => "generic",
             Provider::Shell => "shell",
             Provider::Raw => "raw",
+        }
+    }
+
+    /// The command that starts this agent CLI, for the providers that
+    /// are one program (`generic`, `shell` and `raw` are not).
+    pub fn program(self) -> Option<&'static str> {
+        match self {
+            Provider::Generic | Provider::Shell | Provider::Raw => None,
+            p => Some(p.as_str()),
+        }
+    }
+
+    /// The command line that starts this agent CLI at its prompt, for the
+    /// providers that are one program.
+    pub fn command(self) -> Option<Vec<&'static str>> {
+        match self {
+            // Bare `openclaw` starts its setup wizard; `chat` is its prompt.
+            Provider::Openclaw => Some(vec!["openclaw", "chat"]),
+            p => p.program().map(|prog| vec![prog]),
         }
     }
 
@@ -106,7 +156,7 @@ impl Provider {
             .unwrap_or("");
         Provider::ALL
             .into_iter()
-            .find(|p| prog == p.as_str() && *p != Provider::Raw)
+            .find(|p| p.program() == Some(prog))
             .unwrap_or(Provider::Shell)
     }
 }
@@ -124,7 +174,11 @@ impl std::str::FromStr for Provider {
             .into_iter()
             .find(|p| p.as_str() == s)
             .ok_or_else(|| {
-                format!("unknown provider {s:?}: expected claude, codex, gemini, shell or raw")
+                let names: Vec<&str> = Provider::ALL.iter().map(|p| p.as_str()).collect();
+                format!(
+                    "unknown provider {s:?}: expected one of {}",
+                    names.join(", ")
+                )
             })
     }
 }
@@ -216,14 +270,28 @@ fn is_zero(n: &u32) -> bool {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum InjectOutcome {
-    /// Written into the pane and submitted.
+    /// Written into the pane and submitted (see `submitted`).
     Delivered,
     /// A peer instance on this machine delivered it.
     Forwarded,
     /// The relay accepted it; not yet delivered.
     Queued,
-    /// The agent is known but offline; it will be replayed.
+    /// Kept in the durable hold and replayed when the agent can take it:
+    /// it is offline, or its CLI is not at a ready prompt (`reason`).
     Held,
+}
+
+/// Whether the screen showed a jekt's text leave the input box after the
+/// submit key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SubmitState {
+    /// The input box emptied: the text became a turn or a queued input.
+    Confirmed,
+    /// Submitted, but this provider's screen cannot be read to confirm it.
+    Unconfirmed,
+    /// The profile has no submit key (`raw`): typed only.
+    NotSent,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -240,12 +308,19 @@ pub struct InjectResponse {
     pub delivery: Delivery,
     /// Whether the text went in as a bracketed paste.
     pub bracketed: bool,
-    /// How long delivery waited for the pane to go quiet.
+    /// How long delivery waited for the pane to be ready (or quiet).
     pub waited_ms: u64,
     /// True when this `request_id` was seen before and nothing new was
     /// written: the response repeats the first delivery.
     #[serde(default)]
     pub duplicate: bool,
+    /// For `delivered`: whether the submit was seen to take.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub submitted: Option<SubmitState>,
+    /// For `held` while the agent runs: why it could not be typed now
+    /// (`busy: working`, `blocked: sign-in screen`, `not submitted`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// `POST /agentmux/reactive/register` (the reactive routes; docs/http-api.md).
@@ -338,6 +413,11 @@ pub struct AgentInfo {
     /// Jekts waiting in the durable hold for this agent.
     #[serde(default)]
     pub held_jekts: u32,
+    /// Whether its CLI takes input now, read off its screen: `ready`,
+    /// `busy: <why>` or `blocked: <what>` (absent for a provider whose
+    /// screen agentbus cannot read, and for an agent without a pane).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readiness: Option<String>,
     /// The tmux pane the agent lives in, when it is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tmux: Option<TmuxPane>,

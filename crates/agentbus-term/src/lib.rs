@@ -7,7 +7,8 @@
 //!   or by an existing tmux pane ([`Pane::adopt_tmux`], [`tmux`]).
 //! - **profile**: how a provider's program wants input: bracketed paste or
 //!   not, how long to let a paste settle, which key submits, how to ask it
-//!   to quit ([`profile`]).
+//!   to quit, and how its screen shows it ready, busy or blocked
+//!   ([`profile`], [`ready`]).
 //! - **absorb**: read the program's output off the PTY as fast as it writes.
 //! - **parse**: turn output into a screen and scrollback lines ([`screen`]);
 //!   what the parser falls behind by is bounded, and what it skips is
@@ -21,13 +22,16 @@ mod backlog;
 pub mod modes;
 pub mod pane;
 pub mod profile;
+pub mod ready;
 pub mod screen;
 pub mod tmux;
 
 pub use pane::{
-    ExitInfo, OutputStats, Pane, PaneOutput, PaneSpec, PasteReport, StopReport, StopStep, TmuxSpec,
+    ExitInfo, OutputStats, Pane, PaneOutput, PaneSpec, PasteReport, StopReport, StopStep,
+    Submitted, TmuxSpec,
 };
 pub use profile::Profile;
+pub use ready::{Readiness, ScreenRules};
 
 /// Why a pane operation failed.
 #[derive(Debug, thiserror::Error)]

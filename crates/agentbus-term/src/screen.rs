@@ -131,6 +131,15 @@ impl Screen {
         self.parser.screen().state_formatted().into_bytes()
     }
 
+    /// The visible rows as they are on screen, one string per row (no
+    /// joining of wrapped rows, no scrollback): what readiness is read
+    /// from.
+    pub fn visible_rows(&self) -> Vec<String> {
+        let screen = self.parser.screen();
+        let (_, cols) = screen.size();
+        screen.rows(0, cols.get()).collect()
+    }
+
     /// The screen's rows as text lines: wrapped rows joined, the blank
     /// rows below the last text dropped.
     fn screen_lines(&self) -> Vec<String> {

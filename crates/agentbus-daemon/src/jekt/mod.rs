@@ -35,12 +35,12 @@ use crate::config::PolicyConfig;
 use crate::error::ApiError;
 use crate::hold;
 use crate::state::{AppState, AuditRecord, Live};
-use agentbus_proto::api::{IdleWait, InjectOutcome, InjectRequest, InjectResponse};
+use agentbus_proto::api::{IdleWait, InjectOutcome, InjectRequest, InjectResponse, SubmitState};
 use agentbus_proto::event::EventKind;
 use agentbus_proto::jekt::{Delivery, MarkerHeader, Priority, Trust, effective_tier, wrap};
 use agentbus_proto::sync::lock;
 use agentbus_proto::{AgentId, BlockId, MessageId, now_ms};
-use agentbus_term::TermError;
+use agentbus_term::{Readiness, Submitted, TermError};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -275,12 +275,15 @@ impl Jekt<'_> {
             bracketed: false,
             waited_ms: 0,
             duplicate: false,
+            submitted: None,
+            reason: None,
         }
     }
 }
 
 /// Wraps, pastes and submits `j` into `record`'s pane, then publishes the
-/// delivery. Shared by live jekts and the replay of held ones.
+/// delivery (unless the text stuck in the input box: then it was not
+/// delivered). Shared by live jekts and the replay of held ones.
 pub(crate) async fn paste(
     state: &AppState,
     record: &PaneRecord,
@@ -288,6 +291,11 @@ pub(crate) async fn paste(
 ) -> Result<agentbus_term::PasteReport, TermError> {
     let h = &j.header;
     let report = record.pane.paste_and_submit(&wrap(h, j.body)).await?;
+    if report.stuck {
+        tracing::warn!(agent = %h.to, msg_id = %h.msg_id, cleared = report.cleared,
+            "a jekt's text stayed in the input box after two submits");
+        return Ok(report);
+    }
     state.events().publish(EventKind::JektDelivered {
         msg_id: h.msg_id,
         from: h.from.to_string(),
@@ -375,49 +383,83 @@ async fn check_and_deliver(
     let record = match record {
         // Behind a backlog of held jekts, wait in line.
         Some(r) if state.held().count(to) == 0 => r,
-        _ => return hold::hold(state, sender, &j).await,
+        _ => return hold::hold(state, sender, &j, None).await,
     };
 
-    let max_wait = match (j.header.priority, req.wait_for_idle) {
-        (Priority::Urgent, _) | (_, IdleWait::No) => None,
-        (_, IdleWait::Default) => Some(config.jekt.idle_max_wait_ms),
-        (_, IdleWait::UpToMs(ms)) => Some(ms),
+    // A CLI whose screen can be read takes a jekt only at a ready prompt
+    // (never a sign-in screen or a dialog, never text already in its
+    // box): wait for one, within the bound, or hold the jekt; the replay
+    // waits for the prompt. Other programs are waited on to go quiet.
+    let bound = match req.wait_for_idle {
+        IdleWait::UpToMs(ms) => ms,
+        _ => config.jekt.idle_max_wait_ms,
     };
-    let waited = match max_wait {
-        Some(max) => {
-            record
-                .pane
-                .wait_idle(
-                    Duration::from_millis(config.jekt.idle_quiet_ms),
-                    Duration::from_millis(max),
-                )
-                .await
+    let (readiness, mut waited) = record.pane.wait_ready(Duration::from_millis(bound)).await;
+    let max_wait = match (readiness.is_ready(), j.header.priority, req.wait_for_idle) {
+        (true, _, _) | (_, Priority::Urgent, _) | (_, _, IdleWait::No) => None,
+        (_, _, IdleWait::Default) => Some(config.jekt.idle_max_wait_ms),
+        (_, _, IdleWait::UpToMs(ms)) => Some(ms),
+    };
+    match readiness {
+        Readiness::Ready | Readiness::Unknown => {}
+        not_now if record.pane.is_running() => {
+            return hold::hold(state, sender, &j, Some(not_now.label())).await;
         }
-        None => Duration::ZERO,
-    };
+        // Ended while it waited: the paste below says so.
+        _ => {}
+    }
+    if let Some(max) = max_wait {
+        waited += record
+            .pane
+            .wait_idle(
+                Duration::from_millis(config.jekt.idle_quiet_ms),
+                Duration::from_millis(max),
+            )
+            .await;
+    }
     // While it waited, the program in the pane may have become a shell.
-    if max_wait.is_some() {
+    if !waited.is_zero() {
         check_shell(state, sender, to, &record).await?;
     }
 
     let report = paste(state, &record, &j)
         .await
         .map_err(|e| term_error(to, e))?;
+    if report.stuck {
+        // The text never left the box (it was cleared from it): it was
+        // not delivered, so it waits in the hold for the next ready prompt.
+        return hold::hold(state, sender, &j, Some(NOT_SUBMITTED.into())).await;
+    }
+    let submitted = submit_state(report.submitted);
     state
         .audit(sender.audit(to, "delivered", j.body).detail(format!(
-            "msg_id={} from={} trust={} tier={} bracketed={} waited_ms={}",
+            "msg_id={} from={} trust={} tier={} bracketed={} waited_ms={} submitted={}{}",
             msg_id,
             agentbus_proto::jekt::marker_field(&sender.name),
             sender.trust,
             j.header.tier,
             report.bracketed,
-            waited.as_millis()
+            waited.as_millis(),
+            report.submitted.as_str(),
+            if report.retried { " retried=1" } else { "" },
         )))
         .await;
     let mut answer = j.answer(InjectOutcome::Delivered, Some(record.block));
     answer.bracketed = report.bracketed;
     answer.waited_ms = waited.as_millis() as u64;
+    answer.submitted = Some(submitted);
     Ok(answer)
+}
+
+/// Why a jekt whose text stayed in the input box was held.
+pub(crate) const NOT_SUBMITTED: &str = "not submitted: the text stayed in the input box";
+
+pub(crate) fn submit_state(s: Submitted) -> SubmitState {
+    match s {
+        Submitted::Confirmed => SubmitState::Confirmed,
+        Submitted::Unconfirmed => SubmitState::Unconfirmed,
+        Submitted::NotSent => SubmitState::NotSent,
+    }
 }
 
 /// The allow-list, for senders holding an agent token here.

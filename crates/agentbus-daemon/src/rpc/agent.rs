@@ -70,13 +70,12 @@ pub fn pane_of(
 }
 
 fn default_command(provider: Option<Provider>) -> Result<Vec<String>, RpcError> {
-    match provider {
-        Some(p @ (Provider::Claude | Provider::Codex | Provider::Gemini)) => {
-            Ok(vec![p.as_str().into()])
-        }
-        Some(Provider::Shell) => Ok(vec![login_shell()]),
-        Some(Provider::Raw) | None => Err(missing(
-            "agent.open needs a command, or a provider (claude, codex, gemini, shell) to run",
+    match provider.map(|p| (p, p.command())) {
+        Some((_, Some(command))) => Ok(command.into_iter().map(String::from).collect()),
+        Some((Provider::Shell, None)) => Ok(vec![login_shell()]),
+        _ => Err(missing(
+            "agent.open needs a command, or a provider that is one program (claude, codex, gemini, \
+             copilot, opencode, qwen, kimi, pi, openclaw, aider) or shell",
         )),
     }
 }

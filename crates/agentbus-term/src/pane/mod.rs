@@ -16,6 +16,7 @@ pub use tmux_pane::TmuxSpec;
 use crate::TermError;
 use crate::modes::Modes;
 use crate::profile::Profile;
+use crate::ready::{InputBox, Readiness};
 use crate::tmux::PaneRef;
 use agentbus_proto::now_ms;
 use agentbus_proto::sync::lock;
@@ -30,6 +31,19 @@ use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, watch};
 
 const OUTPUT_CHANNEL: usize = 1024;
+/// How often a waiting jekt re-reads the screen when no output wakes it.
+const POLL: Duration = Duration::from_millis(100);
+/// How often the input box is re-read while a submit is confirmed.
+const CONFIRM_POLL: Duration = Duration::from_millis(25);
+/// Bound on the wait for the box to empty after the clear keys.
+const CLEAR_WAIT: Duration = Duration::from_millis(1000);
+/// Bound on the wait for a running turn to stop before a quit.
+const INTERRUPT_WAIT: Duration = Duration::from_millis(3000);
+/// Bound on the wait for the prompt before typing a quit.
+const QUIT_READY_WAIT: Duration = Duration::from_millis(5000);
+/// The least pause between quit text and submit key: an Enter in the
+/// same burst as the text is swallowed by some CLIs.
+const MIN_QUIT_SETTLE: Duration = Duration::from_millis(250);
 
 /// Output as seen by attached terminals.
 #[derive(Debug, Clone)]
@@ -53,14 +67,42 @@ pub struct ExitInfo {
     pub reason: Option<String>,
 }
 
+/// Whether the screen showed a submitted text leave the input box.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Submitted {
+    /// The input box emptied (the text became a turn or a queued input).
+    Confirmed,
+    /// The submit key was sent, but the screen cannot tell (a profile
+    /// without screen rules) or still showed the text in the box.
+    Unconfirmed,
+    /// The profile has no submit key: the text was only typed.
+    NotSent,
+}
+
+impl Submitted {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Submitted::Confirmed => "confirmed",
+            Submitted::Unconfirmed => "unconfirmed",
+            Submitted::NotSent => "not_sent",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PasteReport {
     /// Sent inside `ESC[200~` ... `ESC[201~`.
     pub bracketed: bool,
     /// Bytes written, framing included, submit key excluded.
     pub bytes: usize,
-    /// Whether a submit key followed.
-    pub submitted: bool,
+    pub submitted: Submitted,
+    /// The submit key was sent a second time, the first not having taken.
+    pub retried: bool,
+    /// After both submits the screen still showed the text in the input
+    /// box: it was not sent, and the box was cleared (`cleared`) so that
+    /// the next text does not join it.
+    pub stuck: bool,
+    pub cleared: bool,
 }
 
 /// Which step of [`Pane::stop`] ended the program.
@@ -172,6 +214,8 @@ trait Backend: Send + Sync {
     fn foreground_group(&self) -> Option<u32>;
     /// The name of the program in the terminal's foreground.
     fn foreground_program(&self) -> Io<'_, Option<String>>;
+    /// The visible rows, one string per row, no scrollback.
+    fn visible_rows(&self) -> Vec<String>;
     /// The tmux pane this is, if it is one.
     fn tmux(&self) -> Option<&PaneRef>;
     /// Lets the pane go instead of ending its program, if it is not ours
@@ -387,6 +431,11 @@ impl Pane {
     /// or an admin's exact input). Waits for any jekt in progress.
     pub async fn write_input(&self, bytes: &[u8]) -> Result<(), TermError> {
         let _turn = self.inner.input_lock.lock().await;
+        self.keys(bytes).await
+    }
+
+    /// Types `bytes`; the caller holds the input lock.
+    async fn keys(&self, bytes: &[u8]) -> Result<(), TermError> {
         if !self.is_running() {
             return Err(TermError::NotRunning);
         }
@@ -396,10 +445,101 @@ impl Pane {
             .await
     }
 
+    /// The visible rows of the screen, one string per row.
+    pub fn visible_rows(&self) -> Vec<String> {
+        self.inner.backend.visible_rows()
+    }
+
+    /// Whether the program is ready for input, as its screen shows it
+    /// (see [`crate::ready`]). `Unknown` for a profile without rules.
+    pub fn readiness(&self) -> Readiness {
+        let profile = &self.inner.profile;
+        if profile.screen.is_empty() {
+            return Readiness::Unknown;
+        }
+        match profile.screen.read(&self.visible_rows()) {
+            // A CLI that shows nothing while it streams a reply is busy
+            // as long as it prints.
+            Readiness::Ready if self.printed_within(profile.output_quiet_ms) => {
+                Readiness::Busy(crate::ready::WORKING)
+            }
+            r => r,
+        }
+    }
+
+    /// Whether the program printed anything in the last `ms`.
+    fn printed_within(&self, ms: u64) -> bool {
+        ms > 0
+            && self
+                .last_output_ms()
+                .is_some_and(|t| now_ms() - t < ms as i64)
+    }
+
+    fn input_box(&self) -> InputBox {
+        self.inner.profile.screen.input_box(&self.visible_rows())
+    }
+
+    /// Waits until the screen has shown the ready prompt, unchanged in
+    /// readiness, for the profile's `ready_quiet_ms`, or `max` has passed,
+    /// or the program ended. Returns the last readiness read and how long
+    /// it waited. A profile without screen rules answers `Unknown` at
+    /// once: its caller waits for quiet instead.
+    pub async fn wait_ready(&self, max: Duration) -> (Readiness, Duration) {
+        let start = Instant::now();
+        let quiet = Duration::from_millis(self.inner.profile.ready_quiet_ms);
+        let mut output = self.subscribe_output();
+        let mut ready_since: Option<Instant> = None;
+        loop {
+            let now = self.readiness();
+            if !self.is_running() || now == Readiness::Unknown {
+                return (now, start.elapsed());
+            }
+            let mut wake = POLL;
+            if now.is_ready() {
+                let since = *ready_since.get_or_insert_with(Instant::now);
+                // Ready for the quiet time: seen so here, or (a prompt
+                // waiting since long before) by the pane's silence.
+                let silent = self
+                    .last_output_ms()
+                    .is_some_and(|t| now_ms() - t >= quiet.as_millis() as i64);
+                if silent || since.elapsed() >= quiet {
+                    return (now, start.elapsed());
+                }
+                wake = wake.min(quiet - since.elapsed());
+            } else {
+                ready_since = None;
+            }
+            let remaining = max.saturating_sub(start.elapsed());
+            if remaining.is_zero() {
+                return (now, start.elapsed());
+            }
+            // Woken by output (the screen may have changed) or the poll.
+            let _ = tokio::time::timeout(wake.min(remaining), output.recv()).await;
+        }
+    }
+
+    /// Waits up to `max` for the input box to satisfy `want`; whether it
+    /// did.
+    async fn box_becomes(&self, max: Duration, want: impl Fn(&InputBox) -> bool) -> bool {
+        let start = Instant::now();
+        loop {
+            if want(&self.input_box()) {
+                return true;
+            }
+            if start.elapsed() >= max || !self.is_running() {
+                return false;
+            }
+            tokio::time::sleep(CONFIRM_POLL).await;
+        }
+    }
+
     /// Delivers `text` as the profile says: a paste (bracketed if the
     /// profile wants it and the program allows it), then (after the
-    /// settle time) the submit key once. Holds the pane's input for the
-    /// whole sequence.
+    /// settle time) the submit key, in two writes. Where the profile can
+    /// read the screen, it then confirms that the text left the input
+    /// box, sends the submit key once more if it did not, and if the text
+    /// still sits there, clears the box and reports it `stuck`. Holds the
+    /// pane's input for the whole sequence.
     pub async fn paste_and_submit(&self, text: &str) -> Result<PasteReport, TermError> {
         if !paste_safe(text) {
             return Err(TermError::UnsafePaste);
@@ -416,21 +556,111 @@ impl Pane {
         let (bracketed, bytes) = backend
             .paste(text, profile.bracketed_paste, timeout)
             .await?;
-        let submitted = !profile.submit.is_empty();
-        if submitted {
-            // A zero sleep would still wait for the timer's next tick (1 ms).
-            if profile.settle_ms > 0 {
-                tokio::time::sleep(profile.settle()).await;
-            }
-            backend
-                .write(profile.submit.as_bytes().to_vec(), timeout)
-                .await?;
-        }
-        Ok(PasteReport {
+        let mut report = PasteReport {
             bracketed,
             bytes,
-            submitted,
-        })
+            submitted: Submitted::NotSent,
+            retried: false,
+            stuck: false,
+            cleared: false,
+        };
+        if profile.submit.is_empty() {
+            return Ok(report);
+        }
+        // A zero sleep would still wait for the timer's next tick (1 ms).
+        if profile.settle_ms > 0 {
+            tokio::time::sleep(profile.settle()).await;
+        }
+        let reads_screen = !profile.screen.prompt.is_empty();
+        let confirm = Duration::from_millis(profile.confirm_ms);
+        let holds = |b: &InputBox| matches!(b, InputBox::Holds(_));
+        let left = |b: &InputBox| !matches!(b, InputBox::Holds(_));
+        if reads_screen {
+            // The paste drawn in the box first: an Enter that overtakes
+            // it would submit nothing and leave the text behind.
+            self.box_becomes(confirm, holds).await;
+        }
+        self.keys(profile.submit.as_bytes()).await?;
+        report.submitted = Submitted::Unconfirmed;
+        if !reads_screen {
+            return Ok(report);
+        }
+        if !self.box_becomes(confirm, left).await {
+            report.retried = true;
+            self.keys(profile.submit.as_bytes()).await?;
+            if !self.box_becomes(confirm, left).await {
+                report.stuck = true;
+                report.cleared = self.clear_box().await;
+                return Ok(report);
+            }
+        }
+        report.submitted = Submitted::Confirmed;
+        Ok(report)
+    }
+
+    /// Empties a non-empty input box with the profile's keys; whether the
+    /// box is empty after. The caller holds the input lock.
+    async fn clear_box(&self) -> bool {
+        let keys = &self.inner.profile.clear_input;
+        if !matches!(self.input_box(), InputBox::Holds(_)) {
+            return true;
+        }
+        if keys.is_empty() || self.keys(keys.as_bytes()).await.is_err() {
+            return false;
+        }
+        self.box_becomes(CLEAR_WAIT, |b| !matches!(b, InputBox::Holds(_)))
+            .await
+    }
+
+    /// Asks the program to quit the way a person would: nothing typed into
+    /// a blocked screen, a running turn interrupted, a non-empty box
+    /// cleared, then the quit text and
+    /// (after the settle time) the submit key as separate writes, the
+    /// submit sent once more if the screen shows the quit text still in
+    /// the box. Returns once the program exited or `grace` has passed.
+    async fn quit_through_cli(&self, quit: &str, grace: Duration) {
+        let start = Instant::now();
+        let profile = &self.inner.profile;
+        let reads_screen = !profile.screen.prompt.is_empty();
+        {
+            let _turn = self.inner.input_lock.lock().await;
+            if let Readiness::Blocked(what) = self.readiness() {
+                // A sign-in screen or a dialog would take the quit text as
+                // its answer (an authorization code, a choice): type
+                // nothing; the signals that follow end it.
+                tracing::info!(pid = ?self.inner.pid, %what, "not typing a quit into a blocked screen");
+                return;
+            }
+            if reads_screen {
+                let busy = matches!(self.readiness(), Readiness::Busy(crate::ready::WORKING));
+                if busy && !profile.interrupt.is_empty() {
+                    let _ = self.keys(profile.interrupt.as_bytes()).await;
+                    self.box_becomes(INTERRUPT_WAIT, |_| {
+                        !profile.screen.shows_busy(&self.visible_rows())
+                    })
+                    .await;
+                }
+                self.clear_box().await;
+                // A CLI still starting may take a slash command as a
+                // prompt to queue for the model.
+                self.wait_ready(QUIT_READY_WAIT).await;
+            }
+            if self.keys(quit.as_bytes()).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(profile.settle().max(MIN_QUIT_SETTLE)).await;
+            let _ = self.keys(profile.submit.as_bytes()).await;
+            let confirm = Duration::from_millis(profile.confirm_ms).min(grace);
+            if self.wait_exit(confirm).await.is_some() {
+                return;
+            }
+            let quit_left = reads_screen
+                && matches!(self.input_box(), InputBox::Holds(t) if t.starts_with(quit));
+            if quit_left {
+                let _ = self.keys(profile.submit.as_bytes()).await;
+            }
+        }
+        self.wait_exit(grace.saturating_sub(start.elapsed())).await;
     }
 
     /// Sends `sig` to the pane's process group and to the terminal's
@@ -448,9 +678,9 @@ impl Pane {
         }
     }
 
-    /// Ends the program: unless `force`, first the profile's quit (its quit
-    /// text, or SIGHUP), then SIGTERM, then SIGKILL, waiting up to `grace`
-    /// after each step.
+    /// Ends the program: unless `force`, first the profile's quit (through
+    /// the CLI as a person would, see `quit_through_cli`; or SIGHUP), then
+    /// SIGTERM, then SIGKILL, waiting up to `grace` after each step.
     ///
     /// A tmux pane is not ours to end: it is let go (its program runs on,
     /// agentbus stops using it) and reported as ended with `released`.
@@ -468,15 +698,17 @@ impl Pane {
             };
         }
         if !force {
-            match self.inner.profile.quit_text.clone() {
+            let exited = match self.inner.profile.quit_text.clone() {
                 Some(text) => {
-                    let mut keys = text.into_bytes();
-                    keys.extend_from_slice(self.inner.profile.submit.as_bytes());
-                    let _ = self.write_input(&keys).await;
+                    self.quit_through_cli(&text, grace).await;
+                    self.exit_info()
                 }
-                None => self.signal(Signal::SIGHUP),
-            }
-            if let Some(exit) = self.wait_exit(grace).await {
+                None => {
+                    self.signal(Signal::SIGHUP);
+                    self.wait_exit(grace).await
+                }
+            };
+            if let Some(exit) = exited {
                 return StopReport {
                     step: StopStep::Quit,
                     exit: Some(exit),

@@ -272,6 +272,10 @@ impl Backend for Pty {
         lock(&self.screen).numbered_lines(n, after)
     }
 
+    fn visible_rows(&self) -> Vec<String> {
+        lock(&self.screen).visible_rows()
+    }
+
     fn repaint(&self) -> Vec<u8> {
         lock(&self.screen).repaint()
     }

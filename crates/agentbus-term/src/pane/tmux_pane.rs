@@ -228,6 +228,15 @@ impl Backend for TmuxPane {
         crate::screen::select_numbered(text_lines(&text), 1, n, after)
     }
 
+    fn visible_rows(&self) -> Vec<String> {
+        let text = self
+            .pane
+            .server
+            .capture(&self.pane.id, Some(0), false)
+            .unwrap_or_default();
+        text_lines(&text)
+    }
+
     fn repaint(&self) -> Vec<u8> {
         let text = self
             .pane

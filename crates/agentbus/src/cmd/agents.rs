@@ -82,13 +82,14 @@ pub async fn ls(client: &Client, args: LsArgs) -> anyhow::Result<ExitCode> {
         outln!("no agents (open one with `agentbus open <name> -- <command>`)");
         return Ok(ExitCode::SUCCESS);
     }
-    let rows: Vec<[String; 6]> = list
+    let rows: Vec<[String; 7]> = list
         .agents
         .iter()
         .map(|a| {
             [
                 a.agent_id.to_string(),
                 state_word(a),
+                a.readiness.clone().unwrap_or_else(|| "-".into()),
                 a.provider
                     .map(|p| p.to_string())
                     .unwrap_or_else(|| "-".into()),
@@ -101,7 +102,9 @@ pub async fn ls(client: &Client, args: LsArgs) -> anyhow::Result<ExitCode> {
         })
         .collect();
     print_table(
-        &["NAME", "STATE", "PROVIDER", "PID", "ACTIVE", "BLOCK"],
+        &[
+            "NAME", "STATE", "INPUT", "PROVIDER", "PID", "ACTIVE", "BLOCK",
+        ],
         &rows,
     );
     Ok(ExitCode::SUCCESS)
@@ -140,6 +143,15 @@ pub async fn status(client: &Client, args: StatusArgs) -> anyhow::Result<ExitCod
     }
     outln!("agent:     {}", a.agent_id);
     outln!("state:     {}", state_word(&a));
+    if let Some(r) = &a.readiness {
+        outln!("input:     {r}");
+    }
+    if a.held_jekts > 0 {
+        outln!(
+            "held:      {} jekt(s), typed when it is ready",
+            a.held_jekts
+        );
+    }
     if let Some(b) = a.block_id {
         outln!("block:     {b}");
     }

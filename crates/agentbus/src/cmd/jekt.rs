@@ -97,18 +97,27 @@ pub async fn run(client: &Client, args: JektArgs) -> anyhow::Result<ExitCode> {
         super::print_json(&resp)?;
     } else {
         let outcome = serde_json::to_value(resp.outcome)?;
-        let waited = if resp.waited_ms > 0 {
-            format!(", waited {} ms for idle", resp.waited_ms)
-        } else {
-            String::new()
-        };
+        let mut notes = String::new();
+        if let Some(sub) = resp.submitted {
+            let sub = serde_json::to_value(sub)?;
+            notes.push_str(&format!(", submitted {}", sub.as_str().unwrap_or("?")));
+        }
+        if resp.waited_ms > 0 {
+            notes.push_str(&format!(
+                ", waited {} ms for it to be ready",
+                resp.waited_ms
+            ));
+        }
+        if let Some(why) = &resp.reason {
+            notes.push_str(&format!("; {why}"));
+        }
         let dup = if resp.duplicate {
             " (repeat of an earlier request; not delivered again)"
         } else {
             ""
         };
         outln!(
-            "{} to {} from {} (msg {}, trust {}{waited}){dup}",
+            "{} to {} from {} (msg {}, trust {}{notes}){dup}",
             outcome.as_str().unwrap_or("done"),
             resp.target_agent,
             resp.source_agent,

@@ -14,7 +14,7 @@ pub struct OpenArgs {
     /// The agent's name: 1-64 of A-Z a-z 0-9 _ -
     pub name: AgentId,
     /// How input is typed into it [default: guessed from the program; unknown programs are `shell`]
-    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(["claude", "codex", "gemini", "shell", "raw"]))]
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(Provider::ALL.map(Provider::as_str)))]
     pub provider: Option<String>,
     /// Working directory of the program [default: the current directory]
     #[arg(long, value_name = "DIR")]

@@ -1,0 +1,257 @@
+//! Whether an agent CLI is ready for input, told from its screen.
+//!
+//! A timer cannot tell a CLI that is drawing its first screen, waiting at
+//! its prompt, streaming a reply or asking to sign in: they can all be
+//! quiet for a second. The screen can. Each provider profile carries
+//! [`ScreenRules`]: what its prompt line starts with, what an empty input
+//! box shows, the words seen only while a turn runs, and the words of the
+//! screens that are not the prompt at all (sign-in, onboarding, trust and
+//! permission dialogs). [`ScreenRules::read`] turns the visible rows into
+//! a [`Readiness`].
+
+use serde::{Deserialize, Serialize};
+
+/// A screen that is not the prompt: seeing `text` means the CLI waits
+/// for something other than a message (`what` names it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlockedRule {
+    pub text: String,
+    pub what: String,
+}
+
+/// How a CLI's screen shows that it is ready, busy or blocked. All lists
+/// are plain text matched anywhere in a visible row (no patterns): the
+/// rules are data a user can read and override.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ScreenRules {
+    /// What the input line starts with once the prompt is drawn, after
+    /// any box border (`❯`, `›`, `>`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub prompt: Vec<String>,
+    /// What an empty input box shows after the prompt (its placeholder);
+    /// nothing at all counts as empty too.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub placeholder: Vec<String>,
+    /// Text seen only while a turn runs (`esc to interrupt`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub busy: Vec<String>,
+    /// Screens where nothing may be typed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub blocked: Vec<BlockedRule>,
+}
+
+/// What a pane's program is doing, as far as input goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Readiness {
+    /// The prompt is drawn, its input box is empty and no turn runs.
+    Ready,
+    /// Not now: a turn runs, the prompt is not drawn yet, or the input
+    /// box holds text.
+    Busy(&'static str),
+    /// A screen that is not the prompt (sign-in, a dialog): nothing may
+    /// be typed until a person deals with it.
+    Blocked(String),
+    /// The profile has no screen rules: only quiet time can be used.
+    Unknown,
+}
+
+/// Why a CLI is busy, in the words `status` uses.
+pub const WORKING: &str = "working";
+pub const NO_PROMPT: &str = "no prompt on screen";
+pub const INPUT_NOT_EMPTY: &str = "input box not empty";
+
+impl Readiness {
+    pub fn is_ready(&self) -> bool {
+        matches!(self, Readiness::Ready)
+    }
+
+    /// `ready`, `busy: working`, `blocked: sign-in screen`, `unknown`.
+    pub fn label(&self) -> String {
+        match self {
+            Readiness::Ready => "ready".into(),
+            Readiness::Busy(why) => format!("busy: {why}"),
+            Readiness::Blocked(what) => format!("blocked: {what}"),
+            Readiness::Unknown => "unknown".into(),
+        }
+    }
+}
+
+/// What the input box holds, read off the screen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InputBox {
+    /// No prompt line on screen.
+    Missing,
+    Empty,
+    /// Text after the prompt (its first row).
+    Holds(String),
+}
+
+/// Box-drawing and space characters a framed input box puts around its
+/// line (and the zero-width space one CLI ends its input with).
+fn is_frame(c: char) -> bool {
+    c.is_whitespace() || matches!(c, '│' | '┃' | '║' | '|' | '▌' | '▐' | '\u{200b}')
+}
+
+impl ScreenRules {
+    pub fn is_empty(&self) -> bool {
+        self.prompt.is_empty() && self.busy.is_empty() && self.blocked.is_empty()
+    }
+
+    /// The input box: the lowest visible row that starts (after its
+    /// frame) with a prompt. The box sits at the bottom of the screen, so
+    /// earlier turns echoed above it with the same sign do not count.
+    pub fn input_box(&self, rows: &[String]) -> InputBox {
+        for row in rows.iter().rev() {
+            let line = row.trim_start_matches(is_frame);
+            let Some(rest) = self
+                .prompt
+                .iter()
+                .find_map(|p| line.strip_prefix(p.as_str()))
+            else {
+                continue;
+            };
+            let text = rest.trim_matches(is_frame);
+            let empty = text.is_empty()
+                || self
+                    .placeholder
+                    .iter()
+                    .any(|p| !p.is_empty() && text.starts_with(p.as_str()));
+            return if empty {
+                InputBox::Empty
+            } else {
+                InputBox::Holds(text.to_string())
+            };
+        }
+        InputBox::Missing
+    }
+
+    /// Whether any visible row shows one of the busy words.
+    pub fn shows_busy(&self, rows: &[String]) -> bool {
+        rows.iter().any(|r| {
+            self.busy
+                .iter()
+                .any(|b| !b.is_empty() && r.contains(b.as_str()))
+        })
+    }
+
+    /// Reads the visible rows.
+    pub fn read(&self, rows: &[String]) -> Readiness {
+        if self.is_empty() {
+            return Readiness::Unknown;
+        }
+        for rule in &self.blocked {
+            if !rule.text.is_empty() && rows.iter().any(|r| r.contains(rule.text.as_str())) {
+                return Readiness::Blocked(rule.what.clone());
+            }
+        }
+        if self.prompt.is_empty() {
+            // Busy words alone: ready whenever they are gone.
+            return if self.shows_busy(rows) {
+                Readiness::Busy(WORKING)
+            } else {
+                Readiness::Ready
+            };
+        }
+        match self.input_box(rows) {
+            InputBox::Missing => Readiness::Busy(NO_PROMPT),
+            _ if self.shows_busy(rows) => Readiness::Busy(WORKING),
+            InputBox::Holds(_) => Readiness::Busy(INPUT_NOT_EMPTY),
+            InputBox::Empty => Readiness::Ready,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn rules() -> ScreenRules {
+        ScreenRules {
+            prompt: vec!["❯".into(), ">".into()],
+            placeholder: vec!["Type your message".into()],
+            busy: vec!["esc to interrupt".into()],
+            blocked: vec![BlockedRule {
+                text: "Sign in with".into(),
+                what: "sign-in screen".into(),
+            }],
+        }
+    }
+
+    fn rows(s: &str) -> Vec<String> {
+        s.lines().map(String::from).collect()
+    }
+
+    #[test]
+    fn an_empty_box_under_a_drawn_prompt_is_ready() {
+        let r = rules();
+        assert_eq!(
+            r.read(&rows("banner\n────\n❯ \n────\n  ? for shortcuts")),
+            Readiness::Ready
+        );
+        assert_eq!(
+            r.read(&rows("╭──╮\n│ >   Type your message or @path │\n╰──╯")),
+            Readiness::Ready
+        );
+    }
+
+    #[test]
+    fn text_in_the_box_a_running_turn_and_no_prompt_are_busy() {
+        let r = rules();
+        assert_eq!(
+            r.read(&rows("❯ [JEKT:FROM=a TO=b")),
+            Readiness::Busy(INPUT_NOT_EMPTY)
+        );
+        assert_eq!(
+            r.read(&rows("✻ Thinking… (esc to interrupt)\n❯ ")),
+            Readiness::Busy(WORKING)
+        );
+        assert_eq!(
+            r.read(&rows("Welcome to the CLI")),
+            Readiness::Busy(NO_PROMPT)
+        );
+    }
+
+    #[test]
+    fn a_sign_in_screen_blocks_whatever_else_shows() {
+        let r = rules();
+        assert_eq!(
+            r.read(&rows("Sign in with ChatGPT\n> 1. Sign in\n  2. API key")),
+            Readiness::Blocked("sign-in screen".into())
+        );
+    }
+
+    #[test]
+    fn earlier_turns_echoed_with_the_prompt_sign_do_not_count() {
+        let r = rules();
+        assert_eq!(r.read(&rows("> hello there\nok\n❯ ")), Readiness::Ready);
+        assert_eq!(
+            r.read(&rows("❯ \nsomething\n❯ still typing")),
+            Readiness::Busy(INPUT_NOT_EMPTY)
+        );
+    }
+
+    #[test]
+    fn no_rules_means_unknown() {
+        assert_eq!(ScreenRules::default().read(&rows("❯ ")), Readiness::Unknown);
+    }
+
+    proptest! {
+        // Whatever a program prints, reading it never panics, and a
+        // screen showing a blocked rule's text is never ready.
+        #[test]
+        fn any_screen_reads_and_a_blocked_screen_is_never_ready(
+            lines in proptest::collection::vec(".{0,80}", 0..30),
+            at in 0usize..30,
+        ) {
+            let r = rules();
+            let mut screen = lines.clone();
+            let _ = r.read(&screen);
+            let at = at.min(screen.len());
+            screen.insert(at, "  Sign in with your account".into());
+            prop_assert!(matches!(r.read(&screen), Readiness::Blocked(_)));
+        }
+    }
+}

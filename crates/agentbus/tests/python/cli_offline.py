@@ -1,0 +1,268 @@
+#!/usr/bin/env python3
+"""Prepares a real agent CLI to run offline against model_endpoint.py.
+
+    python3 cli_offline.py <claude|codex|gemini> --home DIR --cwd DIR --port PORT
+        [--codex-home DIR] [--trust] [--mcp-command CMD [ARGS...]] [--no-auth]
+
+Writes, inside DIR (used as the CLI's HOME), the settings that make the CLI
+start straight at its prompt with no first-run screens and send every model
+request to http://127.0.0.1:PORT. Then prints one JSON object on stdout:
+
+    {"env": {...}, "argv": ["claude", ...]}
+
+env holds the variables to set (HOME included) on top of a normal
+environment; argv[0] is the bare command name (look it up in
+target/clis/node_modules/.bin).
+
+Kept apart, because agentbus itself will do these parts (`agentbus setup`):
+  --trust            mark --cwd as a trusted project/folder
+  --mcp-command ...  register a stdio MCP server named "agentbus" started by
+                     that command line (must be the last option: it takes the
+                     rest of the arguments), approve it and its tools so they
+                     run without asking; implies --trust
+  --no-auth          the same files with no key or credentials at all:
+                     Codex and Gemini then open on their sign-in choice;
+                     Claude Code still reaches its prompt and answers a
+                     prompt with "Not logged in · Please run /login"
+
+Only the standard library; never reads or changes anything outside --home,
+--codex-home and --cwd.
+"""
+
+import argparse
+import json
+import os
+import sys
+
+# A fake key: syntactically plausible, accepted by nobody but our endpoint.
+FAKE_KEY = "sk-agentbus-offline-test-0000000000000000000000000000"
+SERVER = "agentbus"
+
+
+def write_json(path, obj):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(obj, f, indent=2)
+        f.write("\n")
+
+
+def read_json(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {}
+
+
+def toml_str(s):
+    """A TOML basic string (JSON's escapes, other than for surrogates,
+    which ensure_ascii=False avoids, are valid TOML)."""
+    return json.dumps(s, ensure_ascii=False)
+
+
+# ------------------------------------------------------------------ Claude
+
+
+def claude(a):
+    home, cwd = a.home, a.cwd
+    env = {
+        "HOME": home,
+        "ANTHROPIC_BASE_URL": f"http://127.0.0.1:{a.port}",
+        # No self-update (it would rewrite its own npm install), no
+        # telemetry, error reports, plugin marketplace or other side traffic.
+        "DISABLE_AUTOUPDATER": "1",
+        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+        "CLAUDE_CODE_DISABLE_OFFICIAL_MARKETPLACE_AUTOINSTALL": "1",
+        "DISABLE_TELEMETRY": "1",
+        "DISABLE_ERROR_REPORTING": "1",
+    }
+    if not a.no_auth:
+        # A bearer token, unlike ANTHROPIC_API_KEY, brings up no "use this
+        # API key?" question.
+        env["ANTHROPIC_AUTH_TOKEN"] = FAKE_KEY
+
+    # ~/.claude.json: the first-run screens (theme, login, tips) are skipped
+    # once onboarding is marked done.
+    state_path = os.path.join(home, ".claude.json")
+    state = read_json(state_path)
+    state.update({
+        "hasCompletedOnboarding": True,
+        "numStartups": max(1, int(state.get("numStartups", 0))),
+        "autoUpdates": False,
+    })
+    project = state.setdefault("projects", {}).setdefault(cwd, {})
+    project.setdefault("allowedTools", [])
+    if a.trust:
+        # The "do you trust the files in this folder?" dialog.
+        project["hasTrustDialogAccepted"] = True
+
+    settings_path = os.path.join(home, ".claude", "settings.json")
+    settings = read_json(settings_path)
+    if a.mcp_command:
+        # The server goes in the project's .mcp.json.
+        mcp_path = os.path.join(cwd, ".mcp.json")
+        mcp = read_json(mcp_path)
+        mcp.setdefault("mcpServers", {})[SERVER] = {
+            "type": "stdio", "command": a.mcp_command[0], "args": a.mcp_command[1:], "env": {}}
+        write_json(mcp_path, mcp)
+        # Approving it: enabledMcpjsonServers in the project's
+        # .claude/settings.local.json (Claude Code moves the same key there
+        # when it finds it under projects[cwd] in ~/.claude.json).
+        local_path = os.path.join(cwd, ".claude", "settings.local.json")
+        local = read_json(local_path)
+        enabled = local.setdefault("enabledMcpjsonServers", [])
+        if SERVER not in enabled:
+            enabled.append(SERVER)
+        write_json(local_path, local)
+        # Run the server's tools without a permission question: a rule
+        # naming the server alone (mcp__agentbus) allows all its tools.
+        allow = settings.setdefault("permissions", {}).setdefault("allow", [])
+        if f"mcp__{SERVER}" not in allow:
+            allow.append(f"mcp__{SERVER}")
+    write_json(state_path, state)
+    write_json(settings_path, settings)
+    return env, ["claude"]
+
+
+# ------------------------------------------------------------------- Codex
+
+
+def codex(a):
+    codex_home = a.codex_home or os.path.join(a.home, ".codex")
+    os.makedirs(codex_home, exist_ok=True)
+    env = {"HOME": a.home, "CODEX_HOME": codex_home}
+    lines = [
+        "# Written by cli_offline.py: Codex offline against model_endpoint.py.",
+        # A model in Codex's built-in catalog (any other name works too, but
+        # brings a "model metadata not found" startup warning).
+        'model = "gpt-5.5"',
+        "check_for_update_on_startup = false",
+        'approval_policy = "on-request"',
+        'sandbox_mode = "workspace-write"',
+    ]
+    if not a.no_auth:
+        # A provider of our own: OPENAI_BASE_URL is not honoured, and the
+        # built-in OpenAI provider would ask for a ChatGPT sign-in.
+        env["CODEX_OFFLINE_TEST_KEY"] = FAKE_KEY
+        lines.append('model_provider = "agentbus_test"')
+    lines += [
+        "",
+        "[features]",
+        "plugins = false",
+        # A feature flag, not a top-level key: without it the TUI starts a
+        # shared background `codex app-server --managed-daemon` per
+        # CODEX_HOME that hosts the MCP servers and outlives the TUI.
+        "daemon_auto_start = false",
+        "",
+        "[analytics]",
+        "enabled = false",
+        "",
+        "[model_providers.agentbus_test]",
+        'name = "agentbus test endpoint"',
+        f'base_url = {toml_str(f"http://127.0.0.1:{a.port}/v1")}',
+        'env_key = "CODEX_OFFLINE_TEST_KEY"',
+        'wire_api = "responses"',
+        "request_max_retries = 1",
+        "stream_max_retries = 1",
+    ]
+    lines += [
+        "",
+        # Startup screens that would stand before the prompt: the
+        # "new model available, try it?" choice, answered as Codex records it.
+        "[notice.model_migrations]",
+        '"gpt-5.5" = "gpt-6-sol"',
+        "",
+        "[tui]",
+        "screen_reader_detection_done = true",
+        "",
+        "[tui.model_availability_nux]",
+        '"gpt-6.1-sol" = 1',
+    ]
+    if a.trust:
+        lines += ["", f"[projects.{toml_str(a.cwd)}]", 'trust_level = "trusted"']
+    if a.mcp_command:
+        lines += [
+            "",
+            f"[mcp_servers.{SERVER}]",
+            f"command = {toml_str(a.mcp_command[0])}",
+            "args = [" + ", ".join(toml_str(x) for x in a.mcp_command[1:]) + "]",
+            # Run its tools without asking.
+            'default_tools_approval_mode = "approve"',
+        ]
+    with open(os.path.join(codex_home, "config.toml"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return env, ["codex"]
+
+
+# ------------------------------------------------------------------ Gemini
+
+
+def gemini(a):
+    home = a.home
+    env = {
+        "HOME": home,
+        "GOOGLE_GEMINI_BASE_URL": f"http://127.0.0.1:{a.port}",
+        # Without this the CLI restarts itself in a child node process (which
+        # then outlives a closed terminal and takes the signals).
+        "GEMINI_CLI_NO_RELAUNCH": "true",
+        # tmux passes 24-bit colour through; without this the CLI prints a
+        # "True color (24-bit) support not detected" warning above the prompt
+        # on its first three starts.
+        "COLORTERM": "truecolor",
+    }
+    if not a.no_auth:
+        env["GEMINI_API_KEY"] = FAKE_KEY
+    path = os.path.join(home, ".gemini", "settings.json")
+    s = read_json(path)
+    security = s.setdefault("security", {})
+    if not a.no_auth:
+        security.setdefault("auth", {})["selectedType"] = "gemini-api-key"
+    s.setdefault("general", {}).update({
+        "enableAutoUpdate": False, "enableAutoUpdateNotification": False})
+    s.setdefault("privacy", {})["usageStatisticsEnabled"] = False
+    s.setdefault("telemetry", {})["enabled"] = False
+    if a.trust:
+        # Folder trust stays on; the folder is listed as trusted.
+        tpath = os.path.join(home, ".gemini", "trustedFolders.json")
+        trusted = read_json(tpath)
+        trusted[a.cwd] = "TRUST_FOLDER"
+        write_json(tpath, trusted)
+    if a.mcp_command:
+        s.setdefault("mcpServers", {})[SERVER] = {
+            "command": a.mcp_command[0], "args": a.mcp_command[1:],
+            # trust: call its tools without a confirmation dialog.
+            "trust": True}
+    write_json(path, s)
+    return env, ["gemini"]
+
+
+def main():
+    ap = argparse.ArgumentParser(
+        description="Prepare a real agent CLI to run offline against model_endpoint.py.")
+    ap.add_argument("cli", choices=["claude", "codex", "gemini"])
+    ap.add_argument("--home", required=True, help="the fake HOME to write into")
+    ap.add_argument("--cwd", required=True, help="the project directory the CLI will run in")
+    ap.add_argument("--port", required=True, type=int, help="model_endpoint.py's port")
+    ap.add_argument("--codex-home", help="CODEX_HOME (default: HOME/.codex)")
+    ap.add_argument("--trust", action="store_true", help="mark --cwd as trusted")
+    ap.add_argument("--no-auth", action="store_true", help="write no key or credentials")
+    ap.add_argument("--mcp-command", nargs=argparse.REMAINDER,
+                    help="register the stdio MCP server 'agentbus' (rest of the line)")
+    a = ap.parse_args()
+    if a.mcp_command is not None and not a.mcp_command:
+        ap.error("--mcp-command needs a command")
+    if a.mcp_command:
+        a.trust = True
+    a.home = os.path.abspath(a.home)
+    a.cwd = os.path.abspath(a.cwd)
+    if a.codex_home:
+        a.codex_home = os.path.abspath(a.codex_home)
+    os.makedirs(a.home, exist_ok=True)
+    os.makedirs(a.cwd, exist_ok=True)
+    env, argv = {"claude": claude, "codex": codex, "gemini": gemini}[a.cli](a)
+    json.dump({"env": env, "argv": argv}, sys.stdout)
+    sys.stdout.write("\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,478 @@
+//! The real agent CLIs — Claude Code, Codex CLI and Gemini CLI, installed
+//! from npm at pinned versions by `scripts/install_clis.sh` — in agentbus
+//! panes, run offline against `tests/python/model_endpoint.py`, a scripted
+//! model on loopback that records every turn it is sent. Each test runs
+//! once per CLI:
+//! - jekts sent the moment a pane opens are each their own turn;
+//! - a jekt while the CLI works is submitted after the turn, as its own;
+//! - a jekt into the sign-in screen is held, never typed, and `status`
+//!   says why;
+//! - a held jekt is replayed after the CLI restarts;
+//! - the model's tool call of `send_message` acts as the pane's agent
+//!   (two panes of one CLI at once, each itself);
+//! - `stop` quits through the CLI, idle and busy, 10 times out of 10.
+
+mod common;
+
+use common::{Cred, Daemon, bin, eventually, python};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Where the pinned CLIs are installed (`scripts/install_clis.sh`).
+fn cli_bin(cli: &str) -> PathBuf {
+    let dir = std::env::var_os("AGENTBUS_TEST_CLIS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/clis/node_modules/.bin")
+        });
+    let p = dir.join(cli);
+    assert!(
+        p.exists(),
+        "{} is missing: run `bash scripts/test.sh` (or scripts/install_clis.sh), which installs the agent CLIs",
+        p.display()
+    );
+    p
+}
+
+fn script(name: &str) -> String {
+    format!("{}/tests/python/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The scripted model: `model_endpoint.py` on a free loopback port.
+struct Model {
+    child: Child,
+    url: String,
+    http: reqwest::Client,
+}
+
+impl Model {
+    fn start() -> Model {
+        let mut child = Command::new(python())
+            .arg(script("model_endpoint.py"))
+            .args(["--port", "0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start model_endpoint.py");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = line
+            .trim()
+            .strip_prefix("listening ")
+            .unwrap_or_else(|| panic!("model_endpoint.py said {line:?}"))
+            .to_string();
+        Model {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    fn port(&self) -> &str {
+        self.url.rsplit(':').next().unwrap()
+    }
+
+    /// The user turns the model was sent, oldest first.
+    async fn turns(&self) -> Vec<Value> {
+        let all: Vec<Value> = self
+            .http
+            .get(format!("{}/turns", self.url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        all.into_iter()
+            .filter(|t| t["kind"].as_str().unwrap_or("turn") == "turn")
+            .collect()
+    }
+
+    /// The turns whose text holds `needle`.
+    async fn turns_with(&self, needle: &str) -> Vec<Value> {
+        self.turns()
+            .await
+            .into_iter()
+            .filter(|t| t["text"].as_str().unwrap_or("").contains(needle))
+            .collect()
+    }
+
+    /// Waits for the model to be sent a turn holding `needle`; that turn.
+    async fn wait_turn(&self, needle: &str, secs: u64) -> Value {
+        eventually(&format!("a turn holding {needle:?}"), secs, async || {
+            self.turns_with(needle).await.into_iter().next()
+        })
+        .await
+    }
+}
+
+impl Drop for Model {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A daemon, a model and one CLI's offline home, ready to open panes.
+struct Rig {
+    cli: &'static str,
+    model: Model,
+    daemon: Daemon,
+    _home: tempfile::TempDir,
+    cwd: PathBuf,
+    /// What each pane of this CLI gets besides what the daemon passes.
+    env: BTreeMap<String, String>,
+}
+
+/// The environment a command needs to see the rig's home.
+fn home_env(env: &BTreeMap<String, String>) -> Vec<(&str, &str)> {
+    ["HOME", "CODEX_HOME"]
+        .into_iter()
+        .filter_map(|k| env.get(k).map(|v| (k, v.as_str())))
+        .collect()
+}
+
+impl Rig {
+    /// With `signed_in` false the CLI has no key: it shows its sign-in
+    /// screen.
+    async fn new(cli: &'static str, signed_in: bool) -> Rig {
+        let model = Model::start();
+        let home = tempfile::tempdir().unwrap();
+        let cwd = home.path().join("project");
+        std::fs::create_dir_all(&cwd).unwrap();
+        let cwd = cwd.canonicalize().unwrap();
+        let mut args = vec![
+            script("cli_offline.py"),
+            cli.into(),
+            "--home".into(),
+            home.path().display().to_string(),
+            "--cwd".into(),
+            cwd.display().to_string(),
+            "--port".into(),
+            model.port().into(),
+        ];
+        if !signed_in {
+            args.push("--no-auth".into());
+        }
+        let out = Command::new(python()).args(&args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "cli_offline.py: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let spec: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let env: BTreeMap<String, String> = spec["env"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+            .collect();
+        // agentbus's own set-up, as a user runs it in the project.
+        let setup = Command::new(bin())
+            .args(["setup", cli, "--write", "--trust-folder", "--allow-tools"])
+            .current_dir(&cwd)
+            .envs(home_env(&env))
+            .output()
+            .unwrap();
+        assert!(
+            setup.status.success(),
+            "agentbus setup {cli}: {}{}",
+            String::from_utf8_lossy(&setup.stdout),
+            String::from_utf8_lossy(&setup.stderr)
+        );
+        let daemon = Daemon::start_env(&home_env(&env));
+        Rig {
+            cli,
+            model,
+            daemon,
+            _home: home,
+            cwd,
+            env,
+        }
+    }
+
+    /// Opens (or reopens) agent `name` running this CLI.
+    async fn open(&self, name: &str) -> Value {
+        let env: BTreeMap<&str, &str> = self
+            .env
+            .iter()
+            .filter(|(k, _)| !matches!(k.as_str(), "HOME" | "CODEX_HOME"))
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let (status, body) = self
+            .daemon
+            .post(
+                "/v1/agents",
+                &json!({
+                    "agent_id": name,
+                    "provider": self.cli,
+                    "command": [cli_bin(self.cli)],
+                    "cwd": self.cwd,
+                    "env": env,
+                    "rows": 40,
+                    "cols": 120,
+                }),
+                &Cred::Key,
+            )
+            .await;
+        assert_eq!(status, 201, "open {name}: {body}");
+        body
+    }
+
+    async fn status(&self, name: &str) -> Value {
+        self.daemon
+            .get(&format!("/v1/agents/{name}"), &Cred::Key)
+            .await
+            .1
+    }
+
+    /// Waits until `name`'s readiness reads as `want` (a prefix).
+    async fn wait_input(&self, name: &str, want: &str, secs: u64) -> Value {
+        eventually(&format!("{name} to be {want}"), secs, async || {
+            let s = self.status(name).await;
+            s["readiness"]
+                .as_str()
+                .is_some_and(|r| r.starts_with(want))
+                .then_some(s)
+        })
+        .await
+    }
+
+    async fn jekt(&self, to: &str, text: &str) -> Value {
+        let (status, body) = self.daemon.jekt(to, text, &Cred::Key).await;
+        assert_eq!(status, 200, "jekt to {to}: {body}");
+        body
+    }
+
+    async fn stop(&self, name: &str) -> Value {
+        let (status, body) = self
+            .daemon
+            .post(&format!("/v1/agents/{name}/stop"), &json!({}), &Cred::Key)
+            .await;
+        assert_eq!(status, 200, "stop {name}: {body}");
+        body
+    }
+
+    async fn screen(&self, name: &str) -> String {
+        let (_, out) = self
+            .daemon
+            .get(&format!("/v1/agents/{name}/output?lines=200"), &Cred::Key)
+            .await;
+        out["lines"]
+            .as_array()
+            .map(|l| {
+                l.iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// A word no other test's text holds.
+fn unique(what: &str) -> String {
+    format!(
+        "{what}{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+            % 1_000_000_007
+    )
+}
+
+/// A jekt delivered and seen to leave the input box, or held (to be
+/// replayed): never delivered-but-unconfirmed into a CLI agentbus reads.
+fn assert_taken(answer: &Value) {
+    match answer["outcome"].as_str() {
+        Some("delivered") => assert_eq!(answer["submitted"], "confirmed", "{answer}"),
+        Some("held") => {}
+        _ => panic!("unexpected answer {answer}"),
+    }
+}
+
+async fn jekts_at_open_become_their_own_turns(cli: &'static str) {
+    let rig = Rig::new(cli, true).await;
+    let (one, two) = (unique("first"), unique("second"));
+    rig.open("ag").await;
+    let a = rig.jekt("ag", &one).await;
+    let b = rig.jekt("ag", &two).await;
+    assert_taken(&a);
+    assert_taken(&b);
+    let t1 = rig.model.wait_turn(&one, 90).await;
+    let t2 = rig.model.wait_turn(&two, 90).await;
+    for (t, other) in [(&t1, &two), (&t2, &one)] {
+        let text = t["text"].as_str().unwrap();
+        assert!(
+            !text.contains(other.as_str()),
+            "two jekts in one turn: {text}"
+        );
+        assert_eq!(text.matches("[JEKT:").count(), 1, "{text}");
+    }
+    assert!(t1["n"].as_u64() < t2["n"].as_u64(), "in order: {t1} {t2}");
+}
+
+async fn a_jekt_while_busy_waits_for_the_turn(cli: &'static str) {
+    let rig = Rig::new(cli, true).await;
+    rig.open("ag").await;
+    rig.wait_input("ag", "ready", 90).await;
+    let (slow, after) = (unique("slow"), unique("after"));
+    assert_taken(&rig.jekt("ag", &format!("{slow} WAIT=4 SLOW=2")).await);
+    rig.model.wait_turn(&slow, 30).await;
+    rig.wait_input("ag", "busy", 10).await;
+    assert_taken(&rig.jekt("ag", &after).await);
+    let first = rig.model.wait_turn(&slow, 30).await;
+    let second = rig.model.wait_turn(&after, 60).await;
+    assert!(
+        !second["text"].as_str().unwrap().contains(&slow),
+        "merged: {second}"
+    );
+    let gap = second["at_ms"].as_i64().unwrap() - first["at_ms"].as_i64().unwrap();
+    assert!(
+        gap >= 5_000,
+        "sent {gap} ms after the busy turn began, before it ended"
+    );
+}
+
+async fn a_jekt_into_the_sign_in_screen_is_held(cli: &'static str) {
+    let rig = Rig::new(cli, false).await;
+    rig.open("ag").await;
+    let status = rig.wait_input("ag", "blocked", 90).await;
+    let text = unique("held");
+    let answer = rig.jekt("ag", &text).await;
+    assert_eq!(answer["outcome"], "held", "{answer}");
+    let reason = answer["reason"].as_str().unwrap_or("");
+    assert!(reason.starts_with("blocked: "), "{answer} ({status})");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let screen = rig.screen("ag").await;
+    assert!(
+        !screen.contains(&text),
+        "typed into the sign-in screen:\n{screen}"
+    );
+    assert!(rig.model.turns().await.is_empty());
+    let status = rig.status("ag").await;
+    assert_eq!(status["held_jekts"], 1, "{status}");
+    assert!(
+        status["readiness"]
+            .as_str()
+            .unwrap()
+            .starts_with("blocked: ")
+    );
+    // Nor is the quit typed there: signals end it.
+    let stopped = rig.stop("ag").await;
+    assert_ne!(stopped["stopped_by"], "quit", "{stopped}");
+    let screen = rig.screen("ag").await;
+    assert!(
+        !screen.contains("/quit") && !screen.contains("/exit"),
+        "{screen}"
+    );
+}
+
+async fn a_held_jekt_is_replayed_after_a_restart(cli: &'static str) {
+    let rig = Rig::new(cli, true).await;
+    rig.open("ag").await;
+    rig.wait_input("ag", "ready", 90).await;
+    assert_eq!(rig.stop("ag").await["stopped_by"], "quit");
+    let text = unique("replayed");
+    let answer = rig.jekt("ag", &text).await;
+    assert_eq!(answer["outcome"], "held", "{answer}");
+    rig.open("ag").await;
+    let turn = rig.model.wait_turn(&text, 90).await;
+    assert!(
+        turn["text"].as_str().unwrap().contains("HELD_FOR="),
+        "{turn}"
+    );
+    eventually("the hold to be empty", 30, async || {
+        (rig.status("ag").await["held_jekts"] == 0).then_some(())
+    })
+    .await;
+}
+
+async fn tool_calls_act_as_each_panes_agent(cli: &'static str) {
+    let rig = Rig::new(cli, true).await;
+    let names = ["left", "right"];
+    for n in names {
+        rig.open(n).await;
+    }
+    for n in names {
+        rig.wait_input(n, "ready", 90).await;
+    }
+    for n in names {
+        let args = json!({"to": "collector", "body": format!("hello from {n}")});
+        let answer = rig
+            .jekt(n, &format!("call it: TOOL=send_message ARGS={args}"))
+            .await;
+        assert_taken(&answer);
+    }
+    let (_, inbox) = eventually("both messages in collector's inbox", 120, async || {
+        let got = rig.daemon.inbox("collector", "", &Cred::Key).await;
+        (got.1["messages"].as_array().map_or(0, Vec::len) >= 2).then_some(got)
+    })
+    .await;
+    for m in inbox["messages"].as_array().unwrap() {
+        let from = m["from"].as_str().unwrap();
+        assert_eq!(m["body"], format!("hello from {from}"), "{m}");
+        assert!(names.contains(&from), "{m}");
+        assert_eq!(m["trust"], "host-verified", "{m}");
+    }
+}
+
+async fn stop_quits_through_the_cli_ten_times(cli: &'static str) {
+    let rig = Rig::new(cli, true).await;
+    let mut report = Vec::new();
+    for i in 0..10 {
+        rig.open("ag").await;
+        rig.wait_input("ag", "ready", 90).await;
+        let busy = i % 2 == 1;
+        if busy {
+            let text = unique("busy");
+            rig.jekt("ag", &format!("{text} WAIT=30")).await;
+            rig.model.wait_turn(&text, 30).await;
+            rig.wait_input("ag", "busy", 10).await;
+        }
+        let start = Instant::now();
+        let stopped = rig.stop("ag").await;
+        report.push((busy, stopped["stopped_by"].clone(), start.elapsed()));
+    }
+    let clean = report.iter().filter(|(_, by, _)| by == "quit").count();
+    assert_eq!(
+        clean, 10,
+        "{cli}: clean quits (busy, step, time): {report:?}"
+    );
+}
+
+/// Runs `scenario` for each of the three CLIs, one test each.
+macro_rules! each_cli {
+    ($($scenario:ident),* $(,)?) => {$(
+        mod $scenario {
+            #[tokio::test]
+            async fn claude() {
+                super::$scenario("claude").await
+            }
+            #[tokio::test]
+            async fn codex() {
+                super::$scenario("codex").await
+            }
+            #[tokio::test]
+            async fn gemini() {
+                super::$scenario("gemini").await
+            }
+        }
+    )*};
+}
+
+each_cli!(
+    jekts_at_open_become_their_own_turns,
+    a_jekt_while_busy_waits_for_the_turn,
+    a_jekt_into_the_sign_in_screen_is_held,
+    a_held_jekt_is_replayed_after_a_restart,
+    tool_calls_act_as_each_panes_agent,
+    stop_quits_through_the_cli_ten_times,
+);
