@@ -133,7 +133,7 @@ def open_sinks(b, binary, outdir):
         for _ in range(50):
             try:
                 call(url, "POST", "/v1/agents", key, {
-                    "agent_id": a, "provider": "claude",
+                    "agent_id": a, "provider": "generic",
                     "command": [binary, "probe", "sink", "--out", out]})
                 break
             except (urllib.error.URLError, OSError):

@@ -709,7 +709,7 @@ mod tests {
         let mut config = Config::default();
         config.daemon.data_dir = dir.path().to_path_buf();
         config.profiles.insert(
-            Provider::Claude,
+            Provider::Generic,
             crate::config::ProfileOverride {
                 settle_ms: Some(10),
                 ..Default::default()
@@ -732,7 +732,7 @@ mod tests {
             "admin",
             OpenRequest {
                 agent_id: id.clone(),
-                provider: Some(Provider::Claude),
+                provider: Some(Provider::Generic),
                 command: vec!["sh".into(), "-c".into(), "read -r x; exit 5".into()],
                 tmux: None,
                 cwd: None,

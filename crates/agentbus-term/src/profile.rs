@@ -102,31 +102,35 @@ impl Profile {
     pub fn builtin(provider: Provider) -> Profile {
         let cli = Profile::agent_cli;
         match provider {
-            Provider::Claude => Profile {
-                // Claude Code has no line-kill key; Escape twice clears.
-                clear_input: format!("{ESC}{ESC}"),
-                ..cli(
-                    "/exit",
-                    ScreenRules {
-                        prompt: words(&["❯"]),
-                        placeholder: words(&["Try \""]),
-                        busy: words(&["esc to interrupt"]),
-                        blocked: blocked(&[
-                            ("Not logged in", "not logged in (run /login)"),
-                            ("Select login method", "sign-in screen"),
-                            ("Choose the text style", "onboarding"),
-                            (
-                                "Do you trust the files in this folder",
-                                "folder trust dialog",
-                            ),
-                            ("Detected a custom API key", "API key dialog"),
-                            ("Do you want to proceed?", "permission dialog"),
-                            ("Do you want to make this edit", "permission dialog"),
-                            ("new MCP server", "MCP server approval dialog"),
-                        ]),
-                    },
-                )
-            },
+            // Ctrl-U clears its box (Escape twice would too, but on an
+            // empty box opens its rewind menu).
+            Provider::Claude => cli(
+                "/exit",
+                ScreenRules {
+                    prompt: words(&["❯"]),
+                    placeholder: words(&[
+                        "Try \"",
+                        "Press up to edit queued messages",
+                        "Once fixed, resend your message",
+                    ]),
+                    busy: words(&["esc to interrupt"]),
+                    blocked: blocked(&[
+                        ("Not logged in", "not logged in (run /login)"),
+                        ("Select login method", "sign-in screen"),
+                        ("Choose the text style", "onboarding"),
+                        (
+                            "Do you trust the files in this folder",
+                            "folder trust dialog",
+                        ),
+                        ("Quick safety check", "folder trust dialog"),
+                        ("Detected a custom API key", "API key dialog"),
+                        ("Enter to confirm", "a selection dialog"),
+                        ("Do you want to proceed?", "permission dialog"),
+                        ("Do you want to make this edit", "permission dialog"),
+                        ("new MCP server", "MCP server approval dialog"),
+                    ]),
+                },
+            ),
             // While it streams a reply Codex draws no sign of it, and an
             // Enter then steers the running turn.
             Provider::Codex => Profile {
@@ -149,6 +153,8 @@ impl Profile {
                                 "folder trust dialog",
                             ),
                             ("Allow Codex to work in this folder", "folder trust dialog"),
+                            ("enter/esc confirm", "a selection dialog"),
+                            ("Press enter to continue", "a notice"),
                             (
                                 "Would you like to run the following command",
                                 "approval dialog",
@@ -175,10 +181,12 @@ impl Profile {
                         busy: words(&["esc to cancel", "Prompts will be queued"]),
                         blocked: blocked(&[
                             ("How would you like to authenticate", "sign-in screen"),
-                            ("Get started", "sign-in screen"),
                             ("Enter the authorization code", "sign-in screen"),
                             ("Waiting for auth", "sign-in screen"),
-                            ("Do you trust this folder", "folder trust dialog"),
+                            (
+                                "Do you trust the files in this folder",
+                                "folder trust dialog",
+                            ),
                             ("Allow execution of", "approval dialog"),
                             ("Apply this change?", "approval dialog"),
                         ]),
@@ -383,6 +391,158 @@ mod tests {
             let text = toml::to_string(&prof).unwrap();
             let back: Profile = toml::from_str(&text).unwrap();
             assert_eq!(back, prof, "{p}");
+        }
+    }
+
+    /// Excerpts of each CLI's screens as seen on the versions in
+    /// docs/providers.md (only the lines that tell the states apart).
+    #[test]
+    fn each_clis_screens_read_as_seen() {
+        use crate::ready::{INPUT_NOT_EMPTY, NO_PROMPT, Readiness as R, WORKING};
+        let blocked = |_: &str| R::Blocked(String::new());
+        let cases: &[(Provider, &str, R)] = &[
+            (
+                Provider::Claude,
+                "───\n❯\u{a0}\n───\n  auto mode on",
+                R::Ready,
+            ),
+            (
+                Provider::Claude,
+                "───\n❯\u{a0}hello world typed\n───",
+                R::Busy(INPUT_NOT_EMPTY),
+            ),
+            (
+                Provider::Claude,
+                "❯ slow\n● \n✽ Schlepping…\n───\n❯\u{a0}\n───\n  auto mode on · esc to interrupt",
+                R::Busy(WORKING),
+            ),
+            (
+                Provider::Claude,
+                "───\n❯\u{a0}Press up to edit queued messages\n───\n esc to interrupt",
+                R::Busy(WORKING),
+            ),
+            (
+                Provider::Claude,
+                " Quick safety check: Is this a project you trust?\n ❯ No, exit\n   Yes, I trust this folder\n Enter to confirm · Esc to cancel",
+                blocked(""),
+            ),
+            (
+                Provider::Codex,
+                "› Ask Codex to do anything\n  GPT-5.5 default · ~/p",
+                R::Ready,
+            ),
+            (
+                Provider::Codex,
+                "› hello\n• ok 1\n› Ask a follow-up question",
+                R::Ready,
+            ),
+            (
+                Provider::Codex,
+                "› hello world typed\n  GPT-5.5 default",
+                R::Busy(INPUT_NOT_EMPTY),
+            ),
+            (
+                Provider::Codex,
+                "• Working (2s • esc to interrupt)\n› Ask Codex to do anything",
+                R::Busy(WORKING),
+            ),
+            (
+                Provider::Codex,
+                "  Meet a new model\n› 1. Try new model\n  2. Use existing model\n  enter/esc confirm · ^c quit",
+                blocked(""),
+            ),
+            (
+                Provider::Codex,
+                "  Sign in with ChatGPT to use Codex\n> 1. Sign in with ChatGPT\n  2. Provide your own API key",
+                blocked(""),
+            ),
+            (
+                Provider::Gemini,
+                "▄▄▄\n >   Type your message or @path/to/file\n▀▀▀",
+                R::Ready,
+            ),
+            (
+                Provider::Gemini,
+                "▄▄▄\n > hello there\n▀▀▀",
+                R::Busy(INPUT_NOT_EMPTY),
+            ),
+            (
+                Provider::Gemini,
+                " ⠋ Thinking... (esc to cancel, 0s)\n▄▄▄\n >   Type your message\n▀▀▀",
+                R::Busy(WORKING),
+            ),
+            (
+                Provider::Gemini,
+                " │ Do you trust the files in this folder? │\n │ ● 1. Trust folder (p) │",
+                blocked(""),
+            ),
+            (
+                Provider::Gemini,
+                "Tips for getting started:\n1. Create GEMINI.md files\n",
+                R::Busy(NO_PROMPT),
+            ),
+            (
+                Provider::Copilot,
+                "───\n❯ \n───\n / commands · ? help",
+                R::Ready,
+            ),
+            (
+                Provider::Copilot,
+                " ○ Working esc esc edit prompt\n───\n❯ \n───",
+                R::Busy(WORKING),
+            ),
+            (
+                Provider::Copilot,
+                "│ Do you trust the files in this folder? │\n│ ❯ 1. Yes │\n│ ↑/↓ to navigate · enter to select │",
+                blocked(""),
+            ),
+            (
+                Provider::Qwen,
+                "───\n>   Type your message or @path/to/file\n───",
+                R::Ready,
+            ),
+            (
+                Provider::Qwen,
+                "───\n> hello there \u{200b}\n───",
+                R::Busy(INPUT_NOT_EMPTY),
+            ),
+            (
+                Provider::Qwen,
+                "│ Connect a Provider │\n│ › Alibaba ModelStudio │",
+                blocked(""),
+            ),
+            (Provider::Aider, "Aider v0.86.2\n───\n>", R::Ready),
+            (
+                Provider::Aider,
+                "     ░█    Waiting for openai/local-model",
+                R::Busy(WORKING),
+            ),
+            (
+                Provider::Aider,
+                "Login to OpenRouter or create a free account? (Y)es/(N)o [Yes]:",
+                blocked(""),
+            ),
+            (Provider::Kimi, " ╭───╮\n │ >   │\n ╰───╯", R::Ready),
+            (
+                Provider::Opencode,
+                "  ┃  Ask anything…\n  ┃  Build · Local Model",
+                R::Ready,
+            ),
+            (
+                Provider::Opencode,
+                "   ⬝■■■■■■⬝  esc interrupt",
+                R::Busy(WORKING),
+            ),
+            (Provider::Pi, " ⠼ Working...\n───\n\n───", R::Busy(WORKING)),
+        ];
+        for (provider, screen, want) in cases {
+            let rows: Vec<String> = screen.lines().map(String::from).collect();
+            let got = Profile::builtin(*provider).screen.read(&rows);
+            let same = match (want, &got) {
+                (R::Blocked(_), R::Blocked(_)) => true,
+                (w, g) => w == g,
+            };
+            assert!(same, "{provider}: {screen:?} read as {got:?}, not {want:?}");
         }
     }
 }

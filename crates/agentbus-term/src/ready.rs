@@ -154,9 +154,11 @@ impl ScreenRules {
                 Readiness::Ready
             };
         }
+        if self.shows_busy(rows) {
+            return Readiness::Busy(WORKING);
+        }
         match self.input_box(rows) {
             InputBox::Missing => Readiness::Busy(NO_PROMPT),
-            _ if self.shows_busy(rows) => Readiness::Busy(WORKING),
             InputBox::Holds(_) => Readiness::Busy(INPUT_NOT_EMPTY),
             InputBox::Empty => Readiness::Ready,
         }

@@ -50,7 +50,7 @@ async fn assert_untouched(d: &Daemon, r: &Value, bob: &common::Sink) {
 #[tokio::test]
 async fn positional_params_and_name_variants_never_reach_another_agent() {
     let d = Daemon::start_with(SELF_ONLY);
-    let bob = d.open_sink("bob", "claude", true).await;
+    let bob = d.open_sink("bob", "generic", true).await;
     let alice = d.open("alice", "shell", &["sh"]).await;
     let (_, b) = d.get("/v1/agents/bob", &Cred::Key).await;
     let bob_block = b["block_id"].as_str().unwrap().to_string();
@@ -104,7 +104,7 @@ async fn a_scope_naming_a_spelling_does_not_cover_the_agent_it_resolves_to() {
     // resolves to bob (the one name equal ignoring case), and the scope
     // is checked against bob: refused, for every spelling.
     let d = Daemon::start_with(SELF_ONLY);
-    let bob = d.open_sink("bob", "claude", true).await;
+    let bob = d.open_sink("bob", "generic", true).await;
     d.open("alice", "shell", &["sh"]).await;
     let (_, b) = d.get("/v1/agents/bob", &Cred::Key).await;
     let bob_block = b["block_id"].as_str().unwrap().to_string();

@@ -136,7 +136,7 @@ async fn keys_output_resize_and_detach() {
 #[tokio::test]
 async fn two_terminals_see_the_same_pane_and_jekts_show_up() {
     let d = Daemon::start();
-    d.open("bob", "claude", &["sh", "-c", "echo bob-ready; exec cat"])
+    d.open("bob", "generic", &["sh", "-c", "echo bob-ready; exec cat"])
         .await;
     d.wait_output_line("bob", "bob-ready").await;
     let mut one = Terminal::attach(&d, "bob", 24, 80, &[]);

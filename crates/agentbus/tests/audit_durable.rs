@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 #[tokio::test]
 async fn entries_survive_kill_9_and_hold_hashes_not_bodies() {
     let mut d = Daemon::start();
-    d.open_sink("alice", "claude", true).await;
+    d.open_sink("alice", "generic", true).await;
     let body = "the secret plan is purple-elephant-42";
     for _ in 0..3 {
         assert_eq!(d.jekt("alice", body, &Cred::Key).await.0, 200);

@@ -122,7 +122,7 @@ async fn an_agent_token_reads_only_its_own_status_and_output() {
 async fn pane_env(d: &Daemon, name: &str) -> String {
     let file = d.data_dir().join(format!("{name}.env"));
     let script = format!("env > {}.tmp && mv {0}.tmp {0}; sleep 60", file.display());
-    d.open(name, "claude", &["sh", "-c", &script]).await;
+    d.open(name, "generic", &["sh", "-c", &script]).await;
     eventually("the pane's env", 20, async || {
         std::fs::read_to_string(&file).ok()
     })
@@ -173,7 +173,7 @@ async fn a_pane_gets_its_own_token_and_never_the_instance_key() {
 #[tokio::test]
 async fn a_jekt_with_an_agent_token_is_sent_as_that_agent_and_proven() {
     let d = Daemon::start();
-    let sink = d.open_sink("alice", "claude", true).await;
+    let sink = d.open_sink("alice", "generic", true).await;
     let env = pane_env(&d, "bob").await;
     let bob = Cred::Token(env_value(&env, "AGENTBUS_AGENT_TOKEN"));
 
@@ -271,7 +271,7 @@ async fn a_shell_in_the_foreground_makes_a_shell_pane_whatever_the_label() {
         ("bash-box", vec!["bash", "--norc", "-i"]),
         ("nested", vec!["sh", "-c", "exec bash --norc -i"]),
     ] {
-        d.open(name, "claude", &cmd).await;
+        d.open(name, "generic", &cmd).await;
         let (status, body) = common::eventually("a shell in the foreground", 10, async || {
             let (status, body) = d.jekt(name, "echo pwned", &scout).await;
             (status == 403).then_some((status, body))
@@ -284,9 +284,9 @@ async fn a_shell_in_the_foreground_makes_a_shell_pane_whatever_the_label() {
         );
     }
     // A shell that runs a program in the foreground is that program's.
-    d.open_sink("fg-program", "claude", true).await;
+    d.open_sink("fg-program", "generic", true).await;
     assert_eq!(d.jekt("fg-program", "hi", &scout).await.0, 200);
-    d.open("busy", "claude", &["sh", "-c", "cat; :"]).await;
+    d.open("busy", "generic", &["sh", "-c", "cat; :"]).await;
     let (status, body) = common::eventually("cat in the foreground", 10, async || {
         let (status, body) = d.jekt("busy", "hi", &scout).await;
         (status == 200).then_some((status, body))
@@ -299,7 +299,7 @@ async fn a_shell_in_the_foreground_makes_a_shell_pane_whatever_the_label() {
 async fn a_held_jekt_is_not_replayed_into_what_has_become_a_shell() {
     let d = Daemon::start();
     // later is known, then offline: jekts for it are held.
-    d.open("later", "claude", &["true"]).await;
+    d.open("later", "generic", &["true"]).await;
     common::eventually("later exits", 10, async || {
         let (_, s) = d.get("/v1/agents/later", &Cred::Key).await;
         (s["state"] == "exited").then_some(())
@@ -341,7 +341,7 @@ async fn a_held_jekt_is_not_replayed_into_what_has_become_a_shell() {
 #[tokio::test]
 async fn the_allow_list_limits_who_may_jekt_whom() {
     let d = Daemon::start_with("[[policy.jekt_allow]]\nfrom = \"lead\"\nto = [\"*\"]\n");
-    d.open_sink("worker", "claude", true).await;
+    d.open_sink("worker", "generic", true).await;
     let lead = Cred::Token(d.register("lead").await);
     let temp = Cred::Token(d.register("temp").await);
     assert_eq!(d.jekt("worker", "go", &lead).await.0, 200);

@@ -23,7 +23,7 @@ fn message(body: &serde_json::Value) -> String {
 #[tokio::test]
 async fn malformed_and_mistyped_bodies() {
     let d = Daemon::start();
-    d.open_sink("alice", "claude", true).await;
+    d.open_sink("alice", "generic", true).await;
     let inject = "/agentmux/reactive/inject";
 
     let (s, b) = d.post_raw(inject, b"{not json".to_vec(), &Cred::Key).await;

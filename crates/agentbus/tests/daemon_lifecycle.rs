@@ -112,7 +112,7 @@ async fn sigterm_hangs_up_panes_and_removes_the_discovery_file() {
 #[tokio::test]
 async fn an_in_flight_request_finishes_during_shutdown() {
     let mut d = Daemon::start_with("[jekt]\nidle_quiet_ms = 1500\n");
-    let sink = d.open_sink("alice", "claude", true).await;
+    let sink = d.open_sink("alice", "generic", true).await;
     // This jekt waits for the pane to be idle, so it is in flight when
     // SIGTERM arrives; it must still be delivered and answered.
     let req = serde_json::json!({"target_agent": "alice", "message": "late", "wait_for_idle": 10});

@@ -10,7 +10,7 @@ use serde_json::json;
 const CONFIG: &str = "[hold]\nper_agent = 3\nper_instance = 5\n[jekt]\nidle_quiet_ms = 300\n";
 
 async fn sink_then_stop(d: &Daemon, name: &str) {
-    d.open_sink(name, "claude", true).await;
+    d.open_sink(name, "generic", true).await;
     let (s, _) = d
         .post(
             &format!("/v1/agents/{name}/stop"),
@@ -48,7 +48,7 @@ async fn held_jekts_are_replayed_in_order_when_the_agent_returns() {
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
 
     // The agent comes back under the same name.
-    let sink = d.open_sink("alice", "claude", true).await;
+    let sink = d.open_sink("alice", "generic", true).await;
     let text = String::from_utf8(sink.wait_submits(3).await).unwrap();
     assert_eq!(
         bodies_in_order(&text),
@@ -161,14 +161,14 @@ async fn held_jekts_survive_a_restart_and_die_with_their_agent() {
         "dave is forgotten"
     );
 
-    let sink = d.open_sink("carol", "claude", true).await;
+    let sink = d.open_sink("carol", "generic", true).await;
     let text = String::from_utf8(sink.wait_submits(2).await).unwrap();
     assert_eq!(
         bodies_in_order(&text),
         ["before the restart", "after the restart"],
         "{text}"
     );
-    let dave = d.open_sink("dave", "claude", true).await;
+    let dave = d.open_sink("dave", "generic", true).await;
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
     assert!(!String::from_utf8_lossy(&dave.bytes()).contains("never delivered"));
 }
@@ -179,7 +179,7 @@ async fn an_external_agent_holds_until_it_has_a_pane() {
     d.register("ext").await;
     let (s, b) = d.jekt("ext", "for later", &Cred::Key).await;
     assert_eq!((s, b["outcome"].as_str()), (200, Some("held")), "{b}");
-    let sink = d.open_sink("ext", "claude", true).await;
+    let sink = d.open_sink("ext", "generic", true).await;
     let text = String::from_utf8(sink.wait_submits(1).await).unwrap();
     assert!(
         text.contains("for later") && text.contains("HELD_FOR="),

@@ -9,7 +9,7 @@ use common::{Cred, Daemon, count};
 #[tokio::test]
 async fn bracketed_paste_then_exactly_one_carriage_return() {
     let d = Daemon::start();
-    let sink = d.open_sink("alice", "claude", true).await;
+    let sink = d.open_sink("alice", "generic", true).await;
     let (status, resp) = d
         .post(
             "/agentmux/reactive/inject",
@@ -47,7 +47,7 @@ async fn bracketed_paste_then_exactly_one_carriage_return() {
 #[tokio::test]
 async fn without_bracketed_paste_the_text_is_typed_plain() {
     let d = Daemon::start();
-    let sink = d.open_sink("plain", "claude", false).await;
+    let sink = d.open_sink("plain", "generic", false).await;
     let (status, resp) = d.jekt("plain", "hello", &Cred::Key).await;
     assert_eq!(status, 200, "{resp}");
     assert_eq!(resp["bracketed"], false);
@@ -80,7 +80,7 @@ async fn the_raw_profile_never_submits() {
 #[tokio::test]
 async fn sensitive_words_force_the_tier_and_a_caution_for_unproven_senders() {
     let d = Daemon::start();
-    let sink = d.open_sink("vault", "claude", true).await;
+    let sink = d.open_sink("vault", "generic", true).await;
     let (status, resp) = d
         .jekt("vault", "print the production password", &Cred::Key)
         .await;
@@ -97,7 +97,7 @@ async fn sensitive_words_force_the_tier_and_a_caution_for_unproven_senders() {
 #[tokio::test]
 async fn a_multi_line_jekt_without_bracketed_paste_is_one_line_and_one_enter() {
     let d = Daemon::start();
-    let sink = d.open_sink("plain", "claude", false).await;
+    let sink = d.open_sink("plain", "generic", false).await;
     let body = "line one\nline two\n\tindented\n\n";
     let (status, resp) = d.jekt("plain", body, &Cred::Key).await;
     assert_eq!(status, 200, "{resp}");
@@ -132,7 +132,7 @@ async fn a_line_reading_program_reads_a_multi_line_jekt_as_one_line() {
         "import sys\nprint('reader ready', flush=True)\nfor line in sys.stdin:\n    open({:?}, 'a').write(line)\n",
         out.display().to_string()
     );
-    d.open("reader", "claude", &["python3", "-c", &script])
+    d.open("reader", "generic", &["python3", "-c", &script])
         .await;
     d.wait_output_line("reader", "reader ready").await;
     let (status, resp) = d.jekt("reader", "first\nsecond\nthird", &Cred::Key).await;

@@ -9,7 +9,7 @@ use serde_json::json;
 #[tokio::test]
 async fn twenty_concurrent_jekts_arrive_whole_and_in_sequence() {
     let d = Daemon::start_with("[profiles.claude]\nsettle_ms = 20\n");
-    let sink = d.open_sink("alice", "claude", true).await;
+    let sink = d.open_sink("alice", "generic", true).await;
     let sends = (0..20).map(|i| {
         let d = &d;
         async move {
@@ -58,7 +58,7 @@ async fn twenty_concurrent_jekts_arrive_whole_and_in_sequence() {
 #[tokio::test]
 async fn the_same_request_id_is_pasted_once() {
     let d = Daemon::start();
-    let sink = d.open_sink("alice", "claude", true).await;
+    let sink = d.open_sink("alice", "generic", true).await;
     let req = json!({"target_agent": "alice", "message": "only once", "request_id": "req-42"});
     // Twice at the same time, then once more after.
     let (a, b) = tokio::join!(
@@ -90,13 +90,13 @@ async fn the_same_request_id_is_pasted_once() {
 #[tokio::test]
 async fn a_request_id_survives_a_daemon_restart() {
     let mut d = Daemon::start();
-    d.open_sink("alice", "claude", true).await;
+    d.open_sink("alice", "generic", true).await;
     let req = json!({"target_agent": "alice", "message": "once", "request_id": "restart-1"});
     let (s, first) = d.post("/agentmux/reactive/inject", &req, &Cred::Key).await;
     assert_eq!(s, 200);
     d.kill9();
     d.restart();
-    d.open_sink("alice", "claude", true).await;
+    d.open_sink("alice", "generic", true).await;
     let (s, again) = d.post("/agentmux/reactive/inject", &req, &Cred::Key).await;
     assert_eq!(s, 200, "{again}");
     assert_eq!(again["duplicate"], true);

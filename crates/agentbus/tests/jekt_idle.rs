@@ -49,7 +49,7 @@ async fn a_pane_that_goes_quiet_gets_the_jekt_once_it_is_quiet() {
         common::bin(),
         sink.display()
     );
-    d.open("calm", "claude", &["sh", "-c", &script]).await;
+    d.open("calm", "generic", &["sh", "-c", &script]).await;
     let sent = std::time::Instant::now();
     let b = inject(
         &d,

@@ -158,7 +158,7 @@ async fn stop_is_graceful_first_and_keeps_the_exit_code() {
     assert!(s["exit_signal"].as_str().is_some(), "{s}");
 
     // --force skips the graceful steps.
-    d.open("hurry", "claude", &["sh", "-c", "echo up; sleep 30"])
+    d.open("hurry", "generic", &["sh", "-c", "echo up; sleep 30"])
         .await;
     d.wait_output_line("hurry", "up").await;
     let out = stdout(&d.cli(&["stop", "hurry", "--force"]));
@@ -194,7 +194,7 @@ async fn stop_is_graceful_first_and_keeps_the_exit_code() {
 #[tokio::test]
 async fn more_names_for_a_pane_and_unregistering() {
     let d = Daemon::start();
-    let sink = d.open_sink("alice", "claude", true).await;
+    let sink = d.open_sink("alice", "generic", true).await;
     let block = state(&d, "alice").await["block_id"]
         .as_str()
         .unwrap()

@@ -28,7 +28,7 @@ fn entry(reg: &tempfile::TempDir, agent: &str) -> serde_json::Value {
 #[tokio::test]
 async fn a_jekt_reaches_a_pane_on_a_peer_instance() {
     let (reg, a, b) = pair();
-    let sink = b.open_sink("bob", "claude", true).await;
+    let sink = b.open_sink("bob", "generic", true).await;
     let file = reg.path().join("agents/bob.json");
     assert_eq!(
         std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
@@ -112,7 +112,7 @@ async fn a_jekt_reaches_a_pane_on_a_peer_instance() {
 async fn a_dead_peer_is_evicted_and_the_jekt_falls_through() {
     let (reg, a, mut b) = pair();
     // bob ran on A once (A remembers him, offline), and runs on B now.
-    a.open_sink("bob", "claude", true).await;
+    a.open_sink("bob", "generic", true).await;
     a.post(
         "/v1/agents/bob/stop",
         &serde_json::json!({"force": true}),
@@ -123,7 +123,7 @@ async fn a_dead_peer_is_evicted_and_the_jekt_falls_through() {
         (!reg.path().join("agents/bob.json").exists()).then_some(())
     })
     .await;
-    b.open_sink("bob", "claude", true).await;
+    b.open_sink("bob", "generic", true).await;
     let (_, resp) = a.jekt("bob", "first", &Cred::Key).await;
     assert_eq!(
         resp["outcome"], "forwarded",
@@ -142,7 +142,7 @@ async fn a_dead_peer_is_evicted_and_the_jekt_falls_through() {
     );
     // An agent only a dead peer knew is unknown.
     b.restart();
-    b.open_sink("carol", "claude", true).await;
+    b.open_sink("carol", "generic", true).await;
     b.kill9();
     let (s, _) = a.jekt("carol", "anyone?", &Cred::Key).await;
     assert_eq!(s, 404);
@@ -151,7 +151,7 @@ async fn a_dead_peer_is_evicted_and_the_jekt_falls_through() {
 #[tokio::test]
 async fn mail_for_an_agent_of_a_peer_is_stored_there() {
     let (reg, a, mut b) = pair();
-    b.open_sink("bob", "claude", true).await;
+    b.open_sink("bob", "generic", true).await;
     let (s, r) = a.msg("bob", "mail across instances", &Cred::Key).await;
     assert_eq!((s, &r["forwarded"]), (201, &serde_json::json!(true)), "{r}");
     let (_, page) = b.inbox("bob", "peek=true", &Cred::Key).await;
@@ -196,7 +196,7 @@ async fn mail_for_an_agent_of_a_peer_is_stored_there() {
 #[tokio::test]
 async fn a_name_running_on_a_peer_cannot_be_taken() {
     let (_reg, a, b) = pair();
-    b.open_sink("bob", "claude", true).await;
+    b.open_sink("bob", "generic", true).await;
     let (s, body) = a
         .post(
             "/v1/agents",
@@ -242,7 +242,7 @@ async fn the_peer_applies_its_own_shell_policy() {
 #[tokio::test]
 async fn an_instance_removes_its_entries_when_it_stops() {
     let (reg, _a, mut b) = pair();
-    b.open_sink("bob", "claude", true).await;
+    b.open_sink("bob", "generic", true).await;
     let file = reg.path().join("agents/bob.json");
     assert!(file.exists(), "published on open");
     let status = b.signal_and_wait(nix::sys::signal::Signal::SIGTERM);
@@ -254,7 +254,7 @@ async fn an_instance_removes_its_entries_when_it_stops() {
 #[tokio::test]
 async fn the_directory_lists_a_peers_agents_once_and_skips_half_written_entries() {
     let (reg, a, b) = pair();
-    b.open_sink("bob", "claude", true).await;
+    b.open_sink("bob", "generic", true).await;
     a.register("alice").await;
     // A registry file being written has a temporary name: not an entry.
     let tmp = reg.path().join("agents/bob.tmp.999");

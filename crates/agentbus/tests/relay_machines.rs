@@ -47,7 +47,7 @@ async fn jekts_and_messages_cross_machines_through_the_relay() {
     let a = machine(&relay);
     let b = machine(&relay);
     assert_ne!(a.data_dir().join("registry"), b.data_dir().join("registry"));
-    let sink = b.open_sink("bob", "claude", true).await;
+    let sink = b.open_sink("bob", "generic", true).await;
     let consumer = polling(&b, "bob").await["consumer"]
         .as_str()
         .unwrap()
@@ -144,7 +144,7 @@ async fn nothing_is_lost_across_restarts_of_the_relay_or_the_receiver() {
     let mut relay = Relay::start(&[]);
     let a = machine(&relay);
     let mut b = machine(&relay);
-    let sink = b.open_sink("bob", "claude", true).await;
+    let sink = b.open_sink("bob", "generic", true).await;
     polling(&b, "bob").await;
     let (_, r) = a.jekt("bob", "j1 before anything", &Cred::Key).await;
     assert_eq!(r["outcome"], "queued", "{r}");
@@ -189,7 +189,7 @@ async fn nothing_is_lost_across_restarts_of_the_relay_or_the_receiver() {
     // B returns (same data dir: same consumer, so its cursor) and bob
     // opens again: j3, j4 arrive in order, j1 and j2 are not repeated.
     b.restart();
-    let sink = b.open_sink("bob", "claude", true).await;
+    let sink = b.open_sink("bob", "generic", true).await;
     let text = String::from_utf8(sink.wait_submits(4).await).unwrap();
     let (p3, p4) = (
         text.find("j3 while B is down").expect("j3 delivered"),
@@ -245,7 +245,7 @@ async fn the_relay_vouches_only_for_senders_it_authenticated() {
             "the token is never shown"
         );
     }
-    let sink = b.open_sink("bob", "claude", true).await;
+    let sink = b.open_sink("bob", "generic", true).await;
     polling(&b, "bob").await;
 
     // alice proved herself on A with her agent token: A's instance token

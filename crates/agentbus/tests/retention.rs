@@ -29,7 +29,7 @@ async fn expired_messages_and_held_jekts_are_swept() {
     })
     .await;
 
-    d.open_sink("gone", "claude", true).await;
+    d.open_sink("gone", "generic", true).await;
     d.post("/v1/agents/gone/stop", &json!({"force": true}), &Cred::Key)
         .await;
     assert_eq!(
@@ -41,7 +41,7 @@ async fn expired_messages_and_held_jekts_are_swept() {
         (info["held_jekts"] == 0).then_some(())
     })
     .await;
-    let sink = d.open_sink("gone", "claude", true).await;
+    let sink = d.open_sink("gone", "generic", true).await;
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
     assert!(!String::from_utf8_lossy(&sink.bytes()).contains("too late"));
 }

@@ -132,7 +132,7 @@ async fn the_token_bucket_bounds_a_senders_rate() {
 #[tokio::test]
 async fn the_hop_limit_refuses_a_jekt_forwarded_too_often() {
     let d = Daemon::start();
-    d.open_sink("far", "claude", true).await;
+    d.open_sink("far", "generic", true).await;
     let (s, b) = d
         .post(
             "/agentmux/reactive/inject",

@@ -18,7 +18,7 @@ async fn a_tmux_pane_is_a_first_class_jekt_target() {
     wait_screen(&t, &pane, "sink ready").await;
     let sock = [("TMUX_BRIDGE_SOCKET", t.sock())];
     let opened = d.cli_env(
-        &["open", "bob", "--tmux", &pane, "--provider", "claude"],
+        &["open", "bob", "--tmux", &pane, "--provider", "generic"],
         &sock,
     );
     let printed = ok(opened);
@@ -35,7 +35,7 @@ async fn a_tmux_pane_is_a_first_class_jekt_target() {
     assert_eq!(info["tmux"]["pane_id"], pane.as_str());
     assert_eq!(info["tmux"]["socket"], t.sock());
     assert_eq!(info["tmux"]["pane_pid"], t.pane_pid(&pane));
-    assert_eq!(info["provider"], "claude");
+    assert_eq!(info["provider"], "generic");
     // Output comes from capture-pane; activity from the screen changing.
     d.wait_output_line("bob", "sink ready").await;
     let (_, info) = d.get("/v1/agents/bob", &Cred::Key).await;

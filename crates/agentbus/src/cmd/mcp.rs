@@ -157,7 +157,6 @@ pub async fn run(args: McpArgs, data_dir: Option<&Path>) -> anyhow::Result<ExitC
         running.waiting().await.context("the MCP session failed")?;
         return Ok(ExitCode::SUCCESS);
     }
-    let cancel = running.cancellation_token();
     let watcher = backend.clone();
     let gone = tokio::spawn(async move {
         loop {
@@ -166,9 +165,8 @@ pub async fn run(args: McpArgs, data_dir: Option<&Path>) -> anyhow::Result<ExitC
             // a pane gone.
             if let Err(Check::Refused(e)) = watcher.check().await {
                 tracing::warn!(agent = %watcher.me, "MCP server stopping: {e:#}");
-                cancel.cancel();
-                // Reading stdin blocks a thread the runtime would wait for.
-                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                // At once: the thread blocked reading stdin would keep a
+                // clean shutdown waiting for the client to close it.
                 std::process::exit(0);
             }
         }

@@ -114,7 +114,7 @@ async fn jekt_latency(n: usize) -> anyhow::Result<Latencies> {
     open_probe(
         &client,
         &probe,
-        Provider::Claude,
+        Provider::Generic,
         &["sink", "--out", "/dev/null", "--notify", &sock_arg],
         None,
     )
