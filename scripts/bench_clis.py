@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 
 from benchlib import p99, start_daemon
@@ -37,8 +38,11 @@ def call(url, key, method, path, body=None):
         url + path, method=method,
         data=None if body is None else json.dumps(body).encode(),
         headers={"x-authkey": key, "content-type": "application/json"})
-    with urllib.request.urlopen(req, timeout=120) as r:
-        return json.loads(r.read() or b"null")
+    try:
+        with urllib.request.urlopen(req, timeout=120) as r:
+            return json.loads(r.read() or b"null")
+    except urllib.error.HTTPError as e:
+        raise SystemExit(f"{method} {path}: HTTP {e.code}: {e.read().decode(errors='replace')}")
 
 
 def get(url, path):

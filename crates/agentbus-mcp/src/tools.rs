@@ -208,13 +208,15 @@ const SPECS: &[Spec] = &[
     Spec {
         name: "list_agents",
         description: "List every agent you can reach: name, where it runs (this instance, a peer instance on this \
-                      machine) and its state; and whether a relay reaches agents on other machines.",
+                      machine), its state and whether its CLI takes input now (readiness: ready, busy: ..., \
+                      blocked: ...); and whether a relay reaches agents on other machines.",
         schema: schema::<NoArgs>,
         read_only: true,
     },
     Spec {
         name: "agent_status",
-        description: "One agent's state (starting, running, idle, exited), program, pid and last activity.",
+        description: "One agent's state (starting, running, idle, exited), readiness (ready, busy: ..., blocked: \
+                      ...: a jekt is typed only when ready, else held), program, pid and last activity.",
         schema: schema::<AgentArgs>,
         read_only: true,
     },

@@ -461,6 +461,10 @@ pub struct DirectoryEntry {
     /// Known for agents of this instance only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<AgentState>,
+    /// Whether its CLI takes input now (agents of this instance whose
+    /// screen agentbus reads): `ready`, `busy: ...`, `blocked: ...`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readiness: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provider: Option<Provider>,
     /// The peer instance's URL.

@@ -10,7 +10,7 @@
 //! - a held jekt is replayed after the CLI restarts;
 //! - the model's tool call of `send_message` acts as the pane's agent
 //!   (two panes of one CLI at once, each itself);
-//! - `stop` quits through the CLI, idle and busy, 10 times out of 10.
+//! - `stop` quits through the CLI, 10 times of 10 idle and 10 of 10 busy.
 
 mod common;
 
@@ -404,6 +404,17 @@ async fn tool_calls_act_as_each_panes_agent(cli: &'static str) {
     for n in names {
         rig.wait_input(n, "ready", 90).await;
     }
+    // What list_agents shows: each one's readiness.
+    let (_, dir) = rig.daemon.get("/v1/directory", &Cred::Key).await;
+    for n in names {
+        let entry = dir["agents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["agent_id"] == n)
+            .unwrap();
+        assert_eq!(entry["readiness"], "ready", "{dir}");
+    }
     for n in names {
         let args = json!({"to": "collector", "body": format!("hello from {n}")});
         let answer = rig
@@ -427,7 +438,8 @@ async fn tool_calls_act_as_each_panes_agent(cli: &'static str) {
 async fn stop_quits_through_the_cli_ten_times(cli: &'static str) {
     let rig = Rig::new(cli, true).await;
     let mut report = Vec::new();
-    for i in 0..10 {
+    // Ten idle and ten busy, alternating.
+    for i in 0..20 {
         rig.open("ag").await;
         rig.wait_input("ag", "ready", 90).await;
         let busy = i % 2 == 1;
@@ -441,11 +453,16 @@ async fn stop_quits_through_the_cli_ten_times(cli: &'static str) {
         let stopped = rig.stop("ag").await;
         report.push((busy, stopped["stopped_by"].clone(), start.elapsed()));
     }
-    let clean = report.iter().filter(|(_, by, _)| by == "quit").count();
-    assert_eq!(
-        clean, 10,
-        "{cli}: clean quits (busy, step, time): {report:?}"
-    );
+    for busy in [false, true] {
+        let clean = report
+            .iter()
+            .filter(|(b, by, _)| *b == busy && by == "quit")
+            .count();
+        assert_eq!(
+            clean, 10,
+            "{cli}: clean quits when busy={busy} (busy, step, time): {report:?}"
+        );
+    }
 }
 
 /// Runs `scenario` for each of the three CLIs, one test each.

@@ -66,6 +66,7 @@ async fn directory(State(state): State<AppState>, _: Caller) -> Json<Directory> 
             agent_id: a.agent_id,
             location: Location::Local,
             state: Some(a.state),
+            readiness: a.readiness,
             provider: a.provider,
             url: None,
         })
@@ -82,6 +83,7 @@ async fn directory(State(state): State<AppState>, _: Caller) -> Json<Directory> 
             agent_id: id,
             location: Location::Peer,
             state: None,
+            readiness: None,
             provider: None,
             url: Some(e.local_url),
         });

@@ -236,10 +236,163 @@ def gemini(a):
     return env, ["gemini"]
 
 
+# ----------------------------------------------------------------- Copilot
+
+
+def clis_dir():
+    """target/clis, where scripts/install_clis.sh installs the CLIs (or the
+    directory two levels above AGENTBUS_TEST_CLIS, their .bin)."""
+    bin_dir = os.environ.get("AGENTBUS_TEST_CLIS")
+    if bin_dir:
+        return os.path.dirname(os.path.dirname(os.path.abspath(bin_dir)))
+    here = os.path.dirname(os.path.abspath(__file__))
+    return os.path.normpath(os.path.join(here, "..", "..", "..", "..", "target", "clis"))
+
+
+def copilot(a):
+    home, copilot_home = a.home, os.path.join(a.home, ".copilot")
+    env = {
+        "HOME": home,
+        "COPILOT_HOME": copilot_home,
+        # No GitHub sign-in, update check, telemetry or other GitHub traffic;
+        # the model is the provider below (the Chat Completions API).
+        "COPILOT_OFFLINE": "true",
+        "COPILOT_AUTO_UPDATE": "false",
+        "COPILOT_PROVIDER_BASE_URL": f"http://127.0.0.1:{a.port}/v1",
+        "COPILOT_PROVIDER_WIRE_API": "completions",
+        "COPILOT_MODEL": "gpt-4o",
+    }
+    if not a.no_auth:
+        env["COPILOT_PROVIDER_API_KEY"] = FAKE_KEY
+    else:
+        # With no key a local provider would still be used: so no provider
+        # at all, and Copilot shows that it has no model to talk to.
+        del env["COPILOT_PROVIDER_BASE_URL"], env["COPILOT_PROVIDER_WIRE_API"]
+    # The native binary unpacks its JavaScript (about 235 MB) into
+    # COPILOT_PKG_CACHE_HOME/pkg on its first start, by default under
+    # ~/.cache: share the copy install_clis.sh made, if there is one.
+    cache = os.path.join(clis_dir(), "copilot-cache")
+    if os.path.isdir(os.path.join(cache, "pkg")):
+        env["COPILOT_PKG_CACHE_HOME"] = cache
+
+    # ~/.copilot/config.json (state the CLI keeps itself): the first-run
+    # tip about the desktop app has been shown.
+    state_path = os.path.join(copilot_home, "config.json")
+    state = read_json(state_path)  # written with a // comment: {} then
+    state["appTipShown"] = True
+    if a.trust:
+        # The "Confirm folder trust" dialog, answered "2. Yes, and remember
+        # this folder for future sessions".
+        folders = state.setdefault("trustedFolders", [])
+        if a.cwd not in folders:
+            folders.append(a.cwd)
+    write_json(state_path, state)
+
+    # ~/.copilot/settings.json (the user's settings).
+    settings_path = os.path.join(copilot_home, "settings.json")
+    settings = read_json(settings_path)
+    settings.update({
+        "autoUpdate": False,
+        "banner": "never",  # the animated banner of the first start
+        "showTipsOnStartup": False,
+        "beep": False,
+        "notifications": False,
+    })
+    write_json(settings_path, settings)
+
+    if a.mcp_command:
+        mcp_path = os.path.join(copilot_home, "mcp-config.json")
+        mcp = read_json(mcp_path)
+        mcp.setdefault("mcpServers", {})[SERVER] = {
+            "type": "local", "command": a.mcp_command[0], "args": a.mcp_command[1:],
+            "env": {}, "tools": ["*"]}
+        write_json(mcp_path, mcp)
+    argv = ["copilot"]
+    if a.mcp_command:
+        # Run the server's tools without asking.
+        argv += ["--allow-tool", SERVER]
+    return env, argv
+
+
+# ---------------------------------------------------------------- OpenCode
+
+
+def opencode(a):
+    home = a.home
+    env = {
+        "HOME": home,
+        # Its config, data (sessions, logs), cache and state all live under
+        # these; pinned here so that nothing outside the fake HOME is used.
+        "XDG_CONFIG_HOME": os.path.join(home, ".config"),
+        "XDG_DATA_HOME": os.path.join(home, ".local", "share"),
+        "XDG_CACHE_HOME": os.path.join(home, ".cache"),
+        "XDG_STATE_HOME": os.path.join(home, ".local", "state"),
+        # No models.dev catalog download, no self-update, no language
+        # server downloads.
+        "OPENCODE_DISABLE_MODELS_FETCH": "1",
+        "OPENCODE_DISABLE_AUTOUPDATE": "1",
+        "OPENCODE_DISABLE_LSP_DOWNLOAD": "1",
+    }
+    path = os.path.join(home, ".config", "opencode", "opencode.json")
+    cfg = read_json(path)
+    cfg.update({"$schema": "https://opencode.ai/config.json",
+                "autoupdate": False, "share": "disabled"})
+    if not a.no_auth:
+        # A provider of our own; the AI SDK package it names is built into
+        # the opencode binary (nothing is fetched from npm).
+        cfg.setdefault("provider", {})["agentbus_test"] = {
+            "npm": "@ai-sdk/openai-compatible",
+            "name": "agentbus test endpoint",
+            "options": {"baseURL": f"http://127.0.0.1:{a.port}/v1", "apiKey": FAKE_KEY},
+            "models": {"local-model": {"name": "Local Model"}},
+        }
+        cfg["model"] = "agentbus_test/local-model"
+        cfg["small_model"] = "agentbus_test/local-model"
+    if a.mcp_command:
+        cfg.setdefault("mcp", {})[SERVER] = {
+            "type": "local", "command": list(a.mcp_command), "environment": {},
+            "enabled": True}
+    write_json(path, cfg)
+    return env, ["opencode"]
+
+
+# ---------------------------------------------------------------------- Pi
+
+
+def pi(a):
+    home = a.home
+    agent_dir = os.path.join(home, ".pi", "agent")
+    env = {
+        "HOME": home,
+        "PI_CODING_AGENT_DIR": agent_dir,
+        # No version check, no fd/ripgrep download, no install telemetry.
+        "PI_OFFLINE": "1",
+        "PI_TELEMETRY": "0",
+    }
+    models_path = os.path.join(agent_dir, "models.json")
+    models = read_json(models_path)
+    provider = {
+        "baseUrl": f"http://127.0.0.1:{a.port}/v1",
+        "api": "openai-completions",
+        "compat": {"supportsDeveloperRole": False, "supportsReasoningEffort": False},
+        "models": [{"id": "local-model", "name": "Local Model"}],
+    }
+    if not a.no_auth:
+        provider["apiKey"] = FAKE_KEY
+    models.setdefault("providers", {})["agentbus_test"] = provider
+    write_json(models_path, models)
+    settings_path = os.path.join(agent_dir, "settings.json")
+    settings = read_json(settings_path)
+    settings.update({"defaultProvider": "agentbus_test", "defaultModel": "local-model",
+                     "enableInstallTelemetry": False})
+    write_json(settings_path, settings)
+    return env, ["pi"]
+
+
 def main():
     ap = argparse.ArgumentParser(
         description="Prepare a real agent CLI to run offline against model_endpoint.py.")
-    ap.add_argument("cli", choices=["claude", "codex", "gemini"])
+    ap.add_argument("cli", choices=["claude", "codex", "gemini", "copilot", "opencode", "pi"])
     ap.add_argument("--home", required=True, help="the fake HOME to write into")
     ap.add_argument("--cwd", required=True, help="the project directory the CLI will run in")
     ap.add_argument("--port", required=True, type=int, help="model_endpoint.py's port")
@@ -251,6 +404,8 @@ def main():
     a = ap.parse_args()
     if a.mcp_command is not None and not a.mcp_command:
         ap.error("--mcp-command needs a command")
+    if a.mcp_command and a.cli == "pi":
+        ap.error("pi has no MCP support: --mcp-command cannot be used with it")
     if a.mcp_command:
         a.trust = True
     a.home = os.path.abspath(a.home)
@@ -259,7 +414,8 @@ def main():
         a.codex_home = os.path.abspath(a.codex_home)
     os.makedirs(a.home, exist_ok=True)
     os.makedirs(a.cwd, exist_ok=True)
-    env, argv = {"claude": claude, "codex": codex, "gemini": gemini}[a.cli](a)
+    env, argv = {"claude": claude, "codex": codex, "gemini": gemini, "copilot": copilot,
+                 "opencode": opencode, "pi": pi}[a.cli](a)
     json.dump({"env": env, "argv": argv}, sys.stdout)
     sys.stdout.write("\n")
 

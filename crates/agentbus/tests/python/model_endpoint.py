@@ -285,6 +285,13 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(b"%x\r\n%s\r\n" % (len(raw), raw))
         self.wfile.flush()
 
+    def sse_raw(self, data):
+        """An event whose data is not JSON (the Chat Completions API's
+        closing `data: [DONE]`)."""
+        raw = f"data: {data}\n\n".encode()
+        self.wfile.write(b"%x\r\n%s\r\n" % (len(raw), raw))
+        self.wfile.flush()
+
     def end_sse(self):
         self.wfile.write(b"0\r\n\r\n")
         self.wfile.flush()
@@ -369,8 +376,18 @@ class Handler(BaseHTTPRequestHandler):
         if method == "POST" and path == "/v1/responses":
             return self.openai_responses(body)
         if method == "GET" and path == "/v1/models":
-            self.req["summary"] = {"cli": "codex", "kind": "models"}
-            return self.send_json(200, {"object": "list", "data": [], "models": []})
+            cli = chat_cli(self.headers)
+            if cli == "chat" or self.headers.get("originator") or "codex" in self.user_agent():
+                # Codex (and any client we cannot name) get the list as before.
+                self.req["summary"] = {"cli": "codex", "kind": "models"}
+                return self.send_json(200, {"object": "list", "data": [], "models": []})
+            self.req["summary"] = {"cli": cli, "kind": "models"}
+            return self.send_json(200, {"object": "list", "data": [
+                {"id": m, "object": "model", "created": 0, "owned_by": "agentbus"}
+                for m in CHAT_MODELS]})
+        # OpenAI Chat Completions (Copilot CLI, OpenCode, Pi)
+        if method == "POST" and path in ("/v1/chat/completions", "/chat/completions"):
+            return self.chat_completions(body)
         # Gemini
         m = re.fullmatch(r"/v1(?:beta|alpha)?/models/([^/:]+):(\w+)", path)
         if m and method == "POST":
@@ -641,6 +658,111 @@ class Handler(BaseHTTPRequestHandler):
             "total_tokens": 18}))
         self.end_sse()
 
+    # ------------------------------ OpenAI Chat Completions (Copilot, ...)
+
+    def user_agent(self):
+        return (self.headers.get("User-Agent") or "").lower()
+
+    def chat_completions(self, body):
+        cli = chat_cli(self.headers, body)
+        model = body.get("model") or "local-model"
+        stream = bool(body.get("stream"))
+        usage = stream and bool((body.get("stream_options") or {}).get("include_usage"))
+        msgs = [m for m in body.get("messages") or [] if isinstance(m, dict)]
+        names = [chat_tool_name(t) for t in body.get("tools") or []]
+        names = [n for n in names if n]
+        summary = {"cli": cli, "model": model, "stream": stream, "tools": len(names),
+                   "messages": len(msgs)}
+        self.req["summary"] = summary
+        reply = lambda parts, **kw: self.chat_reply(model, stream, usage, parts, **kw)
+        user = next((m for m in reversed(msgs) if m.get("role") == "user"), None)
+        text = chat_user_text(user)
+        schema = chat_schema(body)
+
+        # Side requests: structured output, or a request that offers no
+        # tools at all (titles, summaries) while the real turns do.
+        trailing = []  # the tool results that end the conversation
+        for m in reversed(msgs):
+            if m.get("role") != "tool":
+                break
+            trailing.insert(0, m)
+        if schema is not None or (not names and not trailing):
+            summary.update(kind="side", text=text[:80])
+            out = json.dumps(fill_schema(schema)) if schema is not None else "Offline chat"
+            return reply([("text", out)])
+
+        if trailing:
+            rtext = "\n".join(chat_content_text(m.get("content")) for m in trailing)
+            n = STATE.record_turn({"cli": cli, "kind": "tool_result", "text": rtext,
+                                   "at_ms": self.at_ms})
+            summary.update(kind="tool_result", n=n, text=rtext[:80])
+            return reply([("text", "done")])
+
+        d = parse_directives(text)
+        entry = {"cli": cli, "kind": "turn", "text": text, "at_ms": self.at_ms}
+        retry = self.headers.get("X-Stainless-Retry-Count", "0")
+        if retry.isdigit() and retry != "0":
+            entry["retry"] = int(retry)
+        n = STATE.record_turn(entry)
+        summary.update(kind="turn", n=n, text=text[:80], directives=d)
+        if "fail" in d:
+            return self.scripted_failure(n, d["fail"], {"error": {
+                "type": "server_error", "code": None, "param": None,
+                "message": f"scripted failure {d['fail']}"}})
+        if "tool" in d:
+            name = pick_tool_name(d["tool"], names)
+            if name:
+                summary["tool_call"] = name
+                return reply([("call", name, d["args"])], **pace(d))
+            return reply([("text", f"no tool {d['tool']} offered")])
+        return reply([("text", f"ok {n}")], **pace(d))
+
+    def chat_reply(self, model, stream, usage, parts, slow=0, wait=0):
+        """One Chat Completions answer; parts are ("text", str) or
+        ("call", tool_name, args_dict)."""
+        cid = new_id("chatcmpl-")
+        created = int(time.time())
+        text = "".join(p[1] for p in parts if p[0] == "text")
+        calls = [{"id": new_id("call_"), "type": "function",
+                  "function": {"name": p[1], "arguments": json.dumps(p[2])}}
+                 for p in parts if p[0] == "call"]
+        finish = "tool_calls" if calls else "stop"
+        counts = {"prompt_tokens": 12, "completion_tokens": 6, "total_tokens": 18}
+        if not stream:
+            time.sleep(wait + slow)
+            message = {"role": "assistant", "content": text or None}
+            if calls:
+                message["tool_calls"] = calls
+            return self.send_json(200, {
+                "id": cid, "object": "chat.completion", "created": created, "model": model,
+                "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+                "usage": counts})
+
+        def chunk(delta, finish_reason=None):
+            self.sse({"id": cid, "object": "chat.completion.chunk", "created": created,
+                      "model": model, "choices": [{"index": 0, "delta": delta,
+                                                   "finish_reason": finish_reason}]})
+
+        self.start_sse()
+        chunk({"role": "assistant", "content": ""})
+        time.sleep(wait)
+        if text:
+            for piece in paced(slow_pieces(text, slow), slow):
+                chunk({"content": piece})
+        for i, c in enumerate(calls):
+            chunk({"tool_calls": [{"index": i, "id": c["id"], "type": "function",
+                                   "function": {"name": c["function"]["name"], "arguments": ""}}]})
+            if slow:
+                time.sleep(slow)
+            chunk({"tool_calls": [{"index": i, "function": {
+                "arguments": c["function"]["arguments"]}}]})
+        chunk({}, finish)
+        if usage:
+            self.sse({"id": cid, "object": "chat.completion.chunk", "created": created,
+                      "model": model, "choices": [], "usage": counts})
+        self.sse_raw("[DONE]")
+        self.end_sse()
+
     # ----------------------------------------------------------- Gemini
 
     def gemini(self, model, op, body):
@@ -851,6 +973,84 @@ def openai_tool_call(wanted, args, tools):
     name = pick_tool_name(wanted, [f for ns, f in flat if ns is None])
     if name:
         return dict(call, name=name)
+    return None
+
+
+# The model ids GET /v1/models lists for the Chat Completions clients.
+CHAT_MODELS = ["local-model", "gpt-4o"]
+
+
+def chat_cli(headers, body=None):
+    """Which CLI sent a Chat Completions request: "copilot", "opencode",
+    "pi", or "chat" when unknown. OpenCode names itself in its User-Agent;
+    Copilot CLI and Pi both send the OpenAI SDK's ("OpenAI/JS <version>"),
+    but Copilot adds X-Initiator and X-Interaction-Type headers, and each
+    system prompt says whose it is."""
+    ua = (headers.get("User-Agent") or "").lower()
+    if "opencode" in ua:
+        return "opencode"
+    if "copilot" in ua or headers.get("X-Initiator") or headers.get("X-Interaction-Type"):
+        return "copilot"
+    if ua.startswith("pi/"):
+        return "pi"
+    system = ""
+    for m in (body or {}).get("messages") or []:
+        if isinstance(m, dict) and m.get("role") in ("system", "developer"):
+            system = chat_content_text(m.get("content"))[:400]
+            break
+    if "GitHub Copilot" in system:
+        return "copilot"
+    if "You are opencode" in system:
+        return "opencode"
+    if re.search(r"\binside pi\b", system):
+        return "pi"
+    return "chat"
+
+
+def chat_tool_name(tool):
+    if not isinstance(tool, dict):
+        return None
+    f = tool.get("function")
+    if isinstance(f, dict) and isinstance(f.get("name"), str):
+        return f["name"]
+    return tool.get("name") if isinstance(tool.get("name"), str) else None
+
+
+def chat_content_text(content):
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(c.get("text", "") for c in content
+                         if isinstance(c, dict) and isinstance(c.get("text"), str))
+    return "" if content is None else json.dumps(content)
+
+
+# Context a CLI puts before the typed text in the same string (Copilot:
+# <current_datetime>...</current_datetime> and a blank line).
+LEADING_CONTEXT = re.compile(r"\A(?:\s*<([A-Za-z_][\w-]*)[^>]*>.*?</\1>)+\s*", re.S)
+
+
+def chat_user_text(message):
+    """The typed text of a Chat Completions user message."""
+    if not message:
+        return ""
+    content = message.get("content")
+    if isinstance(content, str):
+        parts = [content]
+    else:
+        parts = [c.get("text", "") for c in content or []
+                 if isinstance(c, dict) and c.get("type") in ("text", "input_text")
+                 and isinstance(c.get("text"), str)]
+    return user_text(t for t in (LEADING_CONTEXT.sub("", p) for p in parts) if t)
+
+
+def chat_schema(body):
+    fmt = body.get("response_format")
+    if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
+        js = fmt.get("json_schema") or {}
+        return js.get("schema") or {} if isinstance(js, dict) else {}
+    if isinstance(fmt, dict) and fmt.get("type") == "json_object":
+        return {}
     return None
 
 
