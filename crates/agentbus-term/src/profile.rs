@@ -107,6 +107,7 @@ impl Profile {
             Provider::Claude => cli(
                 "/exit",
                 ScreenRules {
+                    ready_marks: Vec::new(),
                     prompt: words(&["❯"]),
                     placeholder: words(&[
                         "Try \"",
@@ -138,6 +139,7 @@ impl Profile {
                 ..cli(
                     "/quit",
                     ScreenRules {
+                        ready_marks: Vec::new(),
                         prompt: words(&["›"]),
                         placeholder: words(&[
                             "Ask Codex to do anything",
@@ -174,6 +176,7 @@ impl Profile {
                 ..cli(
                     "/quit",
                     ScreenRules {
+                        ready_marks: Vec::new(),
                         prompt: words(&[">"]),
                         placeholder: words(&["Type your message"]),
                         // While it starts its MCP servers it queues what is
@@ -246,9 +249,10 @@ fn other_cli(provider: Provider) -> Profile {
             ..cli(
                 "/exit",
                 ScreenRules {
+                    ready_marks: Vec::new(),
                     prompt: words(&["❯"]),
                     placeholder: Vec::new(),
-                    busy: words(&["esc esc edit prompt", "esc esc interrupt"]),
+                    busy: words(&["esc esc edit prompt", "esc esc interrupt", "esc again to"]),
                     blocked: blocked(&[
                         ("Confirm folder trust", "folder trust dialog"),
                         (
@@ -262,12 +266,15 @@ fn other_cli(provider: Provider) -> Profile {
             )
         },
         // OpenCode quits on Ctrl-C at an empty box: never send it one.
+        // With no prompt sign to read, a CLI that still prints is busy.
         Provider::Opencode => Profile {
             interrupt: esc_esc,
+            output_quiet_ms: 1000,
             ..cli(
                 "/exit",
                 ScreenRules {
                     busy: words(&["esc interrupt", "esc again to interrupt"]),
+                    ready_marks: words(&["ctrl+p commands"]),
                     ..ScreenRules::default()
                 },
             )
@@ -277,6 +284,7 @@ fn other_cli(provider: Provider) -> Profile {
             ..cli(
                 "/quit",
                 ScreenRules {
+                    ready_marks: Vec::new(),
                     prompt: words(&[">"]),
                     placeholder: words(&["Type your message"]),
                     busy: words(&["esc to cancel", "Prompts will be queued"]),
@@ -296,6 +304,7 @@ fn other_cli(provider: Provider) -> Profile {
             ..cli(
                 "/exit",
                 ScreenRules {
+                    ready_marks: Vec::new(),
                     prompt: words(&[">"]),
                     placeholder: Vec::new(),
                     // Its spinner is the moon's phases.
@@ -310,11 +319,14 @@ fn other_cli(provider: Provider) -> Profile {
         },
         Provider::Pi => Profile {
             clear_input: CTRL_C.into(),
+            output_quiet_ms: 1000,
             ..cli(
                 "/quit",
                 ScreenRules {
                     busy: words(&["Working"]),
                     blocked: blocked(&[("No models available", "no model (run /login)")]),
+                    // Its footer: the context used, e.g. `0.0%/128k (auto)`.
+                    ready_marks: words(&["%/"]),
                     ..ScreenRules::default()
                 },
             )
@@ -325,6 +337,7 @@ fn other_cli(provider: Provider) -> Profile {
                 "/exit",
                 ScreenRules {
                     busy: words(&["| local ready"]),
+                    ready_marks: words(&["| idle"]),
                     blocked: blocked(&[
                         ("How would you like to start?", "setup wizard"),
                         ("Continue?", "setup wizard"),
@@ -339,6 +352,7 @@ fn other_cli(provider: Provider) -> Profile {
             ..cli(
                 "/exit",
                 ScreenRules {
+                    ready_marks: Vec::new(),
                     prompt: words(&[">"]),
                     placeholder: Vec::new(),
                     busy: words(&["Waiting for"]),
@@ -525,9 +539,16 @@ mod tests {
             (Provider::Kimi, " ╭───╮\n │ >   │\n ╰───╯", R::Ready),
             (
                 Provider::Opencode,
-                "  ┃  Ask anything…\n  ┃  Build · Local Model",
+                "  ┃  Ask anything…\n  ┃  Build · Local Model\n  tab agents  ctrl+p commands",
                 R::Ready,
             ),
+            (Provider::Opencode, "  loading", R::Busy(NO_PROMPT)),
+            (
+                Provider::Pi,
+                "───\n\n───\n~/project\n0.0%/128k (auto)      local-model",
+                R::Ready,
+            ),
+            (Provider::Pi, " pi v0.73.1\n", R::Busy(NO_PROMPT)),
             (
                 Provider::Opencode,
                 "   ⬝■■■■■■⬝  esc interrupt",

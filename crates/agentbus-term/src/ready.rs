@@ -37,6 +37,10 @@ pub struct ScreenRules {
     /// Text seen only while a turn runs (`esc to interrupt`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub busy: Vec<String>,
+    /// For a CLI that draws no prompt sign: text seen only once it takes
+    /// input (a footer); until one shows, it is still starting.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ready_marks: Vec<String>,
     /// Screens where nothing may be typed.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub blocked: Vec<BlockedRule>,
@@ -96,7 +100,10 @@ fn is_frame(c: char) -> bool {
 
 impl ScreenRules {
     pub fn is_empty(&self) -> bool {
-        self.prompt.is_empty() && self.busy.is_empty() && self.blocked.is_empty()
+        self.prompt.is_empty()
+            && self.busy.is_empty()
+            && self.blocked.is_empty()
+            && self.ready_marks.is_empty()
     }
 
     /// The input box: the lowest visible row that starts (after its
@@ -146,16 +153,21 @@ impl ScreenRules {
                 return Readiness::Blocked(rule.what.clone());
             }
         }
-        if self.prompt.is_empty() {
-            // Busy words alone: ready whenever they are gone.
-            return if self.shows_busy(rows) {
-                Readiness::Busy(WORKING)
-            } else {
-                Readiness::Ready
-            };
-        }
         if self.shows_busy(rows) {
             return Readiness::Busy(WORKING);
+        }
+        let marked = self.ready_marks.is_empty()
+            || rows.iter().any(|r| {
+                self.ready_marks
+                    .iter()
+                    .any(|m| !m.is_empty() && r.contains(m.as_str()))
+            });
+        if !marked {
+            return Readiness::Busy(NO_PROMPT);
+        }
+        if self.prompt.is_empty() {
+            // No prompt sign to read: its marks and busy words decide.
+            return Readiness::Ready;
         }
         match self.input_box(rows) {
             InputBox::Missing => Readiness::Busy(NO_PROMPT),
@@ -172,6 +184,7 @@ mod tests {
 
     fn rules() -> ScreenRules {
         ScreenRules {
+            ready_marks: Vec::new(),
             prompt: vec!["❯".into(), ">".into()],
             placeholder: vec!["Type your message".into()],
             busy: vec!["esc to interrupt".into()],

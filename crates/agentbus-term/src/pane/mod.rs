@@ -39,6 +39,8 @@ const CONFIRM_POLL: Duration = Duration::from_millis(25);
 const CLEAR_WAIT: Duration = Duration::from_millis(1000);
 /// Bound on the wait for a running turn to stop before a quit.
 const INTERRUPT_WAIT: Duration = Duration::from_millis(3000);
+/// The pause between the keys of a clear or interrupt sequence.
+const KEY_GAP: Duration = Duration::from_millis(100);
 /// Bound on the wait for the prompt before typing a quit.
 const QUIT_READY_WAIT: Duration = Duration::from_millis(5000);
 /// The least pause between quit text and submit key: an Enter in the
@@ -445,6 +447,20 @@ impl Pane {
             .await
     }
 
+    /// Types each key of `keys` as a write of its own, a moment apart: two
+    /// Escapes in one burst read as one Alt-Escape. The caller holds the
+    /// input lock.
+    async fn keys_apart(&self, keys: &str) -> Result<(), TermError> {
+        for (i, key) in keys.chars().enumerate() {
+            if i > 0 {
+                tokio::time::sleep(KEY_GAP).await;
+            }
+            let mut buf = [0u8; 4];
+            self.keys(key.encode_utf8(&mut buf).as_bytes()).await?;
+        }
+        Ok(())
+    }
+
     /// The visible rows of the screen, one string per row.
     pub fn visible_rows(&self) -> Vec<String> {
         self.inner.backend.visible_rows()
@@ -605,7 +621,7 @@ impl Pane {
         if !matches!(self.input_box(), InputBox::Holds(_)) {
             return true;
         }
-        if keys.is_empty() || self.keys(keys.as_bytes()).await.is_err() {
+        if keys.is_empty() || self.keys_apart(keys).await.is_err() {
             return false;
         }
         self.box_becomes(CLEAR_WAIT, |b| !matches!(b, InputBox::Holds(_)))
@@ -634,7 +650,7 @@ impl Pane {
             if reads_screen {
                 let busy = matches!(self.readiness(), Readiness::Busy(crate::ready::WORKING));
                 if busy && !profile.interrupt.is_empty() {
-                    let _ = self.keys(profile.interrupt.as_bytes()).await;
+                    let _ = self.keys_apart(&profile.interrupt).await;
                     self.box_becomes(INTERRUPT_WAIT, |_| {
                         !profile.screen.shows_busy(&self.visible_rows())
                     })

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Prepares a real agent CLI to run offline against model_endpoint.py.
 
-    python3 cli_offline.py <claude|codex|gemini> --home DIR --cwd DIR --port PORT
+    python3 cli_offline.py <claude|codex|gemini|copilot|opencode|pi>
+        --home DIR --cwd DIR --port PORT
         [--codex-home DIR] [--trust] [--mcp-command CMD [ARGS...]] [--no-auth]
 
 Writes, inside DIR (used as the CLI's HOME), the settings that make the CLI
@@ -12,18 +13,29 @@ request to http://127.0.0.1:PORT. Then prints one JSON object on stdout:
 
 env holds the variables to set (HOME included) on top of a normal
 environment; argv[0] is the bare command name (look it up in
-target/clis/node_modules/.bin).
+target/clis/node_modules/.bin). Copilot CLI, OpenCode and Pi speak the
+Chat Completions API to http://127.0.0.1:PORT/v1 (a provider of their own
+configured in the fake HOME).
 
 Kept apart, because agentbus itself will do these parts (`agentbus setup`):
-  --trust            mark --cwd as a trusted project/folder
+  --trust            mark --cwd as a trusted project/folder (Claude, Codex,
+                     Gemini; Copilot's folder is trusted without it, since
+                     agentbus setup does not set Copilot up; OpenCode and Pi
+                     ask no such question)
   --mcp-command ...  register a stdio MCP server named "agentbus" started by
                      that command line (must be the last option: it takes the
                      rest of the arguments), approve it and its tools so they
-                     run without asking; implies --trust
+                     run without asking; implies --trust. Copilot's approval
+                     is a command-line option (argv gets --allow-tool
+                     agentbus); OpenCode runs MCP tools without asking; Pi
+                     has no MCP support (an error)
   --no-auth          the same files with no key or credentials at all:
-                     Codex and Gemini then open on their sign-in choice;
-                     Claude Code still reaches its prompt and answers a
-                     prompt with "Not logged in · Please run /login"
+                     Codex and Gemini then open on their sign-in choice,
+                     OpenCode on its "Connect a provider" dialog; Claude
+                     Code still reaches its prompt and answers a prompt with
+                     "Not logged in · Please run /login", Copilot with "You
+                     must be logged in to send messages. Please run /login",
+                     Pi with "Error: No API key found for the selected model."
 
 Only the standard library; never reads or changes anything outside --home,
 --codex-home and --cwd.
@@ -249,25 +261,44 @@ def clis_dir():
     return os.path.normpath(os.path.join(here, "..", "..", "..", "..", "target", "clis"))
 
 
+def home_tmp(home):
+    """A TMPDIR inside the fake HOME: OpenCode (a Bun executable) unpacks
+    two native libraries (19 MB) into TMPDIR on every start and never
+    deletes them; Copilot and Pi keep Node's compile cache there."""
+    tmp = os.path.join(home, "tmp")
+    os.makedirs(tmp, exist_ok=True)
+    return tmp
+
+
 def copilot(a):
     home, copilot_home = a.home, os.path.join(a.home, ".copilot")
     env = {
         "HOME": home,
+        "TMPDIR": home_tmp(home),
         "COPILOT_HOME": copilot_home,
-        # No GitHub sign-in, update check, telemetry or other GitHub traffic;
-        # the model is the provider below (the Chat Completions API).
-        "COPILOT_OFFLINE": "true",
         "COPILOT_AUTO_UPDATE": "false",
-        "COPILOT_PROVIDER_BASE_URL": f"http://127.0.0.1:{a.port}/v1",
-        "COPILOT_PROVIDER_WIRE_API": "completions",
         "COPILOT_MODEL": "gpt-4o",
+        # A GitHub token in the caller's environment would sign Copilot in:
+        # empty is the same as unset.
+        "COPILOT_GITHUB_TOKEN": "",
+        "GH_TOKEN": "",
+        "GITHUB_TOKEN": "",
     }
     if not a.no_auth:
-        env["COPILOT_PROVIDER_API_KEY"] = FAKE_KEY
-    else:
-        # With no key a local provider would still be used: so no provider
-        # at all, and Copilot shows that it has no model to talk to.
-        del env["COPILOT_PROVIDER_BASE_URL"], env["COPILOT_PROVIDER_WIRE_API"]
+        env.update({
+            # No GitHub sign-in, update check, telemetry or other GitHub
+            # traffic; the model is this provider (Chat Completions API).
+            "COPILOT_OFFLINE": "true",
+            "COPILOT_PROVIDER_BASE_URL": f"http://127.0.0.1:{a.port}/v1",
+            "COPILOT_PROVIDER_WIRE_API": "completions",
+            "COPILOT_PROVIDER_API_KEY": FAKE_KEY,
+        })
+    # else: a local provider needs no key (one without a key is used all
+    # the same), and offline mode without a provider exits at once ("Offline
+    # mode requires a local model provider"): so neither, and Copilot,
+    # not signed in to GitHub, opens at its prompt with "Please use /login
+    # to sign in to use Copilot" and answers a prompt with "You must be
+    # logged in to send messages. Please run /login".
     # The native binary unpacks its JavaScript (about 235 MB) into
     # COPILOT_PKG_CACHE_HOME/pkg on its first start, by default under
     # ~/.cache: share the copy install_clis.sh made, if there is one.
@@ -280,12 +311,12 @@ def copilot(a):
     state_path = os.path.join(copilot_home, "config.json")
     state = read_json(state_path)  # written with a // comment: {} then
     state["appTipShown"] = True
-    if a.trust:
-        # The "Confirm folder trust" dialog, answered "2. Yes, and remember
-        # this folder for future sessions".
-        folders = state.setdefault("trustedFolders", [])
-        if a.cwd not in folders:
-            folders.append(a.cwd)
+    # The "Confirm folder trust" dialog, answered "2. Yes, and remember this
+    # folder for future sessions". Written with or without --trust, as
+    # `agentbus setup` does not set Copilot up.
+    folders = state.setdefault("trustedFolders", [])
+    if a.cwd not in folders:
+        folders.append(a.cwd)
     write_json(state_path, state)
 
     # ~/.copilot/settings.json (the user's settings).
@@ -321,6 +352,7 @@ def opencode(a):
     home = a.home
     env = {
         "HOME": home,
+        "TMPDIR": home_tmp(home),
         # Its config, data (sessions, logs), cache and state all live under
         # these; pinned here so that nothing outside the fake HOME is used.
         "XDG_CONFIG_HOME": os.path.join(home, ".config"),
@@ -336,7 +368,11 @@ def opencode(a):
     path = os.path.join(home, ".config", "opencode", "opencode.json")
     cfg = read_json(path)
     cfg.update({"$schema": "https://opencode.ai/config.json",
-                "autoupdate": False, "share": "disabled"})
+                "autoupdate": False, "share": "disabled",
+                # The built-in "opencode" provider (OpenCode Zen) needs no
+                # key: without this, with --no-auth its free model would be
+                # chosen and sent the prompts (over the network).
+                "disabled_providers": ["opencode"]})
     if not a.no_auth:
         # A provider of our own; the AI SDK package it names is built into
         # the opencode binary (nothing is fetched from npm).
@@ -348,11 +384,28 @@ def opencode(a):
         }
         cfg["model"] = "agentbus_test/local-model"
         cfg["small_model"] = "agentbus_test/local-model"
+    # else: no provider can be used, so OpenCode opens on its "Connect a
+    # provider" dialog (Esc leaves it: "No provider selected" in the input
+    # box; a prompt submitted there brings the dialog back).
     if a.mcp_command:
         cfg.setdefault("mcp", {})[SERVER] = {
             "type": "local", "command": list(a.mcp_command), "environment": {},
             "enabled": True}
     write_json(path, cfg)
+    # On its first start OpenCode installs @opencode-ai/plugin (for plugins
+    # and custom tools, of which there are none here) into its config
+    # directory with its built-in npm: about 30 MB from registry.npmjs.org
+    # into ~/.npm and ~/.config/opencode/node_modules (when the registry is
+    # out of reach it carries on without). It skips that when node_modules
+    # exists and package-lock.json already lists the package.
+    config_dir = os.path.dirname(path)
+    os.makedirs(os.path.join(config_dir, "node_modules"), exist_ok=True)
+    lock_path = os.path.join(config_dir, "package-lock.json")
+    lock = read_json(lock_path)
+    lock.setdefault("lockfileVersion", 3)
+    root = lock.setdefault("packages", {}).setdefault("", {})
+    root.setdefault("dependencies", {}).setdefault("@opencode-ai/plugin", "*")
+    write_json(lock_path, lock)
     return env, ["opencode"]
 
 
@@ -364,27 +417,32 @@ def pi(a):
     agent_dir = os.path.join(home, ".pi", "agent")
     env = {
         "HOME": home,
+        "TMPDIR": home_tmp(home),
         "PI_CODING_AGENT_DIR": agent_dir,
         # No version check, no fd/ripgrep download, no install telemetry.
         "PI_OFFLINE": "1",
         "PI_TELEMETRY": "0",
     }
-    models_path = os.path.join(agent_dir, "models.json")
-    models = read_json(models_path)
-    provider = {
-        "baseUrl": f"http://127.0.0.1:{a.port}/v1",
-        "api": "openai-completions",
-        "compat": {"supportsDeveloperRole": False, "supportsReasoningEffort": False},
-        "models": [{"id": "local-model", "name": "Local Model"}],
-    }
-    if not a.no_auth:
-        provider["apiKey"] = FAKE_KEY
-    models.setdefault("providers", {})["agentbus_test"] = provider
-    write_json(models_path, models)
     settings_path = os.path.join(agent_dir, "settings.json")
     settings = read_json(settings_path)
-    settings.update({"defaultProvider": "agentbus_test", "defaultModel": "local-model",
-                     "enableInstallTelemetry": False})
+    settings["enableInstallTelemetry"] = False
+    if not a.no_auth:
+        # A provider of our own (a custom provider must have an apiKey).
+        models_path = os.path.join(agent_dir, "models.json")
+        models = read_json(models_path)
+        models.setdefault("providers", {})["agentbus_test"] = {
+            "baseUrl": f"http://127.0.0.1:{a.port}/v1",
+            "api": "openai-completions",
+            "apiKey": FAKE_KEY,
+            "compat": {"supportsDeveloperRole": False, "supportsReasoningEffort": False},
+            "models": [{"id": "local-model", "name": "Local Model"}],
+        }
+        write_json(models_path, models)
+        settings.update({"defaultProvider": "agentbus_test", "defaultModel": "local-model"})
+    # else: no provider at all: Pi starts with "Warning: No models
+    # available. Use /login to log into a provider via OAuth or API key."
+    # and answers a prompt with "Error: No API key found for the selected
+    # model." (its model shows as "unknown").
     write_json(settings_path, settings)
     return env, ["pi"]
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""A scripted stand-in for the model APIs of Claude Code, Codex and Gemini CLI.
+"""A scripted stand-in for the model APIs of Claude Code, Codex, Gemini CLI,
+GitHub Copilot CLI, OpenCode and Pi.
 
 The real CLIs are pointed at this server on 127.0.0.1 (see cli_offline.py),
 so they run fully offline: every "model" answer comes from here, chosen by
@@ -14,6 +15,10 @@ APIs spoken, enough for each CLI to finish its turns (streaming or not):
   Anthropic  HEAD / , GET / , POST /v1/messages[?beta=true],
              POST /v1/messages/count_tokens
   OpenAI     POST /v1/responses (the Responses API, as SSE), GET /v1/models
+             (an empty list for Codex; local-model and gpt-4o for others)
+             POST /v1/chat/completions (the Chat Completions API, streaming
+             as SSE `data: {chunk}` ... `data: [DONE]`, or not), spoken by
+             Copilot CLI, OpenCode and Pi
   Gemini     POST /v1beta/models/<model>:generateContent,
              :streamGenerateContent?alt=sse, :countTokens
 
@@ -31,23 +36,38 @@ Directives, found anywhere in the newest user message of a request:
 The last occurrence of each directive counts. The tool's name is taken
 from the request: Claude offers mcp__agentbus__<tool>, Gemini
 mcp_agentbus_<tool>, Codex a function <tool> inside the namespace tool
-mcp__agentbus. Claude Code and Codex may hold MCP tools back ("deferred")
-and offer a search tool instead (Claude's ToolSearch, Codex's client-side
-tool_search); then the endpoint first calls that search for the tool, then
-the tool itself. The search round trip is not recorded as a turn.
+mcp__agentbus, Copilot agentbus-<tool>, OpenCode agentbus_<tool> (a Chat
+Completions request gets a `tool_calls` reply naming the tool as the
+request's tools list does). Claude Code and Codex may hold MCP tools back
+("deferred") and offer a search tool instead (Claude's ToolSearch, Codex's
+client-side tool_search); then the endpoint first calls that search for
+the tool, then the tool itself. The search round trip is not recorded as a
+turn.
 
-Side requests that the CLIs make on their own (Claude's and Codex's title
-requests, Gemini's model-routing check, ...) are answered with something
-valid (a JSON value fitting the schema they ask for) and are not recorded.
+Side requests that the CLIs make on their own (Claude's, Codex's and
+OpenCode's title requests, Gemini's model-routing check, ...) are answered
+with something valid (a JSON value fitting the schema they ask for) and are
+not recorded. A Chat Completions request is a side request when it asks for
+JSON output or offers no tools (the CLIs' real turns always offer some).
 Real turns are, with numbers n shared by all kinds and clients:
 
-  {"n": 3, "cli": "claude"|"codex"|"gemini", "kind": "turn",
-   "text": <the newest typed user text>, "at_ms": <when received>}
+  {"n": 3, "cli": "claude"|"codex"|"gemini"|"copilot"|"opencode"|"pi"|"chat",
+   "kind": "turn", "text": <the newest typed user text>,
+   "at_ms": <when received>}
   {"n": 4, ..., "kind": "tool_result", "text": <the tool's output, as the
    CLI passes it on>, ...}
   extra keys: "failed": <status> on a turn answered by FAIL=; "retry": <k>
-  when Claude marks the request as its k-th retry; "is_error" on Claude's
-  tool results. The CLIs retry failed requests, and each retry is recorded.
+  when Claude (or Pi, through the OpenAI SDK) marks the request as its k-th
+  retry (Copilot's and OpenCode's own retries are not marked); "is_error" on Claude's tool results. The CLIs retry failed
+  requests, and each retry is recorded.
+
+The Chat Completions clients are told apart by their headers (OpenCode's
+User-Agent; Copilot's X-Initiator) or else their system prompt; "chat" is
+any other client. Copilot puts <current_datetime>...</current_datetime>
+before the typed text: such leading tagged blocks are not part of "text".
+A message typed while a tool runs may reach the model in the request that
+carries the tool's result, after it (Pi's steering, OpenCode's queue): then
+a tool_result record, then the turn.
 
   GET  /turns[?since=N]  the recorded turns with n > N, oldest first
   GET  /requests         every request seen (method, path, time, a summary)
@@ -698,9 +718,24 @@ class Handler(BaseHTTPRequestHandler):
             summary.update(kind="tool_result", n=n, text=rtext[:80])
             return reply([("text", "done")])
 
+        # A message typed while a tool ran may be sent with that tool's
+        # results, after them (Pi "steers"): the results, then the turn.
+        steered = []
+        i = len(msgs)
+        while i and msgs[i - 1].get("role") == "user":
+            i -= 1
+        while i and msgs[i - 1].get("role") == "tool":
+            steered.insert(0, msgs[i - 1])
+            i -= 1
+        retry = self.headers.get("X-Stainless-Retry-Count", "0")
+        if steered and not (retry.isdigit() and retry != "0"):
+            rtext = "\n".join(chat_content_text(m.get("content")) for m in steered)
+            STATE.record_turn({"cli": cli, "kind": "tool_result", "text": rtext,
+                               "at_ms": self.at_ms})
+            summary["steered_tool_result"] = rtext[:80]
+
         d = parse_directives(text)
         entry = {"cli": cli, "kind": "turn", "text": text, "at_ms": self.at_ms}
-        retry = self.headers.get("X-Stainless-Retry-Count", "0")
         if retry.isdigit() and retry != "0":
             entry["retry"] = int(retry)
         n = STATE.record_turn(entry)
