@@ -185,6 +185,28 @@ pub fn merge_json(existing: &str, entry: Value) -> anyhow::Result<String> {
     })
 }
 
+fn parse_toml(existing: &str) -> anyhow::Result<toml_edit::DocumentMut> {
+    existing
+        .parse()
+        .context("the existing file is not valid TOML")
+}
+
+/// The table `key` of `doc` (made, without a header of its own, if
+/// missing).
+fn table_at<'a>(
+    doc: &'a mut toml_edit::DocumentMut,
+    key: &str,
+) -> anyhow::Result<&'a mut toml_edit::Table> {
+    doc.entry(key)
+        .or_insert_with(|| {
+            let mut t = toml_edit::Table::new();
+            t.set_implicit(true);
+            toml_edit::Item::Table(t)
+        })
+        .as_table_mut()
+        .with_context(|| format!("{key} in the existing file is not a table"))
+}
+
 /// `existing` (Codex's TOML config, maybe empty) with
 /// `[mcp_servers.agentbus]` set; comments and every other table kept.
 pub fn merge_toml(
@@ -193,19 +215,9 @@ pub fn merge_toml(
     channel: bool,
     allow_tools: bool,
 ) -> anyhow::Result<String> {
-    use toml_edit::{Array, DocumentMut, Item, Table, value};
-    let mut doc: DocumentMut = existing
-        .parse()
-        .context("the existing file is not valid TOML")?;
-    let servers = doc
-        .entry("mcp_servers")
-        .or_insert_with(|| {
-            let mut t = Table::new();
-            t.set_implicit(true);
-            Item::Table(t)
-        })
-        .as_table_mut()
-        .context("mcp_servers in the existing file is not a table")?;
+    use toml_edit::{Array, Item, Table, value};
+    let mut doc = parse_toml(existing)?;
+    let servers = table_at(&mut doc, "mcp_servers")?;
     let mut entry = Table::new();
     entry["command"] = value(command);
     entry["args"] = value(server_args(channel).into_iter().collect::<Array>());
@@ -219,19 +231,9 @@ pub fn merge_toml(
 
 /// Codex's config with `[projects."<dir>"] trust_level = "trusted"`.
 pub fn trust_toml(existing: &str, dir: &str) -> anyhow::Result<String> {
-    use toml_edit::{DocumentMut, Item, Table, value};
-    let mut doc: DocumentMut = existing
-        .parse()
-        .context("the existing file is not valid TOML")?;
-    let projects = doc
-        .entry("projects")
-        .or_insert_with(|| {
-            let mut t = Table::new();
-            t.set_implicit(true);
-            Item::Table(t)
-        })
-        .as_table_mut()
-        .context("projects in the existing file is not a table")?;
+    use toml_edit::{Item, Table, value};
+    let mut doc = parse_toml(existing)?;
+    let projects = table_at(&mut doc, "projects")?;
     let project = projects
         .entry(dir)
         .or_insert_with(|| Item::Table(Table::new()))
