@@ -161,10 +161,12 @@ def codex(a):
         "",
         "[features]",
         "plugins = false",
-        # A feature flag, not a top-level key: without it the TUI starts a
-        # shared background `codex app-server --managed-daemon` per
-        # CODEX_HOME that hosts the MCP servers and outlives the TUI.
-        "daemon_auto_start = false",
+        # Left at Codex's default on purpose: the TUI starts a shared
+        # background `codex app-server --managed-daemon` per CODEX_HOME
+        # that hosts the MCP servers of every session on that home and
+        # outlives the TUI. agentbus's own per-pane home (which sets
+        # `daemon_auto_start = false`) is what keeps each pane's server
+        # its own; the tests check that.
         "",
         "[analytics]",
         "enabled = false",
