@@ -268,5 +268,20 @@ mod tests {
             screen.insert(at, "  Sign in with your account".into());
             prop_assert!(matches!(r.read(&screen), Readiness::Blocked(_)));
         }
+
+        // Text in the input box (the lowest prompt row) is never read as
+        // an empty box, whatever it is and whatever is above it: a jekt
+        // never joins what someone typed.
+        #[test]
+        fn a_box_holding_text_is_never_ready(
+            above in proptest::collection::vec("[^❯>]{0,60}", 0..20),
+            typed in "[a-zA-Z0-9\\[\\]:=/ ]{0,40}[a-zA-Z0-9]",
+        ) {
+            prop_assume!(!typed.trim_start().starts_with("Type your message"));
+            let r = rules();
+            let mut screen = above.clone();
+            screen.push(format!("❯ {typed}"));
+            prop_assert_ne!(r.read(&screen), Readiness::Ready);
+        }
     }
 }
