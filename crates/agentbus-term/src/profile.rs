@@ -270,6 +270,7 @@ fn other_cli(provider: Provider) -> Profile {
         Provider::Opencode => Profile {
             interrupt: esc_esc,
             output_quiet_ms: 1000,
+            ready_quiet_ms: 1000,
             ..cli(
                 "/exit",
                 ScreenRules {

@@ -670,8 +670,10 @@ impl Pane {
             if self.wait_exit(confirm).await.is_some() {
                 return;
             }
-            let quit_left = reads_screen
-                && matches!(self.input_box(), InputBox::Holds(t) if t.starts_with(quit));
+            // Still there, or (a screen without a prompt to read) maybe:
+            // an Enter at an empty prompt does nothing.
+            let quit_left = !reads_screen
+                || matches!(self.input_box(), InputBox::Holds(t) if t.starts_with(quit));
             if quit_left {
                 let _ = self.keys(profile.submit.as_bytes()).await;
             }
