@@ -380,7 +380,7 @@ print(json.dumps(got))
 "#;
 
 #[tokio::test]
-async fn a_stdlib_python_client_of_the_seed_protocol_gets_everything() {
+async fn a_stdlib_python_client_of_the_agent_bus_protocol_gets_everything() {
     let relay = Relay::start(&[]);
     let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
     let out = Command::new(&python)
