@@ -398,11 +398,14 @@ fn describe(
     let stats = p.pane.stats();
     info.output_bytes = stats.absorbed;
     info.output_skipped_bytes = stats.skipped;
-    info.readiness = match p.pane.readiness() {
-        _ if !p.pane.is_running() => None,
-        agentbus_term::Readiness::Unknown => None,
-        r => Some(r.label()),
-    };
+    // The screen is read (for a tmux pane: one capture) only for a pane
+    // that still runs.
+    info.readiness = p
+        .pane
+        .is_running()
+        .then(|| p.pane.readiness())
+        .filter(|r| *r != agentbus_term::Readiness::Unknown)
+        .map(|r| r.label());
     info.state = match (p.pane.exit_info(), info.last_activity_ms) {
         (Some(exit), _) => {
             info.exit_code = exit.code;
