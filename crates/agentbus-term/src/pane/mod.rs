@@ -534,12 +534,12 @@ impl Pane {
         }
     }
 
-    /// Waits up to `max` for the input box to satisfy `want`; whether it
-    /// did.
-    async fn box_becomes(&self, max: Duration, want: impl Fn(&InputBox) -> bool) -> bool {
+    /// Waits up to `max` for the visible rows to satisfy `want`; whether
+    /// they did.
+    async fn screen_becomes(&self, max: Duration, want: impl Fn(&[String]) -> bool) -> bool {
         let start = Instant::now();
         loop {
-            if want(&self.input_box()) {
+            if want(&self.visible_rows()) {
                 return true;
             }
             if start.elapsed() >= max || !self.is_running() {
@@ -587,24 +587,29 @@ impl Pane {
         if profile.settle_ms > 0 {
             tokio::time::sleep(profile.settle()).await;
         }
-        let reads_screen = !profile.screen.prompt.is_empty();
+        let screen = &profile.screen;
+        let reads_screen = !screen.prompt.is_empty();
         let confirm = Duration::from_millis(profile.confirm_ms);
-        let holds = |b: &InputBox| matches!(b, InputBox::Holds(_));
-        let left = |b: &InputBox| !matches!(b, InputBox::Holds(_));
+        let holds = |rows: &[String]| matches!(screen.input_box(rows), InputBox::Holds(_));
+        // The text left the box, or a turn started (typed only at a ready
+        // prompt, so busy words now are this submission's): a CLI that
+        // echoes the prompt in place (Aider) keeps the text on its prompt
+        // rows until the reply ends.
+        let left = |rows: &[String]| !holds(rows) || screen.shows_busy(rows);
         if reads_screen {
             // The paste drawn in the box first: an Enter that overtakes
             // it would submit nothing and leave the text behind.
-            self.box_becomes(confirm, holds).await;
+            self.screen_becomes(confirm, holds).await;
         }
         self.keys(profile.submit.as_bytes()).await?;
         report.submitted = Submitted::Unconfirmed;
         if !reads_screen {
             return Ok(report);
         }
-        if !self.box_becomes(confirm, left).await {
+        if !self.screen_becomes(confirm, left).await {
             report.retried = true;
             self.keys(profile.submit.as_bytes()).await?;
-            if !self.box_becomes(confirm, left).await {
+            if !self.screen_becomes(confirm, left).await {
                 report.stuck = true;
                 report.cleared = self.clear_box().await;
                 return Ok(report);
@@ -624,8 +629,11 @@ impl Pane {
         if keys.is_empty() || self.keys_apart(keys).await.is_err() {
             return false;
         }
-        self.box_becomes(CLEAR_WAIT, |b| !matches!(b, InputBox::Holds(_)))
-            .await
+        let screen = &self.inner.profile.screen;
+        self.screen_becomes(CLEAR_WAIT, |rows| {
+            !matches!(screen.input_box(rows), InputBox::Holds(_))
+        })
+        .await
     }
 
     /// Asks the program to quit the way a person would: nothing typed into
@@ -651,10 +659,8 @@ impl Pane {
                 let busy = matches!(self.readiness(), Readiness::Busy(crate::ready::WORKING));
                 if busy && !profile.interrupt.is_empty() {
                     let _ = self.keys_apart(&profile.interrupt).await;
-                    self.box_becomes(INTERRUPT_WAIT, |_| {
-                        !profile.screen.shows_busy(&self.visible_rows())
-                    })
-                    .await;
+                    self.screen_becomes(INTERRUPT_WAIT, |rows| !profile.screen.shows_busy(rows))
+                        .await;
                 }
                 self.clear_box().await;
                 // A CLI still starting may take a slash command as a
