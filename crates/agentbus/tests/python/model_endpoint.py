@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """A scripted stand-in for the model APIs of Claude Code, Codex, Gemini CLI,
-GitHub Copilot CLI, OpenCode and Pi.
+GitHub Copilot CLI, OpenCode, Pi, Qwen Code, Kimi Code, OpenClaw and Aider.
 
 The real CLIs are pointed at this server on 127.0.0.1 (see cli_offline.py),
 so they run fully offline: every "model" answer comes from here, chosen by
@@ -18,7 +18,8 @@ APIs spoken, enough for each CLI to finish its turns (streaming or not):
              (an empty list for Codex; local-model and gpt-4o for others)
              POST /v1/chat/completions (the Chat Completions API, streaming
              as SSE `data: {chunk}` ... `data: [DONE]`, or not), spoken by
-             Copilot CLI, OpenCode and Pi
+             Copilot CLI, OpenCode, Pi, Qwen Code, Kimi Code, OpenClaw
+             and Aider
   Gemini     POST /v1beta/models/<model>:generateContent,
              :streamGenerateContent?alt=sse, :countTokens
 
@@ -48,10 +49,11 @@ Side requests that the CLIs make on their own (Claude's, Codex's and
 OpenCode's title requests, Gemini's model-routing check, ...) are answered
 with something valid (a JSON value fitting the schema they ask for) and are
 not recorded. A Chat Completions request is a side request when it asks for
-JSON output or offers no tools (the CLIs' real turns always offer some).
+JSON output or offers no tools (the CLIs' real turns always offer some;
+Aider's, which never do, are always turns).
 Real turns are, with numbers n shared by all kinds and clients:
 
-  {"n": 3, "cli": "claude"|"codex"|"gemini"|"copilot"|"opencode"|"pi"|"chat",
+  {"n": 3, "cli": "claude"|"codex"|"gemini"|"copilot"|"opencode"|"pi"|"aider"|"chat",
    "kind": "turn", "text": <the newest typed user text>,
    "at_ms": <when received>}
   {"n": 4, ..., "kind": "tool_result", "text": <the tool's output, as the
@@ -63,7 +65,7 @@ Real turns are, with numbers n shared by all kinds and clients:
 
 The Chat Completions clients are told apart by their headers (OpenCode's
 User-Agent; Copilot's X-Initiator) or else their system prompt; "chat" is
-any other client. Copilot puts <current_datetime>...</current_datetime>
+any other client (Qwen Code, Kimi Code, OpenClaw). Copilot puts <current_datetime>...</current_datetime>
 before the typed text: such leading tagged blocks are not part of "text".
 A message typed while a tool runs may reach the model in the request that
 carries the tool's result, after it (Pi's steering, OpenCode's queue): then
@@ -78,6 +80,7 @@ gets a 500 and a traceback on stderr; the server keeps running.
 """
 
 import argparse
+import itertools
 import json
 import os
 import re
@@ -695,8 +698,11 @@ class Handler(BaseHTTPRequestHandler):
                    "messages": len(msgs)}
         self.req["summary"] = summary
         reply = lambda parts, **kw: self.chat_reply(model, stream, usage, parts, **kw)
-        user = next((m for m in reversed(msgs) if m.get("role") == "user"), None)
-        text = chat_user_text(user)
+        # The newest of the user messages that end the conversation that
+        # holds typed text: Kimi Code sends a context-only message (a
+        # <system-reminder>) after the typed one.
+        users = list(itertools.takewhile(lambda m: m.get("role") == "user", reversed(msgs)))
+        text = next((t for t in map(chat_user_text, users) if t), "")
         schema = chat_schema(body)
 
         # Side requests: structured output, or a request that offers no
@@ -706,7 +712,8 @@ class Handler(BaseHTTPRequestHandler):
             if m.get("role") != "tool":
                 break
             trailing.insert(0, m)
-        if schema is not None or (not names and not trailing):
+        # Aider offers no tools at all: its turns are turns.
+        if schema is not None or (not names and not trailing and cli != "aider"):
             summary.update(kind="side", text=text[:80])
             out = json.dumps(fill_schema(schema)) if schema is not None else "Offline chat"
             return reply([("text", out)])
@@ -887,8 +894,10 @@ class Handler(BaseHTTPRequestHandler):
 
 # A text part that is nothing but one tagged block of context the CLI adds
 # to the user's message (<system-reminder> from Claude, <session_context>
-# from Gemini, <environment_context> from Codex...): not what was typed.
-CONTEXT_BLOCK = re.compile(r"\s*<([A-Za-z_][\w-]*)[^>]*>.*</\1>\s*", re.S)
+# from Gemini, <environment_context> from Codex, <<<BEGIN_X>>>...<<<END_X>>>
+# from OpenClaw...): not what was typed.
+CONTEXT_BLOCK = re.compile(
+    r"\s*(?:<([A-Za-z_][\w-]*)[^>]*>.*</\1>|<<<BEGIN_(\w+)>>>.*<<<END_\2>>>)\s*", re.S)
 
 
 def user_text(parts):
@@ -1017,7 +1026,7 @@ CHAT_MODELS = ["local-model", "gpt-4o"]
 
 def chat_cli(headers, body=None):
     """Which CLI sent a Chat Completions request: "copilot", "opencode",
-    "pi", or "chat" when unknown. OpenCode names itself in its User-Agent;
+    "pi", "aider", or "chat" when unknown. OpenCode names itself in its User-Agent;
     Copilot CLI and Pi both send the OpenAI SDK's ("OpenAI/JS <version>"),
     but Copilot adds X-Initiator and X-Interaction-Type headers, and each
     system prompt says whose it is."""
@@ -1039,6 +1048,8 @@ def chat_cli(headers, body=None):
         return "opencode"
     if re.search(r"\binside pi\b", system):
         return "pi"
+    if system.startswith("Act as an expert software developer"):
+        return "aider"
     return "chat"
 
 
