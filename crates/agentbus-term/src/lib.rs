@@ -22,6 +22,7 @@ mod backlog;
 pub mod modes;
 pub mod pane;
 pub mod profile;
+pub mod queries;
 pub mod ready;
 pub mod screen;
 pub mod tmux;

@@ -121,6 +121,11 @@ impl Screen {
         (r.get(), c.get())
     }
 
+    /// The cursor's (row, column), from 0.
+    pub fn cursor(&self) -> (u16, u16) {
+        self.parser.screen().cursor_position()
+    }
+
     pub fn scrollback_mut(&mut self) -> &mut Scrollback {
         self.parser.callbacks_mut()
     }

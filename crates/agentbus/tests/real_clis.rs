@@ -89,7 +89,7 @@ impl Model {
         Model {
             child,
             url: format!("http://127.0.0.1:{port}"),
-            http: reqwest::Client::new(),
+            http: agentbus_daemon::tls::default_client(),
         }
     }
 
@@ -365,6 +365,12 @@ async fn jekts_at_open_become_their_own_turns(cli: &'static str) {
         assert_eq!(text.matches("[JEKT:").count(), 1, "{text}");
     }
     assert!(t1["n"].as_u64() < t2["n"].as_u64(), "in order: {t1} {t2}");
+    // The pane answers what a terminal answers (Aider warns otherwise).
+    let screen = rig.screen("ag").await;
+    assert!(
+        !screen.contains("cursor position requests"),
+        "{cli}: {screen}"
+    );
 }
 
 async fn a_jekt_while_busy_waits_for_the_turn(cli: &'static str) {

@@ -806,6 +806,36 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_pane_answers_its_programs_questions_and_viewers_never_see_them() {
+        // Reads each answer raw, byte for byte, as a program that asked
+        // would, and prints it back readably.
+        let pane = Pane::spawn(sh("sleep 0.3; stty raw -echo; \
+             printf 'ab\\033[5;10H\\033[6n'; \
+             p=$(dd bs=1 count=7 2>/dev/null | od -An -c | tr -d ' \\n'); \
+             printf '\\033[c'; \
+             a=$(dd bs=1 count=7 2>/dev/null | od -An -c | tr -d ' \\n'); \
+             stty sane; printf '\\r\\nGOT %s %s\\r\\n' \"$p\" \"$a\""))
+        .unwrap();
+        let (_, mut viewer) = pane.attach();
+        let exit = pane.wait_exit(Duration::from_secs(10)).await.unwrap();
+        assert_eq!(exit.code, Some(0));
+        let lines = pane.lines(10).join("\n");
+        assert!(lines.contains("GOT 033[5;10R 033[?1;2c"), "{lines}");
+        let mut seen = Vec::new();
+        while let Ok(out) = viewer.try_recv() {
+            if let PaneOutput::Bytes(b) = out {
+                seen.extend_from_slice(&b);
+            }
+        }
+        let seen = String::from_utf8_lossy(&seen);
+        assert!(seen.contains("GOT"), "{seen:?}");
+        assert!(
+            !seen.contains("\x1b[6n") && !seen.contains("\x1b[c"),
+            "a viewer was sent a question: {seen:?}"
+        );
+    }
+
+    #[tokio::test]
     async fn missing_programs_and_directories_are_clear_errors() {
         let err = Pane::spawn(PaneSpec::new("t", vec!["/no/such/program".into()]))
             .err()

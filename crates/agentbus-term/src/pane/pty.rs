@@ -2,8 +2,9 @@
 //!
 //! Each pane runs four threads, because each waits on a blocking call:
 //! the *reader* absorbs output (and tracks the terminal modes the program
-//! sets, from every byte); the *parser* keeps the screen and scrollback and
-//! feeds attached terminals; the *writer* owns the PTY's input side, so a
+//! sets, from every byte); the *parser* keeps the screen and scrollback,
+//! answers the program's questions to its terminal (see
+//! [`crate::queries`]) and feeds attached terminals; the *writer* owns the PTY's input side, so a
 //! program that never reads its input blocks only its own writer; the
 //! *waiter* reaps the child and records its exit status. A noisy or stuck
 //! pane therefore slows only itself.
@@ -13,6 +14,7 @@ use crate::TermError;
 use crate::backlog::{Backlog, Item};
 use crate::modes::{ModeScanner, Modes};
 use crate::profile::Profile;
+use crate::queries::{Piece, QueryScanner};
 use crate::screen::Screen;
 use crate::tmux::PaneRef;
 use agentbus_proto::now_ms;
@@ -172,13 +174,14 @@ impl Pane {
             Box::new(move || read_loop(reader, &modes, &backlog, &shared))
         })?;
         spawn("parse", {
-            let (screen, backlog, shared, done) = (
+            let (screen, backlog, shared, done, input) = (
                 screen.clone(),
                 backlog.clone(),
                 shared.clone(),
                 parsed_all.clone(),
+                input.clone(),
             );
-            Box::new(move || parse_loop(&screen, &backlog, &shared, &done))
+            Box::new(move || parse_loop(&screen, &backlog, &shared, &done, &input))
         })?;
         spawn("write", Box::new(move || write_loop(writer, input_rx)))?;
         spawn("wait", {
@@ -358,7 +361,14 @@ fn read_loop(mut reader: Box<dyn Read + Send>, modes: &Modes, backlog: &Backlog,
     backlog.close();
 }
 
-fn parse_loop(screen: &Mutex<Screen>, backlog: &Backlog, shared: &Shared, parsed_all: &AtomicBool) {
+fn parse_loop(
+    screen: &Mutex<Screen>,
+    backlog: &Backlog,
+    shared: &Shared,
+    parsed_all: &AtomicBool,
+    input: &mpsc::Sender<WriteJob>,
+) {
+    let mut queries = QueryScanner::default();
     while let Some(items) = backlog.take() {
         for item in items {
             let mut s = lock(screen);
@@ -366,8 +376,34 @@ fn parse_loop(screen: &Mutex<Screen>, backlog: &Backlog, shared: &Shared, parsed
             // and subscription consistent with each other.
             match item {
                 Item::Chunk(bytes) => {
-                    s.process(&bytes);
-                    let _ = shared.output.send(PaneOutput::Bytes(bytes));
+                    // The questions the program asks its terminal are
+                    // answered here, where the screen is, in order, and
+                    // not passed on to attached viewers.
+                    let pieces = queries.split(&bytes);
+                    if let [Piece::Text(t)] = pieces.as_slice()
+                        && t.len() == bytes.len()
+                    {
+                        s.process(&bytes);
+                        let _ = shared.output.send(PaneOutput::Bytes(bytes));
+                        continue;
+                    }
+                    let mut text = Vec::with_capacity(bytes.len());
+                    for piece in pieces {
+                        match piece {
+                            Piece::Text(t) => {
+                                s.process(&t);
+                                text.extend(t);
+                            }
+                            Piece::Query(q) => {
+                                let (done, _) = oneshot::channel();
+                                let bytes = q.answer(s.cursor());
+                                let _ = input.send(WriteJob { bytes, done });
+                            }
+                        }
+                    }
+                    if !text.is_empty() {
+                        let _ = shared.output.send(PaneOutput::Bytes(Bytes::from(text)));
+                    }
                 }
                 Item::Skipped(n) => {
                     shared.counters.skipped.fetch_add(n, Ordering::Relaxed);
