@@ -1,7 +1,8 @@
-"""Jekts into the real agent CLIs: Claude Code, Codex CLI and Gemini CLI
-(installed by scripts/install_clis.sh) in agentbus panes, offline against
-the scripted model of the tests. Per CLI it measures, and prints as a
-table of medians and p99:
+"""Jekts into the real agent CLIs (installed by scripts/install_clis.sh):
+Claude Code, Codex CLI and Gemini CLI by default, or any of the others
+the tests run (--cli copilot, opencode, pi, qwen, kimi, openclaw, aider),
+in agentbus panes, offline against the scripted model of the tests. Per
+CLI it measures, and prints as a table of medians and p99:
 
 - jekt -> turn: from the jekt request to the model receiving it as a
   turn, at a ready prompt (N jekts, each after the previous turn ended);
@@ -30,7 +31,17 @@ from benchlib import p99, start_daemon
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 PY = os.path.join(ROOT, "crates", "agentbus", "tests", "python")
-CLIS = os.path.join(ROOT, "target", "clis", "node_modules", ".bin")
+MAIN = ["claude", "codex", "gemini"]
+OTHERS = ["copilot", "opencode", "pi", "qwen", "kimi", "openclaw", "aider"]
+
+
+def cli_bin(name):
+    """Where install_clis.sh put a CLI's command."""
+    if name in ("qwen", "kimi", "openclaw"):
+        return os.path.join(ROOT, "target", "clis24", "node_modules", ".bin", name)
+    if name == "aider":
+        return os.path.join(ROOT, "target", "clis-aider", "bin", name)
+    return os.path.join(ROOT, "target", "clis", "node_modules", ".bin", name)
 
 
 def call(url, key, method, path, body=None):
@@ -92,12 +103,14 @@ def bench_cli(cli, agentbus, n, rounds):
          "--port", model.port]))
     env = spec["env"]
     homes = {k: env[k] for k in ("HOME", "CODEX_HOME") if k in env}
-    subprocess.run([agentbus, "setup", cli, "--write", "--trust-folder", "--allow-tools"], cwd=cwd,
-                   env={**os.environ, **homes}, check=True, stdout=subprocess.DEVNULL)
+    if cli in MAIN:
+        subprocess.run([agentbus, "setup", cli, "--write", "--trust-folder", "--allow-tools"],
+                       cwd=cwd, env={**os.environ, **homes}, check=True, stdout=subprocess.DEVNULL)
     data = os.path.join(home, "agentbus")
     daemon, url, key = start_daemon(agentbus, data, homes)
     pane_env = {k: v for k, v in env.items() if k not in homes}
-    opened = {"agent_id": "ag", "provider": cli, "command": [os.path.join(CLIS, cli)], "cwd": cwd,
+    command = [cli_bin(spec["argv"][0])] + spec["argv"][1:]
+    opened = {"agent_id": "ag", "provider": cli, "command": command, "cwd": cwd,
               "env": pane_env, "rows": 40, "cols": 120}
 
     def ready():
@@ -139,11 +152,12 @@ def main():
     ap.add_argument("--bin", default=os.path.join(ROOT, "target", "release", "agentbus"))
     ap.add_argument("-n", type=int, default=50, help="jekts per CLI at a ready prompt")
     ap.add_argument("-r", type=int, default=5, help="open and stop rounds per CLI")
-    ap.add_argument("--cli", action="append", choices=["claude", "codex", "gemini"])
+    ap.add_argument("--cli", action="append", choices=MAIN + OTHERS,
+                    help="a CLI to measure (repeatable; default: claude, codex, gemini)")
     a = ap.parse_args()
     agentbus = os.path.abspath(a.bin)
     rows = []
-    for cli in a.cli or ["claude", "codex", "gemini"]:
+    for cli in a.cli or MAIN:
         r = bench_cli(cli, agentbus, a.n, a.r)
         for what, label, count in (("turn", "jekt -> turn", a.n), ("open", "open -> turn", a.r),
                                    ("stop", "stop -> exit", a.r)):

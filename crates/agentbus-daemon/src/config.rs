@@ -266,6 +266,14 @@ pub struct RelayConfig {
     /// After errors, the backoff starts again from 1 s once polls have
     /// succeeded for this long.
     pub healthy_after_s: u64,
+    /// PEM file of CA certificates trusted besides the system's, for an
+    /// `https://` relay with a private CA (or `$AGENTBUS_CA_FILE`,
+    /// `--ca-file`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// Allow a plain `http://` relay URL whose host is not loopback (or
+    /// `$AGENTBUS_INSECURE_HTTP=1`, `--insecure-http`).
+    pub insecure_http: bool,
 }
 
 impl Default for RelayConfig {
@@ -275,19 +283,33 @@ impl Default for RelayConfig {
             token: None,
             poll_wait_s: 25,
             healthy_after_s: 30,
+            ca_file: None,
+            insecure_http: false,
         }
     }
 }
 
-/// A relay URL as the poller uses it: http(s), no trailing slash.
-pub fn relay_url(raw: &str) -> Result<String, String> {
+impl RelayConfig {
+    /// How the poller's client trusts the relay and which URLs it takes.
+    pub fn client_tls(&self) -> crate::tls::ClientTls {
+        crate::tls::ClientTls {
+            ca_file: self.ca_file.clone(),
+            insecure_http: self.insecure_http,
+        }
+    }
+}
+
+/// A relay URL as the poller uses it: http(s), no trailing slash; plain
+/// http only to loopback unless `tls` allows it.
+pub fn relay_url(raw: &str, tls: &crate::tls::ClientTls) -> Result<String, String> {
     let trimmed = raw.trim().trim_end_matches('/');
     match url::Url::parse(trimmed) {
         Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
+            tls.check_url(trimmed)?;
             Ok(trimmed.to_string())
         }
         _ => Err(format!(
-            "relay URL {} must be an http:// or https:// URL such as http://127.0.0.1:8787",
+            "relay URL {} must be an http:// or https:// URL such as https://relay.example.com:8787",
             agentbus_proto::ids::escape_for_display(raw, 80)
         )),
     }
@@ -438,6 +460,10 @@ pub struct Overrides {
     pub data_dir: Option<PathBuf>,
     pub registry_dir: Option<PathBuf>,
     pub relay_url: Option<String>,
+    /// `--ca-file`.
+    pub ca_file: Option<PathBuf>,
+    /// `--insecure-http`.
+    pub insecure_http: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -492,6 +518,11 @@ impl Config {
         if let Some(v) = env("AGENTBUS_RELAY_TOKEN") {
             config.relay.token = Some(v);
         }
+        let tls = crate::tls::ClientTls::from_args_or_env(over.ca_file.clone(), over.insecure_http);
+        if let Some(v) = tls.ca_file {
+            config.relay.ca_file = Some(v);
+        }
+        config.relay.insecure_http |= tls.insecure_http;
         if let Some(v) = env("AGENTBUS_SCROLLBACK_LINES") {
             config.panes.scrollback_lines = v.parse().map_err(|e| ConfigError::Env {
                 name: "AGENTBUS_SCROLLBACK_LINES",
@@ -610,7 +641,10 @@ impl Config {
             crate::pane_env::check_pattern(pattern).map_err(ConfigError::Invalid)?;
         }
         if let Some(u) = &self.relay.url {
-            relay_url(u).map_err(ConfigError::Invalid)?;
+            relay_url(u, &self.relay.client_tls()).map_err(ConfigError::Invalid)?;
+        }
+        if let Some(ca) = &self.relay.ca_file {
+            crate::tls::read_ca_file(ca).map_err(ConfigError::Invalid)?;
         }
         if !(1..=30).contains(&self.relay.poll_wait_s) || self.relay.healthy_after_s == 0 {
             return bad("relay.poll_wait_s must be 1 to 30 and relay.healthy_after_s at least 1");

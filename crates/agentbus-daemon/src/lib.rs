@@ -58,6 +58,7 @@ pub mod retention;
 pub mod routes;
 pub mod rpc;
 pub mod state;
+pub mod tls;
 pub mod tracker;
 
 pub use config::Config;

@@ -307,7 +307,7 @@ async fn call<T: serde::de::DeserializeOwned>(
     let resp = req
         .send()
         .await
-        .map_err(|e| relay_error(target, None, &e.without_url().to_string()))?;
+        .map_err(|e| relay_error(target, None, &crate::tls::error_chain(&e.without_url())))?;
     let status = resp.status();
     let bytes = resp
         .bytes()

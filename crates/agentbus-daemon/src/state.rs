@@ -133,6 +133,13 @@ impl AppState {
         registry: Option<Registry>,
         poller: Poller,
     ) -> Self {
+        // The relay poller's client (the one that may cross a network),
+        // also used for instances on this machine. Its settings were
+        // checked when the config was loaded.
+        let http = config.relay.client_tls().client().unwrap_or_else(|e| {
+            tracing::error!(error = %e, "the relay's TLS settings could not be used");
+            crate::tls::default_client()
+        });
         let events = EventBus::with_history(
             config.events.channel_capacity,
             Some(store.clone()),
@@ -162,7 +169,7 @@ impl AppState {
                 shutdown,
                 registry,
                 poller,
-                http: reqwest::Client::new(),
+                http,
             }),
         }
     }

@@ -27,7 +27,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, watch};
 use tokio::time::{Instant, timeout};
@@ -136,13 +136,15 @@ impl Drop for OpenGuard {
 /// Serves until `shutdown` turns true; then stops accepting, lets each
 /// connection finish the request it is in (long-polls are answered by
 /// their handlers on shutdown), and returns when all have closed or
-/// `drain` has passed.
+/// `drain` has passed. With `tls`, every connection is HTTPS: the
+/// handshake must end within the `transfer` limit.
 pub async fn serve<S: Service>(
     listener: TcpListener,
     service: S,
     limits: Limits,
     mut shutdown: watch::Receiver<bool>,
     drain: Duration,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 ) -> io::Result<()> {
     let limits = Arc::new(limits);
     let open = Arc::new(Open::default());
@@ -156,10 +158,24 @@ pub async fn serve<S: Service>(
                 let _ = stream.set_nodelay(true);
                 open.count.fetch_add(1, Ordering::AcqRel);
                 let guard = OpenGuard(open.clone());
-                let (service, limits, shutdown) =
-                    (service.clone(), limits.clone(), shutdown.clone());
+                let (service, limits, shutdown, tls) = (
+                    service.clone(),
+                    limits.clone(),
+                    shutdown.clone(),
+                    tls.clone(),
+                );
                 tokio::spawn(async move {
-                    connection(stream, &service, &limits, shutdown).await;
+                    match tls {
+                        None => connection(stream, &service, &limits, shutdown).await,
+                        Some(tls) => match timeout(limits.transfer, tls.accept(stream)).await {
+                            Ok(Ok(stream)) => connection(stream, &service, &limits, shutdown).await,
+                            // Not TLS (plain HTTP to an HTTPS port), a
+                            // client that does not trust the certificate,
+                            // or one too slow: nothing to answer.
+                            Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                            Err(_) => tracing::debug!("TLS handshake timed out"),
+                        },
+                    }
                     drop(guard);
                 });
             }
@@ -427,8 +443,26 @@ fn reason(status: u16) -> &'static str {
     }
 }
 
+/// A connection's byte stream: TCP, or TLS over it.
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {
+    /// The socket under it, to wait for bytes without a buffer.
+    fn tcp(&self) -> &TcpStream;
+}
+
+impl Stream for TcpStream {
+    fn tcp(&self) -> &TcpStream {
+        self
+    }
+}
+
+impl Stream for tokio_rustls::server::TlsStream<TcpStream> {
+    fn tcp(&self) -> &TcpStream {
+        self.get_ref().0
+    }
+}
+
 /// Reads more bytes into `buf`; 0 at end of stream.
-async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<usize> {
+async fn read_more(stream: &mut impl Stream, buf: &mut Vec<u8>) -> io::Result<usize> {
     buf.reserve(1024);
     stream.read_buf(buf).await
 }
@@ -445,25 +479,25 @@ enum Peer {
 
 /// Reads what the client sends while its request is handled, keeping it
 /// in `buf`, until it goes away or is far enough ahead.
-async fn watch_peer(stream: &TcpStream, buf: &mut Vec<u8>, limit: usize) -> Peer {
+async fn watch_peer(stream: &mut impl Stream, buf: &mut Vec<u8>, limit: usize) -> Peer {
     loop {
-        if stream.readable().await.is_err() {
+        // A waiting long-poll holds no buffer until the client sends.
+        if stream.tcp().readable().await.is_err() {
             return Peer::Gone;
         }
         buf.reserve(512);
-        match stream.try_read_buf(buf) {
+        match stream.read_buf(buf).await {
             Ok(0) if buf.is_empty() => return Peer::Gone,
             Ok(0) => return Peer::Ahead,
             Ok(_) if buf.len() > limit => return Peer::Ahead,
             Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             Err(_) => return Peer::Gone,
         }
     }
 }
 
 async fn write_response(
-    stream: &mut TcpStream,
+    stream: &mut impl Stream,
     resp: &Response,
     close: bool,
     limits: &Limits,
@@ -488,7 +522,7 @@ async fn write_response(
 
 /// One connection: requests in order until either side closes.
 async fn connection<S: Service>(
-    mut stream: TcpStream,
+    mut stream: impl Stream,
     service: &S,
     limits: &Limits,
     mut shutdown: watch::Receiver<bool>,
@@ -597,7 +631,7 @@ async fn connection<S: Service>(
             tokio::pin!(handling);
             let peer = tokio::select! {
                 r = &mut handling => Ok(r),
-                p = watch_peer(&stream, &mut buf, limits.head_bytes) => Err(p),
+                p = watch_peer(&mut stream, &mut buf, limits.head_bytes) => Err(p),
             };
             match peer {
                 Ok(r) => r,

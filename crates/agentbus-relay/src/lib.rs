@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod server;
 pub mod sqlite;
 pub mod storage;
+pub mod tls;
 
 pub use server::{AuthMode, RelayState, token_digest};
 pub use sqlite::SqliteStorage;
@@ -38,6 +39,9 @@ pub struct RelayConfig {
     pub queue_cap: u64,
     /// The longest an agent-bus `recv?block=true` waits.
     pub recv_wait: Duration,
+    /// Serve HTTPS with this (see [`tls::server_config`]); plain HTTP
+    /// without.
+    pub tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
 }
 
 impl Default for RelayConfig {
@@ -49,6 +53,7 @@ impl Default for RelayConfig {
             retention: Duration::from_secs(7 * 86_400),
             queue_cap: 100_000,
             recv_wait: server::RECV_WAIT,
+            tls: None,
         }
     }
 }
@@ -130,7 +135,19 @@ impl Relay {
         // A deep backlog: a burst of a thousand connections is queued, not
         // refused.
         let listener = socket.listen(4096).map_err(bind_err)?;
-        let url = format!("http://{}", listener.local_addr().map_err(bind_err)?);
+        let scheme = if config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let url = format!("{scheme}://{}", listener.local_addr().map_err(bind_err)?);
+        if config.tls.is_none() && !addr.ip().is_loopback() {
+            tracing::warn!(
+                listen = %config.listen,
+                "serving plain HTTP off loopback: tokens and messages cross the network \
+                 unencrypted (use --tls-cert and --tls-key)"
+            );
+        }
         Ok(Relay {
             listener,
             storage,
@@ -185,6 +202,7 @@ impl Relay {
             http::Limits::default(),
             down,
             Duration::from_secs(10),
+            self.config.tls.clone().map(tokio_rustls::TlsAcceptor::from),
         )
         .await;
         let _ = sweeper.await;

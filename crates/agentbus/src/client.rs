@@ -90,7 +90,7 @@ impl Client {
 
     pub fn new(base: String, credential: Credential) -> Client {
         Client {
-            http: reqwest::Client::new(),
+            http: agentbus_daemon::tls::default_client(),
             base: base.trim_end_matches('/').to_string(),
             credential,
         }

@@ -119,7 +119,7 @@ async fn an_in_flight_request_finishes_during_shutdown() {
     let url = format!("{}/agentmux/reactive/inject", d.url);
     let key = d.key.clone();
     let call = tokio::spawn(async move {
-        reqwest::Client::new()
+        agentbus_daemon::tls::default_client()
             .post(url)
             .header("x-authkey", key)
             .json(&req)

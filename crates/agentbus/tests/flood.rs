@@ -24,7 +24,7 @@ async fn a_flood_without_credentials_costs_bounded_disk() {
     // Let the start's own writes settle.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let (db0, wal0) = disk(&d);
-    let client = reqwest::Client::new();
+    let client = agentbus_daemon::tls::default_client();
     let url = d.url.clone();
     let n = 36_000usize;
     let workers = 32;

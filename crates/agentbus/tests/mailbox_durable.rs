@@ -13,7 +13,7 @@ const TOTAL: usize = 2000;
 const CLIENTS: usize = 16;
 
 async fn send_all(d: &Daemon, acked: Arc<Mutex<Vec<String>>>) -> Vec<tokio::task::JoinHandle<()>> {
-    let client = reqwest::Client::new();
+    let client = agentbus_daemon::tls::default_client();
     (0..CLIENTS)
         .map(|c| {
             let (client, url, key, acked) = (client.clone(), format!("{}/v1/messages", d.url), d.key.clone(), acked.clone());

@@ -127,7 +127,7 @@ async fn a_waiting_read_returns_when_mail_arrives() {
     let key = d.key.clone();
     let started = std::time::Instant::now();
     let waiting = tokio::spawn(async move {
-        reqwest::Client::new()
+        agentbus_daemon::tls::default_client()
             .get(url)
             .header("x-authkey", key)
             .send()
@@ -162,7 +162,7 @@ async fn a_waiting_read_ends_at_shutdown() {
     let url = format!("{}/v1/inbox/idle?wait=60", d.url);
     let key = d.key.clone();
     let waiting = tokio::spawn(async move {
-        reqwest::Client::new()
+        agentbus_daemon::tls::default_client()
             .get(url)
             .header("x-authkey", key)
             .send()

@@ -275,7 +275,7 @@ async fn concurrent_senders_and_a_long_polling_reader_lose_and_repeat_nothing() 
     let r = Relay::start(&[]);
     let url = r.url.clone();
     let reader = tokio::spawn(async move {
-        let http = reqwest::Client::new();
+        let http = agentbus_daemon::tls::default_client();
         let mut since = 0.0f64;
         let mut seen = std::collections::HashSet::new();
         let mut dups = 0;
@@ -305,7 +305,7 @@ async fn concurrent_senders_and_a_long_polling_reader_lose_and_repeat_nothing() 
         .map(|s| {
             let url = format!("{}/send", r.url);
             tokio::spawn(async move {
-                let http = reqwest::Client::new();
+                let http = agentbus_daemon::tls::default_client();
                 for i in 0..5_000 {
                     let resp = http
                         .post(&url)

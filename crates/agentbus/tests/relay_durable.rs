@@ -15,7 +15,7 @@ async fn every_acknowledged_send_survives_kill_9() {
         .map(|c| {
             let (url, acked) = (format!("{}/send", r.url), acked.clone());
             tokio::spawn(async move {
-                let http = reqwest::Client::new();
+                let http = agentbus_daemon::tls::default_client();
                 for i in (c..2000).step_by(16) {
                     let body = json!({"from": "load", "to": "sink", "msg": format!("m{i}")});
                     match http.post(&url).json(&body).send().await {
@@ -80,7 +80,9 @@ async fn two_thousand_long_polls_are_held_and_each_woken() {
         let url = format!("{}/recv?to=w{i}&block=true", r.url);
         waiters.push(tokio::spawn(async move {
             // One connection each: a pooled client would share them.
-            let http = reqwest::Client::builder()
+            let http = agentbus_daemon::tls::ClientTls::default()
+                .builder()
+                .unwrap()
                 .pool_max_idle_per_host(0)
                 .build()
                 .unwrap();
@@ -96,7 +98,7 @@ async fn two_thousand_long_polls_are_held_and_each_woken() {
         (r.metric("agentbus_relay_waiting").await? == 2000).then_some(())
     })
     .await;
-    let http = reqwest::Client::new();
+    let http = agentbus_daemon::tls::default_client();
     for i in 0..2000 {
         let resp = http
             .post(format!("{}/send", r.url))

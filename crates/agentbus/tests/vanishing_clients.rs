@@ -20,7 +20,7 @@ async fn waiting_reads_and_streams_of_vanished_clients_are_freed() {
         let url = format!("{}/v1/inbox/idle{i}?wait=60", d.url);
         let key = d.key.clone();
         clients.push(tokio::spawn(async move {
-            let _ = reqwest::Client::new()
+            let _ = agentbus_daemon::tls::default_client()
                 .get(url)
                 .header("x-authkey", key)
                 .send()

@@ -82,7 +82,7 @@ async fn poller_config(
             ));
         }
         (false, _) => Some(RelayTarget {
-            url: crate::config::relay_url(url)
+            url: crate::config::relay_url(url, &state.config().relay.client_tls())
                 .map_err(|m| ApiError::bad_request("invalid_request", m))?,
             token: token.to_string(),
         }),

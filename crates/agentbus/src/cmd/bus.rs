@@ -13,6 +13,8 @@
 //! server's `now`: that is lossless against any server, even one with
 //! the reference design's truncation bug.
 
+use super::daemon::TlsArgs;
+use agentbus_daemon::tls::ClientTls;
 use agentbus_proto::jekt::{clean_text, marker_field};
 use agentbus_proto::relay::{DEFAULT_CHANNEL, RecvResponse, SeedError, SeedMessage};
 use anyhow::{Context, bail};
@@ -41,12 +43,20 @@ fn env(name: &str) -> Option<String> {
 }
 
 impl Bus {
-    pub fn new(url: &str, user_agent: &str, token: Option<String>) -> anyhow::Result<Bus> {
+    pub fn new(
+        url: &str,
+        user_agent: &str,
+        token: Option<String>,
+        tls: &ClientTls,
+    ) -> anyhow::Result<Bus> {
         let url = url.trim().trim_end_matches('/').to_string();
         if !(url.starts_with("http://") || url.starts_with("https://")) {
             bail!("the bus URL must start with http:// or https://, got {url:?}");
         }
-        let http = reqwest::Client::builder()
+        tls.check_url(&url).map_err(anyhow::Error::msg)?;
+        let http = tls
+            .builder()
+            .map_err(anyhow::Error::msg)?
             .user_agent(user_agent)
             .build()
             .context("failed to build the HTTP client")?;
@@ -54,12 +64,22 @@ impl Bus {
     }
 
     /// The bus named by the environment.
-    pub fn from_env() -> anyhow::Result<Bus> {
+    pub fn from_env(tls: &ClientTls) -> anyhow::Result<Bus> {
         let url = env("AGENT_BUS_URL").context(
             "AGENT_BUS_URL is not set: export the bus's base URL, e.g. AGENT_BUS_URL=http://127.0.0.1:8787",
         )?;
         let ua = env("AGENT_BUS_UA").unwrap_or_else(|| DEFAULT_UA.to_string());
-        Bus::new(&url, &ua, env("AGENT_BUS_TOKEN"))
+        Bus::new(&url, &ua, env("AGENT_BUS_TOKEN"), tls)
+    }
+
+    /// A request that got no answer: the whole cause (a certificate not
+    /// trusted says so, with the way out).
+    fn unreachable(&self, e: &reqwest::Error) -> anyhow::Error {
+        anyhow::anyhow!(
+            "could not reach the bus at {}: {}",
+            self.url,
+            agentbus_daemon::tls::error_chain(e)
+        )
     }
 
     fn auth(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
@@ -107,7 +127,7 @@ impl Bus {
             .timeout(Duration::from_secs(30))
             .send()
             .await
-            .map_err(|e| anyhow::anyhow!("could not reach the bus at {}: {e}", self.url))?;
+            .map_err(|e| self.unreachable(&e))?;
         let bytes = Self::accepted(resp).await?;
         let answer: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
         Ok(Sent {
@@ -141,7 +161,7 @@ impl Bus {
             .timeout(RECV_TIMEOUT)
             .send()
             .await
-            .map_err(|e| anyhow::anyhow!("could not reach the bus at {}: {e}", self.url))?;
+            .map_err(|e| self.unreachable(&e))?;
         Self::answer(resp).await
     }
 }
@@ -252,6 +272,8 @@ pub struct SendArgs {
     /// Channel [env: AGENT_BUS_CHANNEL] [default: default]
     #[arg(long)]
     pub channel: Option<String>,
+    #[command(flatten)]
+    pub tls: TlsArgs,
 }
 
 #[derive(Args, Debug)]
@@ -267,6 +289,8 @@ pub struct RecvArgs {
     /// Print what is waiting, then exit (no waiting)
     #[arg(long)]
     pub once: bool,
+    #[command(flatten)]
+    pub tls: TlsArgs,
 }
 
 #[derive(Args, Debug)]
@@ -283,6 +307,8 @@ pub struct ListenArgs {
     /// Run in the background; prints the pid and the log paths
     #[arg(long)]
     pub detach: bool,
+    #[command(flatten)]
+    pub tls: TlsArgs,
 }
 
 fn channel(flag: Option<String>) -> Option<String> {
@@ -290,7 +316,7 @@ fn channel(flag: Option<String>) -> Option<String> {
 }
 
 pub async fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
-    let bus = Bus::from_env()?;
+    let bus = Bus::from_env(&args.tls.client_tls())?;
     let from = args
         .from
         .or_else(|| env("AGENT_NAME"))
@@ -319,7 +345,7 @@ pub async fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn recv(args: RecvArgs, data_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
-    let bus = Bus::from_env()?;
+    let bus = Bus::from_env(&args.tls.client_tls())?;
     let channel = channel(args.channel);
     let dir = state_dir(args.state_dir, data_dir.as_deref())?;
     let shown = channel.as_deref().unwrap_or(DEFAULT_CHANNEL);
@@ -386,7 +412,7 @@ fn append(path: &Path, text: &str) -> anyhow::Result<()> {
 }
 
 pub async fn listen(args: ListenArgs, data_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
-    let bus = Bus::from_env()?;
+    let bus = Bus::from_env(&args.tls.client_tls())?;
     let name = args
         .name
         .clone()
@@ -540,7 +566,13 @@ mod tests {
     #[test]
     fn cursors_read_back_exactly() {
         let dir = tempfile::tempdir().unwrap();
-        let bus = Bus::new("http://127.0.0.1:1/", DEFAULT_UA, None).unwrap();
+        let bus = Bus::new(
+            "http://127.0.0.1:1/",
+            DEFAULT_UA,
+            None,
+            &ClientTls::default(),
+        )
+        .unwrap();
         assert_eq!(bus.url, "http://127.0.0.1:1");
         let mut c = Cursor::open(dir.path(), "recv", &bus, "bob", "default");
         assert_eq!(c.since, 0.0);

@@ -24,6 +24,25 @@ pub struct DaemonArgs {
     /// [env: AGENTBUS_RELAY_URL]
     #[arg(long, value_name = "URL")]
     pub relay_url: Option<String>,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+}
+
+/// How a client that may cross a network trusts servers.
+#[derive(Args, Debug, Clone, Default)]
+pub struct TlsArgs {
+    /// PEM file of CA certificates to trust besides the system's (a private CA) [env: AGENTBUS_CA_FILE]
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// Allow plain http:// to a host that is not loopback (tokens and messages cross the network unencrypted) [env: AGENTBUS_INSECURE_HTTP=1]
+    #[arg(long)]
+    pub insecure_http: bool,
+}
+
+impl TlsArgs {
+    pub fn client_tls(&self) -> agentbus_daemon::tls::ClientTls {
+        agentbus_daemon::tls::ClientTls::from_args_or_env(self.ca_file.clone(), self.insecure_http)
+    }
 }
 
 pub async fn run(args: DaemonArgs, data_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
@@ -33,6 +52,8 @@ pub async fn run(args: DaemonArgs, data_dir: Option<PathBuf>) -> anyhow::Result<
         data_dir,
         registry_dir: args.registry_dir,
         relay_url: args.relay_url,
+        ca_file: args.tls.ca_file,
+        insecure_http: args.tls.insecure_http,
     })?;
     agentbus_daemon::instance::protect_process();
     let data_dir = config.daemon.data_dir.clone();

@@ -35,6 +35,12 @@ pub struct RelayArgs {
     /// How long a `recv?block=true` waits for mail (agent-bus clients give up at 35)
     #[arg(long, default_value_t = 30, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=60))]
     pub recv_wait_s: u64,
+    /// Serve HTTPS with this PEM certificate chain (the server's certificate first)
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -80,6 +86,12 @@ pub async fn run(args: RelayArgs, data_dir: Option<PathBuf>) -> anyhow::Result<E
         return token(&db, command).await;
     }
     agentbus_daemon::instance::protect_process();
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            Some(agentbus_relay::tls::server_config(cert, key).map_err(anyhow::Error::msg)?)
+        }
+        _ => None,
+    };
     let config = RelayConfig {
         listen: args.listen,
         db,
@@ -91,6 +103,7 @@ pub async fn run(args: RelayArgs, data_dir: Option<PathBuf>) -> anyhow::Result<E
         retention: Duration::from_secs(args.retention_days.max(1) * 86_400),
         queue_cap: args.queue_cap.max(1),
         recv_wait: Duration::from_secs(args.recv_wait_s),
+        tls,
     };
     let shutdown = agentbus_daemon::instance::shutdown_signal(|| {})
         .context("failed to listen for signals")?;

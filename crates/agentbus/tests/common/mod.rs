@@ -176,7 +176,7 @@ impl Daemon {
             url,
             key,
             dir,
-            http: reqwest::Client::new(),
+            http: agentbus_daemon::tls::default_client(),
             config,
             extra_args: Vec::new(),
         }
@@ -506,7 +506,7 @@ impl Relay {
             url,
             dir,
             args,
-            http: reqwest::Client::new(),
+            http: agentbus_daemon::tls::default_client(),
         }
     }
 

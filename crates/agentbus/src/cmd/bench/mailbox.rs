@@ -20,7 +20,7 @@ const BODY: &str =
 /// sends per second.
 async fn send_run(clients: usize, messages: usize) -> anyhow::Result<f64> {
     let d = BenchDaemon::start(None)?;
-    let http = reqwest::Client::new();
+    let http = agentbus_daemon::tls::default_client();
     let next = Arc::new(AtomicUsize::new(0));
     let url = format!("{}/v1/messages", d.url);
     let started = Instant::now();
@@ -117,7 +117,7 @@ async fn time_pages(
     pages: usize,
     peek: bool,
 ) -> anyhow::Result<Vec<f64>> {
-    let http = reqwest::Client::new();
+    let http = agentbus_daemon::tls::default_client();
     let mut pick = Pick(0x9E37_79B9_7F4A_7C15);
     let mut out = Vec::with_capacity(pages);
     for _ in 0..pages {

@@ -262,7 +262,12 @@ struct Latencies {
 /// loses messages is reported, not a reason to stop.
 async fn latencies(url: &str, rate: u64, secs: u64) -> anyhow::Result<Latencies> {
     const RECIPIENTS: usize = 50;
-    let bus = Bus::new(url, DEFAULT_UA, None)?;
+    let bus = Bus::new(
+        url,
+        DEFAULT_UA,
+        None,
+        &agentbus_daemon::tls::ClientTls::default(),
+    )?;
     let tag = run_tag();
     let sent_at: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     let got: Arc<Mutex<Vec<f64>>> = Arc::default();
@@ -367,7 +372,12 @@ fn host_of(url: &str) -> anyhow::Result<(String, String)> {
 async fn waiters(url: &str, pid: Option<u32>, n: usize) -> anyhow::Result<(Option<f64>, usize)> {
     let (addr, host) = host_of(url)?;
     let tag = run_tag();
-    let bus = Bus::new(url, DEFAULT_UA, None)?;
+    let bus = Bus::new(
+        url,
+        DEFAULT_UA,
+        None,
+        &agentbus_daemon::tls::ClientTls::default(),
+    )?;
     let before = pid.and_then(rss_kb);
     let mut held = Vec::with_capacity(n);
     for i in 0..n {
