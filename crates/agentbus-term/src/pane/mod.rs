@@ -643,9 +643,9 @@ impl Pane {
     /// submit sent once more if the screen shows the quit text still in
     /// the box. Returns once the program exited or `grace` has passed.
     async fn quit_through_cli(&self, quit: &str, grace: Duration) {
-        let start = Instant::now();
         let profile = &self.inner.profile;
         let reads_screen = !profile.screen.prompt.is_empty();
+        let submitted: Instant;
         {
             let _turn = self.inner.input_lock.lock().await;
             if let Readiness::Blocked(what) = self.readiness() {
@@ -672,6 +672,9 @@ impl Pane {
             }
             tokio::time::sleep(profile.settle().max(MIN_QUIT_SETTLE)).await;
             let _ = self.keys(profile.submit.as_bytes()).await;
+            // The CLI's time to exit counts from its quit, not from the
+            // interrupt and the waits before it (OpenClaw takes 2-3 s).
+            submitted = Instant::now();
             let confirm = Duration::from_millis(profile.confirm_ms).min(grace);
             if self.wait_exit(confirm).await.is_some() {
                 return;
@@ -684,7 +687,8 @@ impl Pane {
                 let _ = self.keys(profile.submit.as_bytes()).await;
             }
         }
-        self.wait_exit(grace.saturating_sub(start.elapsed())).await;
+        self.wait_exit(grace.saturating_sub(submitted.elapsed()))
+            .await;
     }
 
     /// Sends `sig` to the pane's process group and to the terminal's
