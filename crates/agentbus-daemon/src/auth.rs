@@ -99,7 +99,7 @@ impl Identity {
         origin_trust: Option<Trust>,
     ) -> Result<(String, Trust), ApiError> {
         let (from, trust) = self.sender(claimed)?;
-        if *self == Identity::Peer && origin_trust.is_some_and(Trust::is_proven) {
+        if *self == Identity::Peer && origin_trust.as_ref().is_some_and(Trust::is_proven) {
             return Ok((from, Trust::ChannelVerified));
         }
         Ok((from, trust))

@@ -274,6 +274,15 @@ pub struct RelayConfig {
     /// Allow a plain `http://` relay URL whose host is not loopback (or
     /// `$AGENTBUS_INSECURE_HTTP=1`, `--insecure-http`).
     pub insecure_http: bool,
+    /// The name this instance signs what it hands to a relay with
+    /// (default: its `instance_id`, `ab-...`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance_name: Option<String>,
+    /// Trust the first key seen for an instance name not yet trusted
+    /// (`agentbus trust` adds keys by hand).
+    pub pin_first_key: bool,
+    /// Refuse relayed items that carry no signature.
+    pub require_signed: bool,
 }
 
 impl Default for RelayConfig {
@@ -285,6 +294,9 @@ impl Default for RelayConfig {
             healthy_after_s: 30,
             ca_file: None,
             insecure_http: false,
+            instance_name: None,
+            pin_first_key: false,
+            require_signed: false,
         }
     }
 }
@@ -378,7 +390,7 @@ impl Default for PanesConfig {
             scrollback_lines: 10_000,
             rows: 24,
             cols: 80,
-            stop_grace_ms: 3_000,
+            stop_grace_ms: 5_000,
             input_timeout_ms: 10_000,
             max_parse_backlog_bytes: 4 << 20,
             env_pass: crate::pane_env::BASE_PASS.map(String::from).to_vec(),
@@ -645,6 +657,11 @@ impl Config {
         }
         if let Some(ca) = &self.relay.ca_file {
             crate::tls::read_ca_file(ca).map_err(ConfigError::Invalid)?;
+        }
+        if let Some(n) = &self.relay.instance_name
+            && !agentbus_proto::jekt::instance_name_ok(n)
+        {
+            return bad("relay.instance_name must be 1-64 of A-Z a-z 0-9 _ - .");
         }
         if !(1..=30).contains(&self.relay.poll_wait_s) || self.relay.healthy_after_s == 0 {
             return bad("relay.poll_wait_s must be 1 to 30 and relay.healthy_after_s at least 1");

@@ -270,11 +270,11 @@ async fn deliver_one(
     };
     // The checks of a live jekt hold at replay too: the pane may be a
     // shell now, where this sender may not type.
-    let caller = held_caller(j.header.delivery, j.header.trust, j.header.from);
+    let caller = held_caller(j.header.delivery, j.header.trust.clone(), j.header.from);
     let sender = Sender {
         caller: &caller,
         name: h.held.sender.clone(),
-        trust: j.header.trust,
+        trust: j.header.trust.clone(),
     };
     if let Some(why) = crate::jekt::shell_refusal(&state.config().policy, record, &sender).await {
         if state.store().release_held(h.seq).await? {

@@ -64,6 +64,8 @@ pub enum DaemonError {
         why: String,
         fix: String,
     },
+    #[error("{0}")]
+    Invalid(String),
 }
 
 fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> DaemonError + 'a {
@@ -163,8 +165,24 @@ impl Daemon {
                 url: u.trim_end_matches('/').to_string(),
                 token: config.relay.token.clone().unwrap_or_default(),
             });
+        let instance_id = crate::poller::instance_id(&dir)?;
+        let signing = crate::poller::Signing {
+            key: crate::signing::InstanceKey::load_or_create(
+                &dir,
+                config
+                    .relay
+                    .instance_name
+                    .as_deref()
+                    .unwrap_or(&instance_id),
+            )?,
+            trusted: crate::signing::TrustStore::new(&dir),
+            policy: crate::signing::Policy {
+                pin_first_key: config.relay.pin_first_key,
+                require_signed: config.relay.require_signed,
+            },
+        };
         let poller =
-            crate::poller::Poller::new(&dir, crate::poller::instance_id(&dir)?, configured);
+            crate::poller::Poller::new(&dir, instance_id, configured).with_signing(signing);
         let state = AppState::new(
             config,
             url,

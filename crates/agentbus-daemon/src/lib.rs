@@ -57,6 +57,7 @@ pub mod registry;
 pub mod retention;
 pub mod routes;
 pub mod rpc;
+pub mod signing;
 pub mod state;
 pub mod tls;
 pub mod tracker;

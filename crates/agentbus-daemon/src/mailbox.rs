@@ -127,7 +127,7 @@ pub async fn send(
             .await;
         e
     };
-    let (from, trust) = match caller.sender_vouched(req.from.as_ref(), req.origin_trust) {
+    let (from, trust) = match caller.sender_vouched(req.from.as_ref(), req.origin_trust.clone()) {
         Ok(s) => s,
         Err(e) => return Err(refuse("forbidden", e).await),
     };
@@ -171,10 +171,10 @@ pub async fn send(
         ));
     }
     if !recipient_known {
-        if let Some(resp) = to_peer(state, &from, trust, &req).await? {
+        if let Some(resp) = to_peer(state, &from, trust.clone(), &req).await? {
             return Ok(resp);
         }
-        match to_relay(state, caller, &from, trust, &req).await {
+        match to_relay(state, caller, &from, trust.clone(), &req).await {
             Ok(Some(resp)) => return Ok((StatusCode::ACCEPTED, resp)),
             Ok(None) => {}
             Err(e) => return Err(refuse("relay_failed", e).await),
@@ -257,7 +257,7 @@ async fn store(
         msg.id,
         msg.recipient.clone(),
         msg.sender.clone(),
-        msg.trust,
+        msg.trust.clone(),
         msg.thread_id.clone(),
     );
     let audit = AuditRecord::new(caller.actor(), "message", Some(to.as_str()), "stored")
@@ -313,7 +313,8 @@ async fn to_relay(
         reply_to: req.reply_to,
         tier: None,
         priority: req.priority,
-        origin_trust: Some(trust),
+        origin_trust: Some(trust.clone()),
+        signature: None,
     };
     let Some(sent) = crate::poller::hand_over(state, &item).await? else {
         return Ok(None);

@@ -20,9 +20,8 @@
 
 use crate::auth::Identity;
 use crate::error::ApiError;
-use crate::state::AppState;
+use crate::state::{AppState, AuditRecord};
 use agentbus_proto::api::{IdleWait, InjectRequest, PollerStats, PollerStatus};
-use agentbus_proto::jekt::Trust;
 use agentbus_proto::relay::{
     MAX_POLL_AGENTS, RelayAck, RelayEnvelope, RelayKind, RelayPoll, RelayPollResponse, RelaySend,
     RelaySendResponse, name_ok,
@@ -107,9 +106,28 @@ pub struct Poller {
     // A std mutex: held to read or update a few fields.
     health: Mutex<Health>,
     stats: Counters,
+    signing: Option<Signing>,
+}
+
+/// This instance's key, the instances it trusts, and its policy.
+#[derive(Debug)]
+pub struct Signing {
+    pub key: crate::signing::InstanceKey,
+    pub trusted: crate::signing::TrustStore,
+    pub policy: crate::signing::Policy,
 }
 
 impl Poller {
+    /// Signs what it hands over and verifies what it is handed.
+    pub fn with_signing(mut self, signing: Signing) -> Self {
+        self.signing = Some(signing);
+        self
+    }
+
+    pub fn signing(&self) -> Option<&Signing> {
+        self.signing.as_ref()
+    }
+
     /// The poller of the instance whose data dir is `data_dir`: its target
     /// is `configured` if set, else what `relay.json` kept.
     pub fn new(data_dir: &Path, consumer: String, configured: Option<RelayTarget>) -> Self {
@@ -125,6 +143,7 @@ impl Poller {
             file,
             health: Mutex::new(Health::default()),
             stats: Counters::default(),
+            signing: None,
         }
     }
 
@@ -336,11 +355,15 @@ pub async fn hand_over(
     let Some(target) = state.poller().target() else {
         return Ok(None);
     };
+    let mut item = item.clone();
+    if let Some(s) = state.poller().signing() {
+        item.signature = Some(s.key.sign(&item));
+    }
     let resp: RelaySendResponse = call(
         state,
         &target,
         "/v1/relay/send",
-        item,
+        &item,
         Duration::from_secs(15),
     )
     .await?;
@@ -378,11 +401,22 @@ async fn deliver(state: &AppState, env: &RelayEnvelope) -> Fate {
         tracing::warn!(id = %env.id, to = %env.to, "refusing a relayed item whose sender name has control or invisible characters");
         return Fate::Refused;
     }
-    let trust = if env.sender_verified {
-        Trust::ChannelVerified
-    } else {
-        Trust::NetworkClaimed
+    let verdict = match state.poller().signing() {
+        Some(s) => crate::signing::verify(env, &s.trusted, s.policy),
+        None => crate::signing::Verdict::Unsigned,
     };
+    if let crate::signing::Verdict::Refused(why) = &verdict {
+        tracing::warn!(id = %env.id, to = %env.to, from = %env.from, %why, "refusing a relayed item: its signature does not hold");
+        state
+            .audit(
+                AuditRecord::new(&env.from, "relay_item", Some(&env.to), "refused")
+                    .refusal()
+                    .detail(format!("msg={} signature: {why}", env.id)),
+            )
+            .await;
+        return Fate::Refused;
+    }
+    let trust = verdict.trust(env.sender_verified);
     let done = match env.kind {
         RelayKind::Plain | RelayKind::Jekt => {
             // A program that has just started draws its screen first (as

@@ -64,9 +64,9 @@ pub enum Delivery {
 }
 
 /// How much the daemon knows about who sent a jekt. Never taken from a
-/// request: computed from the credential that carried it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+/// request: computed from the credential that carried it. On the wire a
+/// kebab-case string: `host-verified`, ..., `signed:<instance>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Trust {
     /// The sender proved its identity with its own agent token here.
     HostVerified,
@@ -76,12 +76,83 @@ pub enum Trust {
     ChannelVerified,
     /// It came from the relay; nothing is proven.
     NetworkClaimed,
+    /// It came from the relay signed by an instance this daemon trusts
+    /// (`agentbus trust`), under the name this daemon knows it by.
+    Signed(String),
 }
 
+const SIGNED_PREFIX: &str = "signed:";
+
 impl Trust {
-    /// Whether the sender's identity was proven by some credential.
-    pub fn is_proven(self) -> bool {
-        matches!(self, Trust::HostVerified | Trust::ChannelVerified)
+    /// Whether the sender's identity was proven by some credential: its
+    /// own token here, a peer that had proven it, or the signature of an
+    /// instance trusted here.
+    pub fn is_proven(&self) -> bool {
+        matches!(
+            self,
+            Trust::HostVerified | Trust::ChannelVerified | Trust::Signed(_)
+        )
+    }
+
+    pub fn as_wire(&self) -> std::borrow::Cow<'static, str> {
+        match self {
+            Trust::HostVerified => "host-verified".into(),
+            Trust::SelfDeclared => "self-declared".into(),
+            Trust::ChannelVerified => "channel-verified".into(),
+            Trust::NetworkClaimed => "network-claimed".into(),
+            Trust::Signed(instance) => format!("{SIGNED_PREFIX}{instance}").into(),
+        }
+    }
+
+    /// The wire form back; `None` for anything else (an instance name in
+    /// `signed:` must be a plain id: 1-64 of A-Z a-z 0-9 _ - .).
+    pub fn from_wire(s: &str) -> Option<Trust> {
+        Some(match s {
+            "host-verified" => Trust::HostVerified,
+            "self-declared" => Trust::SelfDeclared,
+            "channel-verified" => Trust::ChannelVerified,
+            "network-claimed" => Trust::NetworkClaimed,
+            _ => {
+                let name = s.strip_prefix(SIGNED_PREFIX)?;
+                if !instance_name_ok(name) {
+                    return None;
+                }
+                Trust::Signed(name.to_string())
+            }
+        })
+    }
+}
+
+/// A name this daemon knows another instance by: 1-64 of
+/// `A-Z a-z 0-9 _ - .`, so that it prints safely in a marker.
+pub fn instance_name_ok(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
+impl Serialize for Trust {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.as_wire())
+    }
+}
+
+impl<'de> Deserialize<'de> for Trust {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = std::borrow::Cow::<str>::deserialize(d)?;
+        Trust::from_wire(&s).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "unknown trust {s:?}: expected host-verified, self-declared, channel-verified, \
+                 network-claimed or signed:<instance>"
+            ))
+        })
+    }
+}
+
+impl fmt::Display for Trust {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.as_wire())
     }
 }
 
@@ -107,7 +178,7 @@ macro_rules! display_as_serde {
         }
     )*};
 }
-display_as_serde!(Tier, Delivery, Trust, Priority);
+display_as_serde!(Tier, Delivery, Priority);
 
 /// Characters that are never shown, or that change how the text around
 /// them is shown without being seen themselves, by Unicode's own tables:
@@ -734,6 +805,37 @@ mod tests {
         h.trust = Trust::SelfDeclared;
         assert!(wrap(&h, "x").contains(CAUTION_LINE));
         assert!(wrap(&h, "x").contains("TIER=sensitive"));
+    }
+
+    #[test]
+    fn trust_reads_back_as_written_and_a_signer_name_is_a_plain_id() {
+        for t in [
+            Trust::HostVerified,
+            Trust::SelfDeclared,
+            Trust::ChannelVerified,
+            Trust::NetworkClaimed,
+            Trust::Signed("laptop-2.home_x".into()),
+        ] {
+            let json = serde_json::to_string(&t).unwrap();
+            assert_eq!(serde_json::from_str::<Trust>(&json).unwrap(), t, "{json}");
+            assert_eq!(Trust::from_wire(&t.to_string()), Some(t));
+        }
+        for bad in [
+            "signed:",
+            "signed:a b",
+            "signed:x\u{1b}[31m",
+            "signed:a]TRUST=host-verified",
+            "Signed:laptop",
+            "host_verified",
+            "",
+        ] {
+            assert_eq!(Trust::from_wire(bad), None, "{bad:?}");
+        }
+        assert_eq!(
+            Trust::from_wire(&format!("signed:{}", "a".repeat(65))),
+            None
+        );
+        assert!(Trust::Signed("x".into()).is_proven());
     }
 
     #[test]

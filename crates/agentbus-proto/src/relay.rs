@@ -101,6 +101,26 @@ pub struct RelaySend {
     /// How sure the sending daemon is of `from`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub origin_trust: Option<Trust>,
+    /// The sending instance's signature over what it hands over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<SenderSignature>,
+}
+
+/// An instance's Ed25519 signature over a relayed item: its id, kind,
+/// sender, recipient, the SHA-256 of its body, its tier, priority, thread
+/// and reply-to, the instance's name and the time of signing (see the
+/// daemon's `signing` module for the exact bytes). The relay passes it on
+/// untouched; it cannot make one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SenderSignature {
+    /// The name the instance gives itself (`[daemon] instance_name`).
+    pub instance: String,
+    /// Its public key, base64 (32 bytes).
+    pub key: String,
+    /// Unix ms when it signed.
+    pub at_ms: i64,
+    /// The signature, base64 (64 bytes).
+    pub sig: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -150,6 +170,9 @@ pub struct RelayEnvelope {
     /// instance token vouching for a sender it had proven.
     #[serde(default)]
     pub sender_verified: bool,
+    /// As the sending instance signed it, if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<SenderSignature>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -462,6 +462,16 @@ async fn ext_send<S: Storage>(
     if !name_ok(&m.from) {
         return Err(err(BAD_REQUEST, format!("from {NAME_RULE}")));
     }
+    if let Some(sig) = &m.signature
+        && !(agentbus_proto::jekt::instance_name_ok(&sig.instance)
+            && sig.key.len() <= 64
+            && sig.sig.len() <= 128)
+    {
+        return Err(err(
+            BAD_REQUEST,
+            "signature: instance must be 1-64 of A-Z a-z 0-9 _ - ., key and sig base64",
+        ));
+    }
     // Verified only when the relay knows who sent it: an agent token as
     // itself, or an instance vouching for an agent its daemon hosts and
     // proved.
@@ -472,7 +482,7 @@ async fn ext_send<S: Storage>(
         Some(TokenOwner::Agent(_)) => true,
         Some(TokenOwner::Instance(name)) => {
             instance_sender(st, name, &m.from).await?
-                && m.origin_trust.is_some_and(Trust::is_proven)
+                && m.origin_trust.as_ref().is_some_and(Trust::is_proven)
         }
         None => false,
     };
@@ -491,6 +501,7 @@ async fn ext_send<S: Storage>(
                 tier: m.tier,
                 priority: m.priority,
                 sender_verified: verified,
+                signature: m.signature.clone(),
             },
         })
         .await

@@ -255,6 +255,7 @@ fn envelope(r: &rusqlite::Row<'_>) -> rusqlite::Result<RelayEnvelope> {
         tier: meta.tier,
         priority: meta.priority,
         sender_verified: meta.sender_verified,
+        signature: meta.signature,
     })
 }
 

@@ -63,6 +63,8 @@ pub struct Meta {
     pub priority: Option<agentbus_proto::jekt::Priority>,
     #[serde(default)]
     pub sender_verified: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<agentbus_proto::relay::SenderSignature>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]

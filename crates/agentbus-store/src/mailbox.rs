@@ -414,7 +414,7 @@ impl Store {
                         id: receipt.id,
                         recipient: receipt.to.clone(),
                         sender: receipt.from.clone(),
-                        trust: receipt.trust,
+                        trust: receipt.trust.clone(),
                         kind: receipt.kind,
                         body: receipt.body.clone(),
                         thread_id: receipt.thread_id.clone(),

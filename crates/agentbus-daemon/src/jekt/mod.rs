@@ -111,7 +111,7 @@ impl<'a> Sender<'a> {
     /// it vouches for.
     pub fn of(caller: &'a Identity, req: &InjectRequest) -> Result<Self, JektError> {
         let (name, trust) = caller
-            .sender_vouched(req.source_agent.as_ref(), req.origin_trust)
+            .sender_vouched(req.source_agent.as_ref(), req.origin_trust.clone())
             .map_err(|e| JektError::Forbidden(e.message))?;
         Ok(Sender {
             caller,
@@ -269,7 +269,7 @@ impl Jekt<'_> {
             target_agent: h.to.clone(),
             source_agent: h.from.to_string(),
             block_id,
-            trust: h.trust,
+            trust: h.trust.clone(),
             tier: h.tier,
             delivery: h.delivery,
             bracketed: false,
@@ -301,7 +301,7 @@ pub(crate) async fn paste(
         from: h.from.to_string(),
         to: h.to.clone(),
         block_id: record.block,
-        trust: h.trust,
+        trust: h.trust.clone(),
         bytes: report.bytes,
         held_for_s: h.held_for_s,
     });
@@ -353,7 +353,7 @@ async fn check_and_deliver(
             to,
             tier: effective_tier(req.tier, &req.message),
             delivery: sender.delivery(),
-            trust: sender.trust,
+            trust: sender.trust.clone(),
             msg_id,
             priority: req.priority.unwrap_or_default(),
             accepted_ms: now_ms(),
@@ -549,7 +549,10 @@ mod tests {
             (Identity::Admin, Trust::HostVerified, Trust::SelfDeclared),
             (Identity::Relay, Trust::HostVerified, Trust::SelfDeclared),
         ] {
-            let trust = who.sender_vouched(Some(&carol), Some(claim)).unwrap().1;
+            let trust = who
+                .sender_vouched(Some(&carol), Some(claim.clone()))
+                .unwrap()
+                .1;
             assert_eq!(trust, got, "{who:?} vouching {claim:?}");
         }
     }

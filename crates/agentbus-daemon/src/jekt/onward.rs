@@ -62,7 +62,8 @@ async fn queue_at_relay(
         reply_to: None,
         tier: Some(h.tier),
         priority: req.priority,
-        origin_trust: Some(sender.trust),
+        origin_trust: Some(sender.trust.clone()),
+        signature: None,
     };
     let Some(sent) = crate::poller::hand_over(state, &item)
         .await
@@ -134,7 +135,7 @@ async fn forward(
         tier: req.tier,
         wait_for_idle: req.wait_for_idle,
         hops: req.hops + 1,
-        origin_trust: Some(sender.trust),
+        origin_trust: Some(sender.trust.clone()),
         exact_target: false,
     };
     let waits = match req.wait_for_idle {

@@ -20,6 +20,7 @@ mod probe;
 pub(crate) mod relay;
 mod setup;
 pub(crate) mod tmux;
+mod trust;
 
 use crate::client::Client;
 use clap::{Args, Parser, Subcommand};
@@ -105,6 +106,8 @@ pub enum Command {
     Tmux(tmux::TmuxArgs),
     /// Read the audit log
     Audit(audit::AuditArgs),
+    /// This instance's signing key, and the instances whose signed relay items it trusts
+    Trust(trust::TrustArgs),
     /// Show the effective configuration
     Config(config::ConfigArgs),
     /// Measure this build (daemon, mailbox, relay) and print a table
@@ -150,6 +153,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Daemon(a) => daemon::run(a, cli.data_dir).await,
         Command::Relay(a) => relay::run(a, cli.data_dir).await,
+        Command::Trust(a) => trust::run(a, cli.data_dir),
         Command::Send(a) => bus::send(a).await,
         Command::Recv(a) => bus::recv(a, cli.data_dir).await,
         Command::Listen(a) => bus::listen(a, cli.data_dir).await,
