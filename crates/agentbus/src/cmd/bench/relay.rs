@@ -257,17 +257,19 @@ struct Latencies {
     missing: usize,
 }
 
+/// A client of the bus under test; an HTTPS one with a private CA is
+/// trusted through `AGENTBUS_CA_FILE`.
+fn bench_bus(url: &str) -> anyhow::Result<Bus> {
+    let tls = agentbus_daemon::tls::ClientTls::from_args_or_env(None, false);
+    Bus::new(url, DEFAULT_UA, None, &tls)
+}
+
 /// Send → long-poll latencies (ms) at `rate` messages per second for
 /// `secs`, over 50 waiting recipients. A server that drops sends or
 /// loses messages is reported, not a reason to stop.
 async fn latencies(url: &str, rate: u64, secs: u64) -> anyhow::Result<Latencies> {
     const RECIPIENTS: usize = 50;
-    let bus = Bus::new(
-        url,
-        DEFAULT_UA,
-        None,
-        &agentbus_daemon::tls::ClientTls::default(),
-    )?;
+    let bus = bench_bus(url)?;
     let tag = run_tag();
     let sent_at: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     let got: Arc<Mutex<Vec<f64>>> = Arc::default();
@@ -372,12 +374,7 @@ fn host_of(url: &str) -> anyhow::Result<(String, String)> {
 async fn waiters(url: &str, pid: Option<u32>, n: usize) -> anyhow::Result<(Option<f64>, usize)> {
     let (addr, host) = host_of(url)?;
     let tag = run_tag();
-    let bus = Bus::new(
-        url,
-        DEFAULT_UA,
-        None,
-        &agentbus_daemon::tls::ClientTls::default(),
-    )?;
+    let bus = bench_bus(url)?;
     let before = pid.and_then(rss_kb);
     let mut held = Vec::with_capacity(n);
     for i in 0..n {
