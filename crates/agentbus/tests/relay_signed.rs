@@ -237,6 +237,20 @@ async fn pinning_the_first_key_and_requiring_signatures_are_opt_in() {
         list.contains("machine-a") && list.contains("pinned"),
         "{list}"
     );
+    // On a data dir never used before, too.
+    let fresh = tempfile::tempdir().unwrap();
+    let dir = fresh.path().join("new");
+    let out = Command::new(bin())
+        .args(["trust", "add", "machine-a", &public_key(&a), "--data-dir"])
+        .arg(&dir)
+        .env_remove("AGENTBUS_CONFIG")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let refused = refusals(&b).await;
     assert!(
         refused.iter().any(|e| e["detail"]

@@ -44,11 +44,12 @@ fn config(data_dir: Option<PathBuf>) -> anyhow::Result<Config> {
 pub fn run(args: TrustArgs, data_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let config = config(data_dir)?;
     let dir = &config.daemon.data_dir;
+    // Made (0700) if this is its first use, and checked as the daemon does.
+    agentbus_daemon::private_dir::PrivateDir::open(dir)
+        .with_context(|| format!("cannot use the data dir {}", dir.display()))?;
     let store = TrustStore::new(dir);
     match args.command {
         TrustCommand::Key => {
-            agentbus_daemon::private_dir::PrivateDir::open(dir)
-                .with_context(|| format!("cannot use the data dir {}", dir.display()))?;
             let instance_id = agentbus_daemon::poller::instance_id(dir)?;
             let name = config.relay.instance_name.clone().unwrap_or(instance_id);
             let key = InstanceKey::load_or_create(dir, &name)?;
