@@ -405,6 +405,10 @@ async fn deliver(state: &AppState, env: &RelayEnvelope) -> Fate {
         Some(s) => crate::signing::verify(env, &s.trusted, s.policy),
         None => crate::signing::Verdict::Unsigned,
     };
+    if let crate::signing::Verdict::Later(why) = &verdict {
+        tracing::warn!(id = %env.id, to = %env.to, %why, "relayed item left at the relay for now");
+        return Fate::Later;
+    }
     if let crate::signing::Verdict::Refused(why) = &verdict {
         tracing::warn!(id = %env.id, to = %env.to, from = %env.from, %why, "refusing a relayed item: its signature does not hold");
         state

@@ -15,7 +15,9 @@
 //! - a signature that does not verify (a body, sender or recipient changed
 //!   on the way), or a key other than the one trusted for that name → not
 //!   delivered, audited with the reason;
-//! - unsigned → `network-claimed` (refused with `relay.require_signed`).
+//! - unsigned → `network-claimed` (refused with `relay.require_signed`);
+//! - a trust list that cannot be read (or a pin that cannot be written)
+//!   → left at the relay and tried again: nothing is dropped for it.
 //!
 //! The relay sees public keys and signatures only; it cannot sign.
 
@@ -294,6 +296,9 @@ pub enum Verdict {
     Untrusted(String),
     /// Not to be delivered; why.
     Refused(String),
+    /// Cannot be decided now (the trust list cannot be read or written):
+    /// left at the relay, tried again later.
+    Later(String),
 }
 
 impl Verdict {
@@ -354,7 +359,7 @@ pub fn verify(env: &RelayEnvelope, store: &TrustStore, policy: Policy) -> Verdic
     }
     let all = match store.load() {
         Ok(all) => all,
-        Err(e) => return Verdict::Refused(format!("the trust list cannot be read: {e}")),
+        Err(e) => return Verdict::Later(format!("the trust list cannot be read: {e}")),
     };
     match all.get(&sig.instance) {
         Some(t) if parse_public(&t.key).is_ok_and(|k| k == public) => {
@@ -373,7 +378,7 @@ pub fn verify(env: &RelayEnvelope, store: &TrustStore, policy: Policy) -> Verdic
                 tracing::info!(instance = %sig.instance, key_id = %key_id(&public), "pinned the first key seen for an instance");
                 Verdict::Signed(sig.instance.clone())
             }
-            Err(e) => Verdict::Refused(format!("could not pin the key: {e}")),
+            Err(e) => Verdict::Later(format!("could not pin the key: {e}")),
         },
         None => Verdict::Untrusted(sig.instance.clone()),
     }
@@ -526,5 +531,19 @@ mod tests {
         assert_eq!(store.load().unwrap()["desk.home"].key, key);
         assert!(store.remove("desk.home").unwrap());
         assert!(!store.remove("desk.home").unwrap());
+    }
+
+    #[test]
+    fn an_unreadable_trust_list_leaves_items_for_later_never_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = InstanceKey::load_or_create(dir.path(), "desk").unwrap();
+        let store = TrustStore::new(dir.path());
+        std::fs::write(dir.path().join(TRUST_FILE), "{not json").unwrap();
+        let mut s = send();
+        s.signature = Some(key.sign(&s));
+        assert!(matches!(
+            verify(&envelope(&s), &store, Policy::default()),
+            Verdict::Later(_)
+        ));
     }
 }
