@@ -22,11 +22,16 @@ fn machine(relay: &Relay, name: &str, extra: &str) -> Daemon {
 
 /// `agentbus trust ...` on `d`'s data dir.
 fn trust(d: &Daemon, args: &[&str]) -> String {
+    trust_in(d.data_dir(), args)
+}
+
+/// `agentbus trust ...` on the data dir `dir`.
+fn trust_in(dir: &std::path::Path, args: &[&str]) -> String {
     let out = Command::new(bin())
         .arg("trust")
         .args(args)
         .arg("--data-dir")
-        .arg(d.data_dir())
+        .arg(dir)
         .env_remove("AGENTBUS_CONFIG")
         .output()
         .unwrap();
