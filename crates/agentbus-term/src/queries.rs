@@ -61,16 +61,21 @@ pub struct QueryScanner {
 }
 
 impl QueryScanner {
-    /// Splits the next chunk of output into text and questions. A chunk
-    /// that holds no question comes back as one piece of text.
-    pub fn split(&mut self, chunk: &[u8]) -> Vec<Piece> {
+    /// Splits the next chunk of output into text and questions; `None`
+    /// when the chunk is all text and nothing was held back, so that the
+    /// caller uses it as it is (no copy on the path every byte takes).
+    pub fn scan(&mut self, chunk: &[u8]) -> Option<Vec<Piece>> {
+        if self.held.is_empty() && !chunk.contains(&0x1b) {
+            return None;
+        }
+        let had_held = !self.held.is_empty();
         let joined;
-        let buf: &[u8] = if self.held.is_empty() {
-            chunk
-        } else {
+        let buf: &[u8] = if had_held {
             self.held.extend_from_slice(chunk);
             joined = std::mem::take(&mut self.held);
             &joined
+        } else {
+            chunk
         };
         let mut pieces = Vec::new();
         let (mut start, mut at) = (0, 0);
@@ -94,15 +99,30 @@ impl QueryScanner {
                 if start < esc {
                     pieces.push(Piece::Text(buf[start..esc].to_vec()));
                 }
-                return pieces;
+                return Some(pieces);
             } else {
                 at = esc + 1;
             }
         }
+        if !had_held && start == 0 {
+            return None;
+        }
         if start < buf.len() {
             pieces.push(Piece::Text(buf[start..].to_vec()));
         }
-        pieces
+        Some(pieces)
+    }
+
+    /// [`scan`](Self::scan), with a chunk that is all text as one piece.
+    #[cfg(test)]
+    fn split(&mut self, chunk: &[u8]) -> Vec<Piece> {
+        self.scan(chunk).unwrap_or_else(|| {
+            if chunk.is_empty() {
+                Vec::new()
+            } else {
+                vec![Piece::Text(chunk.to_vec())]
+            }
+        })
     }
 }
 
@@ -154,6 +174,17 @@ mod tests {
             assert_eq!(bytes, b"xyz", "cut at {cut}");
             assert_eq!(queries, vec![Query::CursorPosition], "cut at {cut}");
         }
+    }
+
+    #[test]
+    fn plain_output_is_not_copied() {
+        let mut s = QueryScanner::default();
+        assert_eq!(s.scan(b"hello\r\n"), None);
+        assert_eq!(s.scan(b"\x1b[1mbold\x1b[0m"), None);
+        assert!(s.scan(b"x\x1b[6n").is_some());
+        // A tail held back makes the next chunk not plain.
+        assert_eq!(s.scan(b"ab\x1b["), Some(vec![text(b"ab")]));
+        assert_eq!(s.scan(b"1m"), Some(vec![text(b"\x1b[1m")]));
     }
 
     #[test]

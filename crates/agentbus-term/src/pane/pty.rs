@@ -369,6 +369,7 @@ fn parse_loop(
     input: &mpsc::Sender<WriteJob>,
 ) {
     let mut queries = QueryScanner::default();
+    let mut answers = Answers::default();
     while let Some(items) = backlog.take() {
         for item in items {
             let mut s = lock(screen);
@@ -379,14 +380,11 @@ fn parse_loop(
                     // The questions the program asks its terminal are
                     // answered here, where the screen is, in order, and
                     // not passed on to attached viewers.
-                    let pieces = queries.split(&bytes);
-                    if let [Piece::Text(t)] = pieces.as_slice()
-                        && t.len() == bytes.len()
-                    {
+                    let Some(pieces) = queries.scan(&bytes) else {
                         s.process(&bytes);
                         let _ = shared.output.send(PaneOutput::Bytes(bytes));
                         continue;
-                    }
+                    };
                     let mut text = Vec::with_capacity(bytes.len());
                     for piece in pieces {
                         match piece {
@@ -394,11 +392,7 @@ fn parse_loop(
                                 s.process(&t);
                                 text.extend(t);
                             }
-                            Piece::Query(q) => {
-                                let (done, _) = oneshot::channel();
-                                let bytes = q.answer(s.cursor());
-                                let _ = input.send(WriteJob { bytes, done });
-                            }
+                            Piece::Query(q) => answers.send(input, q.answer(s.cursor())),
                         }
                     }
                     if !text.is_empty() {
@@ -416,6 +410,32 @@ fn parse_loop(
         }
     }
     parsed_all.store(true, Ordering::Release);
+}
+
+/// Answers to the program's questions not yet written to its input. A
+/// program that asks without reading (a flood of questions into a full
+/// input) gets no more than [`Answers::MAX`] waiting: the rest are not
+/// answered, as a blocked terminal would not, and the daemon's memory
+/// stays bounded.
+#[derive(Default)]
+struct Answers {
+    waiting: Vec<oneshot::Receiver<std::io::Result<()>>>,
+}
+
+impl Answers {
+    const MAX: usize = 32;
+
+    fn send(&mut self, input: &mpsc::Sender<WriteJob>, bytes: Vec<u8>) {
+        self.waiting
+            .retain_mut(|r| matches!(r.try_recv(), Err(oneshot::error::TryRecvError::Empty)));
+        if self.waiting.len() >= Self::MAX {
+            return;
+        }
+        let (done, written) = oneshot::channel();
+        if input.send(WriteJob { bytes, done }).is_ok() {
+            self.waiting.push(written);
+        }
+    }
 }
 
 fn write_loop(mut writer: Box<dyn Write + Send>, jobs: mpsc::Receiver<WriteJob>) {
