@@ -315,16 +315,9 @@ impl RelayConfig {
 /// http only to loopback unless `tls` allows it.
 pub fn relay_url(raw: &str, tls: &crate::tls::ClientTls) -> Result<String, String> {
     let trimmed = raw.trim().trim_end_matches('/');
-    match url::Url::parse(trimmed) {
-        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
-            tls.check_url(trimmed)?;
-            Ok(trimmed.to_string())
-        }
-        _ => Err(format!(
-            "relay URL {} must be an http:// or https:// URL such as https://relay.example.com:8787",
-            agentbus_proto::ids::escape_for_display(raw, 80)
-        )),
-    }
+    tls.check_url(trimmed)
+        .map_err(|e| format!("relay URL: {e}"))?;
+    Ok(trimmed.to_string())
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -167,14 +167,7 @@ impl Daemon {
             });
         let instance_id = crate::poller::instance_id(&dir)?;
         let signing = crate::poller::Signing {
-            key: crate::signing::InstanceKey::load_or_create(
-                &dir,
-                config
-                    .relay
-                    .instance_name
-                    .as_deref()
-                    .unwrap_or(&instance_id),
-            )?,
+            key: crate::signing::InstanceKey::of_instance(&dir, &config.relay)?,
             trusted: crate::signing::TrustStore::new(&dir),
             policy: crate::signing::Policy {
                 pin_first_key: config.relay.pin_first_key,

@@ -316,7 +316,7 @@ async fn to_relay(
         origin_trust: Some(trust.clone()),
         signature: None,
     };
-    let Some(sent) = crate::poller::hand_over(state, &item).await? else {
+    let Some(sent) = crate::poller::hand_over(state, item).await? else {
         return Ok(None);
     };
     state

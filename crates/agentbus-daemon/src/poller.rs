@@ -350,12 +350,11 @@ async fn call<T: serde::de::DeserializeOwned>(
 /// Hands a jekt or message to the relay. `Ok(None)`: no relay is set.
 pub async fn hand_over(
     state: &AppState,
-    item: &RelaySend,
+    mut item: RelaySend,
 ) -> Result<Option<RelaySendResponse>, ApiError> {
     let Some(target) = state.poller().target() else {
         return Ok(None);
     };
-    let mut item = item.clone();
     if let Some(s) = state.poller().signing() {
         item.signature = Some(s.key.sign(&item));
     }

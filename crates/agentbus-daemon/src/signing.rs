@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 pub const KEY_FILE: &str = "instance-ed25519.pk8";
 pub const TRUST_FILE: &str = "trusted-instances.json";
@@ -83,6 +83,19 @@ impl InstanceKey {
             pair,
             name: name.to_string(),
         })
+    }
+
+    /// The key of the instance whose data dir is `data_dir`, signing as
+    /// `[relay] instance_name`, else as its instance id (`ab-...`).
+    pub fn of_instance(
+        data_dir: &Path,
+        relay: &crate::config::RelayConfig,
+    ) -> Result<InstanceKey, DaemonError> {
+        let name = match &relay.instance_name {
+            Some(n) => n.clone(),
+            None => crate::poller::instance_id(data_dir)?,
+        };
+        InstanceKey::load_or_create(data_dir, &name)
     }
 
     pub fn name(&self) -> &str {
@@ -213,6 +226,21 @@ pub struct TrustStore {
     path: PathBuf,
     /// Serializes this process's read-modify-writes of the file.
     write: Mutex<()>,
+    /// The list as last read, and the file it was read from (inode,
+    /// size, mtime): read again only when the file changed (every write
+    /// replaces it), not for every relayed item.
+    cache: Mutex<Option<(FileStamp, Arc<TrustList>)>>,
+}
+
+/// Trusted instances by name.
+pub type TrustList = BTreeMap<String, Trusted>;
+
+type FileStamp = (u64, u64, Option<std::time::SystemTime>);
+
+fn stamp(path: &Path) -> std::io::Result<FileStamp> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path)?;
+    Ok((m.ino(), m.len(), m.modified().ok()))
 }
 
 /// Checks a public key given in base64; its raw bytes.
@@ -234,6 +262,7 @@ impl TrustStore {
         TrustStore {
             path: data_dir.join(TRUST_FILE),
             write: Mutex::new(()),
+            cache: Mutex::new(None),
         }
     }
 
@@ -245,6 +274,25 @@ impl TrustStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
             Err(e) => Err(format!("cannot read {}: {e}", self.path.display())),
         }
+    }
+
+    /// What is trusted now, from the cache while the file is unchanged.
+    pub fn current(&self) -> Result<Arc<TrustList>, String> {
+        let now = match stamp(&self.path) {
+            Ok(s) => Some(s),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(format!("cannot read {}: {e}", self.path.display())),
+        };
+        let mut cache = lock(&self.cache);
+        if let (Some(now), Some((seen, all))) = (now, cache.as_ref())
+            && *seen == now
+        {
+            return Ok(all.clone());
+        }
+        let all = Arc::new(self.load()?);
+        // Stamped after the read: a change in between is read next time.
+        *cache = now.map(|s| (s, all.clone()));
+        Ok(all)
     }
 
     fn save(&self, all: &BTreeMap<String, Trusted>) -> Result<(), String> {
@@ -357,7 +405,7 @@ pub fn verify(env: &RelayEnvelope, store: &TrustStore, policy: Policy) -> Verdic
             key_id(&public)
         ));
     }
-    let all = match store.load() {
+    let all = match store.current() {
         Ok(all) => all,
         Err(e) => return Verdict::Later(format!("the trust list cannot be read: {e}")),
     };
@@ -531,6 +579,20 @@ mod tests {
         assert_eq!(store.load().unwrap()["desk.home"].key, key);
         assert!(store.remove("desk.home").unwrap());
         assert!(!store.remove("desk.home").unwrap());
+    }
+
+    #[test]
+    fn the_daemon_sees_what_another_process_changed_in_the_trust_list() {
+        let dir = tempfile::tempdir().unwrap();
+        let daemon = TrustStore::new(dir.path());
+        let cli = TrustStore::new(dir.path());
+        assert!(daemon.current().unwrap().is_empty());
+        let key = B64.encode([9u8; 32]);
+        cli.add("laptop", &key, false).unwrap();
+        assert_eq!(daemon.current().unwrap()["laptop"].key, key);
+        assert_eq!(daemon.current().unwrap()["laptop"].key, key);
+        cli.remove("laptop").unwrap();
+        assert!(daemon.current().unwrap().is_empty());
     }
 
     #[test]

@@ -501,7 +501,7 @@ async fn ext_send<S: Storage>(
                 tier: m.tier,
                 priority: m.priority,
                 sender_verified: verified,
-                signature: m.signature.clone(),
+                signature: m.signature,
             },
         })
         .await

@@ -65,7 +65,7 @@ async fn queue_at_relay(
         origin_trust: Some(sender.trust.clone()),
         signature: None,
     };
-    let Some(sent) = crate::poller::hand_over(state, &item)
+    let Some(sent) = crate::poller::hand_over(state, item)
         .await
         .map_err(JektError::Relay)?
     else {

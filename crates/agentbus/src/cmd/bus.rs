@@ -50,10 +50,8 @@ impl Bus {
         tls: &ClientTls,
     ) -> anyhow::Result<Bus> {
         let url = url.trim().trim_end_matches('/').to_string();
-        if !(url.starts_with("http://") || url.starts_with("https://")) {
-            bail!("the bus URL must start with http:// or https://, got {url:?}");
-        }
-        tls.check_url(&url).map_err(anyhow::Error::msg)?;
+        tls.check_url(&url)
+            .map_err(|e| anyhow::anyhow!("the bus URL: {e}"))?;
         let http = tls
             .builder()
             .map_err(anyhow::Error::msg)?

@@ -50,9 +50,7 @@ pub fn run(args: TrustArgs, data_dir: Option<PathBuf>) -> anyhow::Result<ExitCod
     let store = TrustStore::new(dir);
     match args.command {
         TrustCommand::Key => {
-            let instance_id = agentbus_daemon::poller::instance_id(dir)?;
-            let name = config.relay.instance_name.clone().unwrap_or(instance_id);
-            let key = InstanceKey::load_or_create(dir, &name)?;
+            let key = InstanceKey::of_instance(dir, &config.relay)?;
             outln!("name:   {}", key.name());
             outln!("key:    {}", key.public());
             outln!("key id: {}", key.key_id());
