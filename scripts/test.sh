@@ -34,6 +34,7 @@ apt_install() {
 install_all() {
   command -v tmux >/dev/null 2>&1 || apt_install tmux "the tmux bridge tests need it"
   command -v chromium >/dev/null 2>&1 || apt_install chromium "the browser test needs it"
+  command -v nats-server >/dev/null 2>&1 || apt_install nats-server "the relay's JetStream backend is tested on private nats-server nodes"
 
   # Python clients the tests drive the real binary with (the official MCP
   # SDK, ...), in a venv under target/ so nothing outside the checkout
@@ -75,9 +76,18 @@ wait "$installs" || { echo "error: installing what the tests need failed (above)
 
 # cargo-nextest runs each test in its own process, in parallel, and kills
 # a hung test (see .config/nextest.toml). Fall back to cargo test without it.
+# Then the relay's tests again on its NATS JetStream backend (each relay
+# on a private nats-server): the protocol must behave the same on both.
+RELAY_TESTS=(--test relay_conformance --test relay_auth --test relay_binding
+  --test relay_http --test relay_durable --test relay_signed
+  --test relay_machines --test relay_tls)
+status=0
 if cargo nextest --version >/dev/null 2>&1; then
-  exec cargo nextest run --workspace --no-fail-fast "$@"
+  cargo nextest run --workspace --no-fail-fast "$@" || status=$?
+  AGENTBUS_TEST_RELAY=nats cargo nextest run -p agentbus "${RELAY_TESTS[@]}" --no-fail-fast "$@" || status=$?
 else
   echo "note: cargo-nextest not found; using cargo test" >&2
-  exec cargo test --workspace --no-fail-fast "$@"
+  cargo test --workspace --no-fail-fast "$@" || status=$?
+  AGENTBUS_TEST_RELAY=nats cargo test -p agentbus "${RELAY_TESTS[@]}" --no-fail-fast "$@" || status=$?
 fi
+exit $status

@@ -312,12 +312,17 @@ impl RelayConfig {
 }
 
 /// A relay URL as the poller uses it: http(s), no trailing slash; plain
-/// http only to loopback unless `tls` allows it.
+/// http only to loopback unless `tls` allows it. Several nodes of one
+/// relay may be listed, separated by commas; each is checked.
 pub fn relay_url(raw: &str, tls: &crate::tls::ClientTls) -> Result<String, String> {
-    let trimmed = raw.trim().trim_end_matches('/');
-    tls.check_url(trimmed)
-        .map_err(|e| format!("relay URL: {e}"))?;
-    Ok(trimmed.to_string())
+    let mut urls = Vec::new();
+    for one in raw.split(',') {
+        let trimmed = one.trim().trim_end_matches('/');
+        tls.check_url(trimmed)
+            .map_err(|e| format!("relay URL: {e}"))?;
+        urls.push(trimmed);
+    }
+    Ok(urls.join(","))
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -56,12 +56,21 @@ const YOUNG_PANE_MS: i64 = 10_000;
 const POLL_MAX: u32 = 500;
 
 /// A relay to poll: its URL and the bearer token (may be empty, for an
-/// open relay).
+/// open relay). `url` may list several nodes of one relay, separated by
+/// commas: calls go to the one that last answered and move on to the next
+/// when it cannot be reached or fails.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RelayTarget {
     pub url: String,
     #[serde(default)]
     pub token: String,
+}
+
+impl RelayTarget {
+    /// The relay's nodes, in the order given.
+    pub fn urls(&self) -> impl Iterator<Item = &str> {
+        self.url.split(',').map(str::trim).filter(|u| !u.is_empty())
+    }
 }
 
 impl std::fmt::Debug for RelayTarget {
@@ -107,6 +116,8 @@ pub struct Poller {
     health: Mutex<Health>,
     stats: Counters,
     signing: Option<Signing>,
+    /// The node of the target that answered last.
+    node: std::sync::atomic::AtomicUsize,
 }
 
 /// This instance's key, the instances it trusts, and its policy.
@@ -144,6 +155,7 @@ impl Poller {
             health: Mutex::new(Health::default()),
             stats: Counters::default(),
             signing: None,
+            node: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -272,22 +284,19 @@ impl Backoff {
     }
 }
 
-/// Why a call to the relay failed, as an API error for a caller.
-fn relay_error(target: &RelayTarget, status: Option<StatusCode>, text: &str) -> ApiError {
+/// Why a call to the relay at `url` failed, as an API error for a caller.
+fn relay_error(url: &str, status: Option<StatusCode>, text: &str) -> ApiError {
     let text: String = text.chars().take(300).collect();
     match status {
         None => ApiError::new(
             StatusCode::BAD_GATEWAY,
             "relay_unreachable",
-            format!("the relay at {} did not answer: {text}", target.url),
+            format!("the relay at {url} did not answer: {text}"),
         ),
         Some(StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) => ApiError::new(
             StatusCode::BAD_GATEWAY,
             "relay_refused",
-            format!(
-                "the relay at {} refused this instance's token: {text}",
-                target.url
-            ),
+            format!("the relay at {url} refused this instance's token: {text}"),
         ),
         Some(StatusCode::PAYLOAD_TOO_LARGE) => ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -302,12 +311,15 @@ fn relay_error(target: &RelayTarget, status: Option<StatusCode>, text: &str) -> 
         Some(s) => ApiError::new(
             StatusCode::BAD_GATEWAY,
             "relay_error",
-            format!("the relay at {} answered {s}: {text}", target.url),
+            format!("the relay at {url} answered {s}: {text}"),
         ),
     }
 }
 
-/// One call to the relay's extension API.
+/// One call to the relay's extension API, on the node that answered last
+/// and then on each other node of the target while a node cannot be
+/// reached or fails (5xx). Every call may be repeated safely: sends carry
+/// their message id, acks only move cursors forward.
 async fn call<T: serde::de::DeserializeOwned>(
     state: &AppState,
     target: &RelayTarget,
@@ -315,34 +327,75 @@ async fn call<T: serde::de::DeserializeOwned>(
     body: &impl Serialize,
     timeout: Duration,
 ) -> Result<T, ApiError> {
+    let urls: Vec<&str> = target.urls().collect();
+    let n = urls.len().max(1);
+    let node = &state.poller().node;
+    let first = node.load(Ordering::Relaxed) % n;
+    let mut failure = None;
+    for k in 0..n {
+        let i = (first + k) % n;
+        let url = urls.get(i).copied().unwrap_or_default();
+        match call_node(state, url, &target.token, path, body, timeout).await {
+            Ok(v) => {
+                node.store(i, Ordering::Relaxed);
+                return Ok(v);
+            }
+            Err((status, e)) => {
+                let next = status
+                    .is_none_or(|s| s.is_server_error() && s != StatusCode::INSUFFICIENT_STORAGE);
+                if !next {
+                    return Err(e);
+                }
+                if n > 1 {
+                    tracing::debug!(url, error = %e.message, "relay node failed; trying the next");
+                }
+                failure = Some(e);
+            }
+        }
+    }
+    Err(failure.unwrap_or_else(|| relay_error("(none)", None, "no relay URL is set")))
+}
+
+async fn call_node<T: serde::de::DeserializeOwned>(
+    state: &AppState,
+    url: &str,
+    token: &str,
+    path: &str,
+    body: &impl Serialize,
+    timeout: Duration,
+) -> Result<T, (Option<StatusCode>, ApiError)> {
     let mut req = state
         .http()
-        .post(format!("{}{path}", target.url))
+        .post(format!("{url}{path}"))
         .json(body)
         .timeout(timeout);
-    if !target.token.is_empty() {
-        req = req.bearer_auth(&target.token);
+    if !token.is_empty() {
+        req = req.bearer_auth(token);
     }
+    let unreachable = |text: &str| (None, relay_error(url, None, text));
     let resp = req
         .send()
         .await
-        .map_err(|e| relay_error(target, None, &crate::tls::error_chain(&e.without_url())))?;
+        .map_err(|e| unreachable(&crate::tls::error_chain(&e.without_url())))?;
     let status = resp.status();
     let bytes = resp
         .bytes()
         .await
-        .map_err(|e| relay_error(target, None, &e.without_url().to_string()))?;
+        .map_err(|e| unreachable(&e.without_url().to_string()))?;
     if !status.is_success() {
         let text = serde_json::from_slice::<agentbus_proto::relay::SeedError>(&bytes)
             .map(|e| e.error)
             .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned());
-        return Err(relay_error(target, Some(status), &text));
+        return Err((Some(status), relay_error(url, Some(status), &text)));
     }
     serde_json::from_slice(&bytes).map_err(|e| {
-        relay_error(
-            target,
+        (
             Some(StatusCode::BAD_GATEWAY),
-            &format!("unreadable answer: {e}"),
+            relay_error(
+                url,
+                Some(StatusCode::BAD_GATEWAY),
+                &format!("unreadable answer: {e}"),
+            ),
         )
     })
 }

@@ -7,11 +7,13 @@
 //!   the daemon extension `/v1/relay/*`, `/metrics`;
 //! - [`storage`] — the storage trait (what a backend must guarantee);
 //! - [`sqlite`] — the embedded SQLite backend;
+//! - [`nats`] — the NATS JetStream backend (relay nodes sharing one JetStream);
 //! - [`metrics`] — counters for `/metrics`;
 //! - [`Relay`] — binding, locking the database, serving, shutting down.
 
 pub mod http;
 pub mod metrics;
+pub mod nats;
 pub mod server;
 pub mod sqlite;
 pub mod storage;
@@ -78,30 +80,38 @@ pub enum RelayError {
     Storage(#[from] storage::StorageError),
 }
 
-/// A bound relay on its SQLite database, ready to serve.
-pub struct Relay {
+/// A bound relay on its storage, ready to serve.
+pub struct Relay<S: Storage = SqliteStorage> {
     listener: tokio::net::TcpListener,
-    storage: SqliteStorage,
+    storage: S,
     mode: AuthMode,
     url: String,
     config: RelayConfig,
-    _lock: std::fs::File,
+    /// SQLite: held while the database is ours.
+    _lock: Option<std::fs::File>,
 }
 
-impl Relay {
+/// The auth mode for `config` (open only on loopback), and its address.
+fn mode_of(config: &RelayConfig) -> Result<(std::net::SocketAddr, AuthMode), RelayError> {
+    let addr: std::net::SocketAddr = config.listen.parse().map_err(|e| RelayError::Bind {
+        addr: config.listen.clone(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e),
+    })?;
+    let mode = match config.mode {
+        Some(AuthMode::Open) if !addr.ip().is_loopback() => {
+            return Err(RelayError::OpenOffLoopback(config.listen.clone()));
+        }
+        Some(m) => m,
+        None if addr.ip().is_loopback() => AuthMode::Open,
+        None => AuthMode::Auth,
+    };
+    Ok((addr, mode))
+}
+
+impl Relay<SqliteStorage> {
+    /// A relay on the SQLite database `config.db` (one relay node).
     pub async fn start(config: RelayConfig) -> Result<Relay, RelayError> {
-        let addr: std::net::SocketAddr = config.listen.parse().map_err(|e| RelayError::Bind {
-            addr: config.listen.clone(),
-            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e),
-        })?;
-        let mode = match config.mode {
-            Some(AuthMode::Open) if !addr.ip().is_loopback() => {
-                return Err(RelayError::OpenOffLoopback(config.listen.clone()));
-            }
-            Some(m) => m,
-            None if addr.ip().is_loopback() => AuthMode::Open,
-            None => AuthMode::Auth,
-        };
+        mode_of(&config)?;
         let io = |path: &std::path::Path| {
             let path = path.to_path_buf();
             move |source| RelayError::Io { path, source }
@@ -120,6 +130,30 @@ impl Relay {
             return Err(RelayError::Locked(config.db.clone()));
         }
         let storage = SqliteStorage::open(&config.db, config.queue_cap)?;
+        Relay::bind(config, storage, Some(lock)).await
+    }
+}
+
+impl Relay<nats::NatsStorage> {
+    /// A relay node on NATS JetStream: any number of them may serve the
+    /// same relay.
+    pub async fn start_nats(
+        config: RelayConfig,
+        nats: &nats::NatsOptions,
+    ) -> Result<Relay<nats::NatsStorage>, RelayError> {
+        mode_of(&config)?;
+        let storage = nats::NatsStorage::connect(nats).await?;
+        Relay::bind(config, storage, None).await
+    }
+}
+
+impl<S: Storage> Relay<S> {
+    async fn bind(
+        config: RelayConfig,
+        storage: S,
+        lock: Option<std::fs::File>,
+    ) -> Result<Relay<S>, RelayError> {
+        let (addr, mode) = mode_of(&config)?;
         let bind_err = |source| RelayError::Bind {
             addr: config.listen.clone(),
             source,
@@ -166,7 +200,7 @@ impl Relay {
         self.mode
     }
 
-    pub fn storage(&self) -> &SqliteStorage {
+    pub fn storage(&self) -> &S {
         &self.storage
     }
 
@@ -212,7 +246,7 @@ impl Relay {
 }
 
 /// Deletes messages past the retention every minute, in small batches.
-async fn sweep(storage: SqliteStorage, retention: Duration, mut shutdown: watch::Receiver<bool>) {
+async fn sweep<S: Storage>(storage: S, retention: Duration, mut shutdown: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(Duration::from_secs(60));
     loop {
         tokio::select! {

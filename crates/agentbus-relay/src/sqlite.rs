@@ -8,9 +8,12 @@
 //! and every message stored later gets a greater `ts`. That value is the
 //! fetch's `now` — the "now race" of the reference server cannot happen.
 
-use crate::storage::{Append, Appended, Fetched, Meta, Result, Storage, TokenInfo, TokenOwner};
+use crate::storage::{
+    Append, Appended, Fetched, Meta, Result, Storage, TokenInfo, TokenOwner, Waiters, kind_of,
+    kind_text, plan_claim,
+};
 use agentbus_proto::MessageId;
-use agentbus_proto::relay::{DEFAULT_CHANNEL, RelayEnvelope, RelayKind};
+use agentbus_proto::relay::{DEFAULT_CHANNEL, RelayEnvelope};
 use agentbus_proto::sync::lock;
 use agentbus_store::Db;
 use rusqlite::{OptionalExtension, params};
@@ -104,58 +107,11 @@ fn bindings_of(
     Ok(out)
 }
 
-/// What a claim must change, given the current bindings: agents to bind
-/// (or renew), agents of `consumer` to release, and the agents bound to
-/// `consumer` once done.
-fn plan_claim(
-    current: &HashMap<String, (String, i64)>,
-    consumer: &str,
-    agents: &[String],
-    now: i64,
-    lease_ms: i64,
-) -> (Vec<String>, Vec<String>, Vec<String>) {
-    let (mut bind, mut bound) = (Vec::new(), Vec::new());
-    for a in agents {
-        match current.get(a) {
-            Some((who, exp)) if who != consumer && *exp > now => {}
-            Some((who, exp)) if who == consumer && *exp - now > lease_ms / 2 => {
-                bound.push(a.clone())
-            }
-            _ => {
-                bind.push(a.clone());
-                bound.push(a.clone());
-            }
-        }
-    }
-    let release = current
-        .iter()
-        .filter(|(a, (who, _))| who == consumer && !agents.contains(a))
-        .map(|(a, _)| a.clone())
-        .collect();
-    (bind, release, bound)
-}
-
 fn wall_s() -> f64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or(0.0)
-}
-
-fn kind_text(k: RelayKind) -> &'static str {
-    match k {
-        RelayKind::Plain => "plain",
-        RelayKind::Jekt => "jekt",
-        RelayKind::Message => "message",
-    }
-}
-
-fn kind_of(s: &str) -> RelayKind {
-    match s {
-        "jekt" => RelayKind::Jekt,
-        "message" => RelayKind::Message,
-        _ => RelayKind::Plain,
-    }
 }
 
 #[derive(Clone)]
@@ -171,8 +127,7 @@ struct Inner {
     /// their bits).
     committed: AtomicU64,
     queue_cap: u64,
-    // A std mutex: one map operation per use.
-    waiters: Mutex<HashMap<String, watch::Sender<u64>>>,
+    waiters: Waiters,
 }
 
 impl SqliteStorage {
@@ -195,25 +150,9 @@ impl SqliteStorage {
                 assigned: Mutex::new(start),
                 committed: AtomicU64::new(start.to_bits()),
                 queue_cap,
-                waiters: Mutex::new(HashMap::new()),
+                waiters: Waiters::default(),
             }),
         })
-    }
-
-    pub fn close(&self) {
-        self.inner.db.close();
-    }
-
-    fn notify(&self, to: &str) {
-        if let Some(tx) = lock(&self.inner.waiters).get(to) {
-            tx.send_modify(|v| *v += 1);
-        }
-    }
-
-    /// Drops wake channels nobody waits on.
-    pub fn prune_waiters(&self) {
-        let mut w = lock(&self.inner.waiters);
-        w.retain(|_, tx| tx.receiver_count() > 0);
     }
 
     /// Runs a read on a reader connection, off the async workers.
@@ -316,7 +255,7 @@ impl Storage for SqliteStorage {
             self.inner
                 .committed
                 .fetch_max(ts.to_bits(), Ordering::AcqRel);
-            self.notify(&to);
+            self.inner.waiters.notify(&to);
         }
         Ok(appended)
     }
@@ -366,10 +305,7 @@ impl Storage for SqliteStorage {
     }
 
     fn watch(&self, to: &str) -> watch::Receiver<u64> {
-        lock(&self.inner.waiters)
-            .entry(to.to_string())
-            .or_insert_with(|| watch::channel(0).0)
-            .subscribe()
+        self.inner.waiters.watch(to)
     }
 
     async fn poll(
@@ -647,11 +583,20 @@ impl Storage for SqliteStorage {
         })
         .await
     }
+
+    fn prune_waiters(&self) {
+        self.inner.waiters.prune();
+    }
+
+    fn close(&self) {
+        self.inner.db.close();
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use agentbus_proto::relay::RelayKind;
 
     fn msg(to: &str, body: &str) -> Append {
         Append {
@@ -716,26 +661,6 @@ mod tests {
             panic!()
         };
         assert!(ts > high);
-    }
-
-    #[test]
-    fn a_claim_takes_free_and_lapsed_agents_renews_its_own_and_releases_the_rest() {
-        let held = |who: &str, exp: i64| (who.to_string(), exp);
-        let current = HashMap::from([
-            ("x-live".to_string(), held("instance:x", 10_000)),
-            ("x-lapsed".to_string(), held("instance:x", 400)),
-            ("mine-fresh".to_string(), held("instance:y", 2_000)),
-            ("mine-ageing".to_string(), held("instance:y", 900)),
-            ("mine-dropped".to_string(), held("instance:y", 2_000)),
-        ]);
-        let asked: Vec<String> = ["x-live", "x-lapsed", "mine-fresh", "mine-ageing", "free"]
-            .map(String::from)
-            .to_vec();
-        let (mut bind, release, bound) = plan_claim(&current, "instance:y", &asked, 500, 1_000);
-        bind.sort();
-        assert_eq!(bind, ["free", "mine-ageing", "x-lapsed"]);
-        assert_eq!(release, ["mine-dropped"]);
-        assert_eq!(bound, ["x-lapsed", "mine-fresh", "mine-ageing", "free"]);
     }
 
     #[tokio::test]

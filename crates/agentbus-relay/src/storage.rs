@@ -1,6 +1,7 @@
-//! What the relay needs from its storage, as a trait with two intended
-//! backends: embedded SQLite ([`crate::sqlite`], now) and NATS JetStream
-//! (several relay nodes sharing one stream, later).
+//! What the relay needs from its storage, as a trait with two backends:
+//! embedded SQLite ([`crate::sqlite`], one relay node, the default) and
+//! NATS JetStream ([`crate::nats`], any number of relay nodes sharing one
+//! JetStream).
 //!
 //! The trait owns the three things that make the agent-bus protocol lossless,
 //! because only the storage can do them right for its topology:
@@ -14,7 +15,9 @@
 
 use agentbus_proto::MessageId;
 use agentbus_proto::relay::{RelayEnvelope, RelayKind};
-use std::collections::BTreeMap;
+use agentbus_proto::sync::lock;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
 use tokio::sync::watch;
 
 #[derive(Debug, thiserror::Error)]
@@ -181,4 +184,107 @@ pub trait Storage: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<bool>> + Send;
     fn revoke_token(&self, name: &str) -> impl Future<Output = Result<bool>> + Send;
     fn tokens(&self) -> impl Future<Output = Result<Vec<(String, TokenInfo)>>> + Send;
+
+    /// Drops wake channels nobody waits on (the retention sweep calls it).
+    fn prune_waiters(&self);
+
+    /// Called once the relay stopped serving.
+    fn close(&self) {}
+}
+
+/// The wake channel of each recipient somebody waits on.
+#[derive(Default)]
+pub struct Waiters(Mutex<HashMap<String, watch::Sender<u64>>>);
+
+impl Waiters {
+    pub fn watch(&self, to: &str) -> watch::Receiver<u64> {
+        // A std mutex: one map operation per use.
+        lock(&self.0)
+            .entry(to.to_string())
+            .or_insert_with(|| watch::channel(0).0)
+            .subscribe()
+    }
+
+    pub fn notify(&self, to: &str) {
+        if let Some(tx) = lock(&self.0).get(to) {
+            tx.send_modify(|v| *v += 1);
+        }
+    }
+
+    pub fn prune(&self) {
+        lock(&self.0).retain(|_, tx| tx.receiver_count() > 0);
+    }
+}
+
+/// What a claim must change, given the current bindings (agent →
+/// (consumer, expires_ms)): agents to bind (or renew), agents of
+/// `consumer` to release, and the agents bound to `consumer` once done.
+pub fn plan_claim(
+    current: &HashMap<String, (String, i64)>,
+    consumer: &str,
+    agents: &[String],
+    now: i64,
+    lease_ms: i64,
+) -> (Vec<String>, Vec<String>, Vec<String>) {
+    let (mut bind, mut bound) = (Vec::new(), Vec::new());
+    for a in agents {
+        match current.get(a) {
+            Some((who, exp)) if who != consumer && *exp > now => {}
+            Some((who, exp)) if who == consumer && *exp - now > lease_ms / 2 => {
+                bound.push(a.clone())
+            }
+            _ => {
+                bind.push(a.clone());
+                bound.push(a.clone());
+            }
+        }
+    }
+    let release = current
+        .iter()
+        .filter(|(a, (who, _))| who == consumer && !agents.contains(a))
+        .map(|(a, _)| a.clone())
+        .collect();
+    (bind, release, bound)
+}
+
+/// The kind as stored.
+pub fn kind_text(k: RelayKind) -> &'static str {
+    match k {
+        RelayKind::Plain => "plain",
+        RelayKind::Jekt => "jekt",
+        RelayKind::Message => "message",
+    }
+}
+
+pub fn kind_of(s: &str) -> RelayKind {
+    match s {
+        "jekt" => RelayKind::Jekt,
+        "message" => RelayKind::Message,
+        _ => RelayKind::Plain,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_claim_takes_free_and_lapsed_agents_renews_its_own_and_releases_the_rest() {
+        let held = |who: &str, exp: i64| (who.to_string(), exp);
+        let current = HashMap::from([
+            ("x-live".to_string(), held("instance:x", 10_000)),
+            ("x-lapsed".to_string(), held("instance:x", 400)),
+            ("mine-fresh".to_string(), held("instance:y", 2_000)),
+            ("mine-ageing".to_string(), held("instance:y", 900)),
+            ("mine-dropped".to_string(), held("instance:y", 2_000)),
+        ]);
+        let asked: Vec<String> = ["x-live", "x-lapsed", "mine-fresh", "mine-ageing", "free"]
+            .map(String::from)
+            .to_vec();
+        let (mut bind, release, bound) = plan_claim(&current, "instance:y", &asked, 500, 1_000);
+        bind.sort();
+        assert_eq!(bind, ["free", "mine-ageing", "x-lapsed"]);
+        assert_eq!(release, ["mine-dropped"]);
+        assert_eq!(bound, ["x-lapsed", "mine-fresh", "mine-ageing", "free"]);
+    }
 }

@@ -68,8 +68,8 @@ async fn tokens_decide_who_sends_and_who_receives() {
     assert!(!list.contains(&bob), "secrets are never listed");
     // A second token for a live name is refused.
     let out = std::process::Command::new(common::bin())
-        .args(["relay", "--db"])
-        .arg(r.db())
+        .arg("relay")
+        .args(r.store_args())
         .args(["token", "create", "--agent", "bob"])
         .output()
         .unwrap();

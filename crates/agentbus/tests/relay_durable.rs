@@ -119,6 +119,10 @@ async fn two_thousand_long_polls_are_held_and_each_woken() {
 
 #[tokio::test]
 async fn the_wal_is_cut_back_once_the_relay_is_quiet() {
+    if common::relay_on_nats() {
+        // SQLite's write-ahead log: a relay on JetStream has no file.
+        return;
+    }
     let r = Relay::start(&[]);
     let body = "z".repeat(4_000);
     for i in 0..1_500 {

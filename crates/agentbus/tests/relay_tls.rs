@@ -6,63 +6,10 @@
 //! `--insecure-http`. Certificates are made here, with rcgen.
 
 mod common;
-use common::{Cred, Daemon, Relay, bin, eventually};
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose,
-};
+use common::pki::Pki;
+use common::{Cred, Daemon, bin, eventually};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-
-/// A CA, a certificate it signed for 127.0.0.1 and localhost, and a
-/// second CA that signed nothing of the relay's.
-struct Pki {
-    dir: tempfile::TempDir,
-}
-
-impl Pki {
-    fn new() -> Pki {
-        let dir = tempfile::tempdir().unwrap();
-        let ca = ca("agentbus test CA");
-        let key = KeyPair::generate().unwrap();
-        let mut params =
-            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "agentbus test relay");
-        let cert = params.signed_by(&key, &ca).unwrap();
-        let write = |name: &str, text: String| std::fs::write(dir.path().join(name), text).unwrap();
-        write("ca.pem", ca.pem());
-        write("relay.pem", cert.pem());
-        write("relay-key.pem", key.serialize_pem());
-        write("other-ca.pem", self::ca("another CA").pem());
-        Pki { dir }
-    }
-
-    fn path(&self, name: &str) -> String {
-        self.dir.path().join(name).display().to_string()
-    }
-
-    fn relay(&self) -> Relay {
-        Relay::start(&[
-            "--tls-cert",
-            &self.path("relay.pem"),
-            "--tls-key",
-            &self.path("relay-key.pem"),
-        ])
-    }
-}
-
-fn ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.distinguished_name.push(DnType::CommonName, name);
-    params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap()
-}
 
 /// `agentbus <args>` with `env`, stdin from `input`.
 fn agentbus(args: &[&str], env: &[(&str, &str)], input: &str, home: &Path) -> Output {

@@ -1,6 +1,7 @@
 //! `agentbus relay`: run the cross-machine relay, and manage its tokens.
 
 use super::agents::print_table;
+use agentbus_relay::nats::{NatsOptions, NatsStorage};
 use agentbus_relay::storage::{Storage, TokenOwner};
 use agentbus_relay::{AuthMode, Relay, RelayConfig, SqliteStorage, new_token, token_digest};
 use anyhow::{Context, bail};
@@ -41,6 +42,26 @@ pub struct RelayArgs {
     /// The PEM private key of --tls-cert
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Keep everything in NATS JetStream instead of --db: any number of
+    /// relay nodes given the same URLs serve one relay (comma-separated
+    /// nats:// or tls:// URLs of one cluster)
+    #[arg(
+        long,
+        global = true,
+        value_name = "URL[,URL...]",
+        conflicts_with = "db"
+    )]
+    pub nats: Option<String>,
+    /// Replicas of the JetStream stream and buckets (at most the cluster's size)
+    #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=5), requires = "nats")]
+    pub nats_replicas: u8,
+    /// Names the stream, buckets and subjects, so several relays can share one NATS
+    #[arg(long, global = true, default_value = "agentbus", value_name = "NAME")]
+    pub nats_prefix: String,
+    /// A PEM file of CAs to trust for tls:// NATS URLs, beside the system's
+    /// [default: $AGENTBUS_CA_FILE]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -80,10 +101,39 @@ fn db_path(args: &RelayArgs, data_dir: Option<&Path>) -> PathBuf {
         .unwrap_or_else(|| crate::client::data_dir(data_dir).join("relay.db"))
 }
 
+fn nats_options(args: &RelayArgs, urls: &str) -> NatsOptions {
+    NatsOptions {
+        replicas: usize::from(args.nats_replicas),
+        prefix: args.nats_prefix.clone(),
+        retention: Duration::from_secs(args.retention_days.max(1) * 86_400),
+        queue_cap: args.queue_cap.max(1),
+        ca_file: args
+            .ca_file
+            .clone()
+            .or_else(|| std::env::var_os("AGENTBUS_CA_FILE").map(PathBuf::from)),
+        ..NatsOptions::new(urls)
+    }
+}
+
 pub async fn run(args: RelayArgs, data_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let db = db_path(&args, data_dir.as_deref());
+    let nats = args.nats.as_deref().map(|urls| nats_options(&args, urls));
     if let Some(RelayCommand::Token { command }) = args.command {
-        return token(&db, command).await;
+        if let Some(nats) = &nats {
+            let storage = NatsStorage::connect(nats).await?;
+            return token(&storage, command).await;
+        }
+        if !db.exists() && !matches!(command, TokenCommand::Create { .. }) {
+            bail!("no relay database at {} (pass --db)", db.display());
+        }
+        if let Some(dir) = db.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        let storage =
+            SqliteStorage::open(&db, u64::MAX).context("failed to open the relay database")?;
+        let code = token(&storage, command).await;
+        storage.close();
+        return code;
     }
     agentbus_daemon::instance::protect_process();
     let tls = match (&args.tls_cert, &args.tls_key) {
@@ -108,7 +158,16 @@ pub async fn run(args: RelayArgs, data_dir: Option<PathBuf>) -> anyhow::Result<E
     let shutdown = agentbus_daemon::instance::shutdown_signal(|| {})
         .context("failed to listen for signals")?;
     raise_fd_limit();
-    let relay = Relay::start(config).await?;
+    match nats {
+        Some(nats) => serve(Relay::start_nats(config, &nats).await?, shutdown).await,
+        None => serve(Relay::start(config).await?, shutdown).await,
+    }
+}
+
+async fn serve<S: Storage>(
+    relay: Relay<S>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     writeln!(out, "{}", relay.url())?;
     out.flush()?;
@@ -118,14 +177,7 @@ pub async fn run(args: RelayArgs, data_dir: Option<PathBuf>) -> anyhow::Result<E
     Ok(ExitCode::SUCCESS)
 }
 
-async fn token(db: &Path, command: TokenCommand) -> anyhow::Result<ExitCode> {
-    if !db.exists() && !matches!(command, TokenCommand::Create { .. }) {
-        bail!("no relay database at {} (pass --db)", db.display());
-    }
-    if let Some(dir) = db.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
-    }
-    let storage = SqliteStorage::open(db, u64::MAX).context("failed to open the relay database")?;
+async fn token<S: Storage>(storage: &S, command: TokenCommand) -> anyhow::Result<ExitCode> {
     let code = match command {
         TokenCommand::Create { agent, instance } => {
             let (name, owner) = match (agent, instance) {
@@ -179,7 +231,6 @@ async fn token(db: &Path, command: TokenCommand) -> anyhow::Result<ExitCode> {
             }
         }
     };
-    storage.close();
     Ok(code)
 }
 

@@ -3,6 +3,7 @@
 //! and open panes whose programs record what they receive.
 #![allow(dead_code)]
 
+pub mod pki;
 pub mod tmux;
 
 use serde_json::{Value, json};
@@ -483,38 +484,163 @@ pub fn count(haystack: &[u8], needle: &[u8]) -> usize {
         .count()
 }
 
+/// A free TCP port on loopback (taken back at once; a test races only
+/// itself for it).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A private `nats-server` with JetStream, on loopback ports, keeping its
+/// data under `dir`; killed on drop. With `cluster`, it is node `i` of
+/// a cluster whose route ports are listed.
+pub struct Nats {
+    pub child: Child,
+    pub port: u16,
+    args: Vec<String>,
+}
+
+impl Nats {
+    pub fn start(dir: &Path) -> Nats {
+        Self::start_node(dir, "n0", free_port(), None)
+    }
+
+    /// One node of a cluster: `routes` are every node's route port, its
+    /// own `route_port` among them.
+    pub fn start_node(dir: &Path, name: &str, port: u16, cluster: Option<(u16, &[u16])>) -> Nats {
+        let store = dir.join(format!("nats-{name}"));
+        let mut args: Vec<String> = vec![
+            "-a".into(),
+            "127.0.0.1".into(),
+            "-p".into(),
+            port.to_string(),
+            "-js".into(),
+            "-sd".into(),
+            store.display().to_string(),
+            "-n".into(),
+            name.into(),
+        ];
+        if let Some((route_port, routes)) = cluster {
+            let list: Vec<String> = routes
+                .iter()
+                .map(|p| format!("nats-route://127.0.0.1:{p}"))
+                .collect();
+            args.extend([
+                "--cluster_name".into(),
+                "agentbus-test".into(),
+                "--cluster".into(),
+                format!("nats://127.0.0.1:{route_port}"),
+                "--routes".into(),
+                list.join(","),
+            ]);
+        }
+        let child = Self::spawn(&args);
+        let nats = Nats { child, port, args };
+        nats.wait_ready();
+        nats
+    }
+
+    fn spawn(args: &[String]) -> Child {
+        Command::new("nats-server")
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server is installed (scripts/test.sh installs it)")
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "nats-server came up on {}",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn restart(&mut self) {
+        self.child = Self::spawn(&self.args);
+        self.wait_ready();
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// The relay tests run on SQLite, or on NATS JetStream when
+/// `AGENTBUS_TEST_RELAY=nats` (scripts/test.sh runs them both ways).
+pub fn relay_on_nats() -> bool {
+    std::env::var("AGENTBUS_TEST_RELAY").is_ok_and(|v| v == "nats")
+}
+
 /// A relay started from the real binary on 127.0.0.1:0 with a temp
-/// database; killed on drop.
+/// database (or, on NATS, its own private nats-server); killed on drop.
 pub struct Relay {
     pub child: Child,
     pub url: String,
     pub dir: tempfile::TempDir,
     args: Vec<String>,
     pub http: reqwest::Client,
+    pub nats: Option<Nats>,
 }
 
 impl Relay {
     pub fn start(args: &[&str]) -> Relay {
         let dir = tempfile::tempdir().unwrap();
-        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-        let mut child = Self::command(dir.path(), "127.0.0.1:0", &args)
+        let nats = relay_on_nats().then(|| Nats::start(dir.path()));
+        let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let store = match &nats {
+            Some(n) => vec!["--nats".to_string(), n.url()],
+            None => vec![
+                "--db".to_string(),
+                dir.path().join("relay.db").display().to_string(),
+            ],
+        };
+        args.splice(0..0, store);
+        let mut relay = Self::node("127.0.0.1:0", args);
+        relay.dir = dir;
+        relay.nats = nats;
+        relay
+    }
+
+    /// A relay node on `listen` with exactly `args` (which start with
+    /// where it keeps its data: `--db FILE` or `--nats URLS`).
+    pub fn node(listen: &str, args: Vec<String>) -> Relay {
+        let mut child = Self::command(listen, &args)
             .spawn()
             .expect("start the relay");
         let url = first_line(&mut child);
         Relay {
             child,
             url,
-            dir,
+            dir: tempfile::tempdir().unwrap(),
             args,
             http: agentbus_daemon::tls::default_client(),
+            nats: None,
         }
     }
 
-    fn command(dir: &Path, listen: &str, args: &[String]) -> Command {
+    fn command(listen: &str, args: &[String]) -> Command {
         let mut cmd = Command::new(bin());
         cmd.arg("relay")
-            .arg("--db")
-            .arg(dir.join("relay.db"))
             .arg("--listen")
             .arg(listen)
             .args(args)
@@ -522,6 +648,11 @@ impl Relay {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         cmd
+    }
+
+    /// `--db FILE` or `--nats URL`: where this relay keeps its data.
+    pub fn store_args(&self) -> Vec<String> {
+        self.args[..2].to_vec()
     }
 
     pub fn db(&self) -> PathBuf {
@@ -536,21 +667,22 @@ impl Relay {
     /// Starts again on the same database and port (after `kill9`), so
     /// clients configured with its URL find it again.
     pub fn restart(&mut self) {
-        let addr = self.url.trim_start_matches("http://").to_string();
-        let mut child = Self::command(self.dir.path(), &addr, &self.args)
-            .spawn()
-            .unwrap();
+        let addr = self
+            .url
+            .split_once("://")
+            .map_or(self.url.as_str(), |u| u.1)
+            .to_string();
+        let mut child = Self::command(&addr, &self.args).spawn().unwrap();
         let url = first_line(&mut child);
         assert_eq!(url, self.url, "the relay came back on its port");
         self.child = child;
     }
 
-    /// `agentbus relay token ...` on this relay's database; the secret.
+    /// `agentbus relay token ...` on this relay's data; the secret.
     pub fn token(&self, args: &[&str]) -> String {
         let out = Command::new(bin())
             .arg("relay")
-            .arg("--db")
-            .arg(self.db())
+            .args(self.store_args())
             .arg("token")
             .args(args)
             .output()
