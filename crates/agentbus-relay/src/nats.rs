@@ -222,6 +222,13 @@ fn unhexed(s: &str) -> Option<String> {
     String::from_utf8(hex::decode(s).ok()?).ok()
 }
 
+/// The (channel, recipient) of a message subject under `subjects`.
+fn queue_of(subjects: &str, subject: &str) -> Option<QueueKey> {
+    let rest = subject.strip_prefix(subjects)?.strip_prefix('.')?;
+    let (c, t) = rest.split_once('.')?;
+    Some((unhexed(c)?, unhexed(t)?))
+}
+
 impl NatsStorage {
     /// Connects, creates (or adopts) the stream and buckets, and indexes
     /// the stream before returning.
@@ -365,16 +372,27 @@ impl NatsStorage {
         Ok(storage)
     }
 
-    fn subject(&self, channel: &str, to: &str) -> String {
-        format!("{}.{}.{}", self.inner.subjects, hexed(channel), hexed(to))
+    /// Deletes the stream and buckets of `opts.prefix` (what a bench made).
+    pub async fn remove(opts: &NatsOptions) -> Result<()> {
+        let me = NatsStorage::connect(opts).await?;
+        let p = &opts.prefix;
+        let js = me.inner.js.clone();
+        drop(me);
+        for name in [
+            format!("{p}_MSGS"),
+            format!("KV_{p}_cursors"),
+            format!("KV_{p}_bindings"),
+            format!("KV_{p}_tokens"),
+        ] {
+            js.delete_stream(&name)
+                .await
+                .map_err(|e| backend(&format!("cannot delete {name}"), e))?;
+        }
+        Ok(())
     }
 
-    fn queue_of(&self, subject: &str) -> Option<QueueKey> {
-        let rest = subject
-            .strip_prefix(&self.inner.subjects)?
-            .strip_prefix('.')?;
-        let (c, t) = rest.split_once('.')?;
-        Some((unhexed(c)?, unhexed(t)?))
+    fn subject(&self, channel: &str, to: &str) -> String {
+        format!("{}.{}.{}", self.inner.subjects, hexed(channel), hexed(to))
     }
 
     /// Starts following the stream, and waits until everything stored
@@ -392,16 +410,16 @@ impl NatsStorage {
         let task = tokio::spawn(async move {
             let mut delay = Duration::from_millis(100);
             loop {
-                let Some(inner) = weak.upgrade() else { return };
-                let me = NatsStorage { inner };
-                match me.follow_once().await {
+                match Self::follow_once(&weak).await {
                     Ok(()) => delay = Duration::from_millis(100),
                     Err(e) => {
                         tracing::warn!(error = %e, "following the JetStream stream failed; again shortly");
                         delay = (delay * 2).min(Duration::from_secs(5));
                     }
                 }
-                drop(me);
+                if weak.strong_count() == 0 {
+                    return;
+                }
                 tokio::time::sleep(delay).await;
             }
         });
@@ -409,15 +427,20 @@ impl NatsStorage {
         self.indexed_up_to(last, Duration::from_secs(120)).await
     }
 
-    /// One ordered consumer from the next unindexed seq, until it ends.
-    async fn follow_once(&self) -> Result<()> {
-        let from = lock(&self.inner.index).last_seq + 1;
-        let consumer = self
-            .inner
+    /// One ordered consumer from the next unindexed seq, until it ends
+    /// or the storage is dropped (it holds the storage only to apply a
+    /// message, so dropping the last clone ends it).
+    async fn follow_once(weak: &std::sync::Weak<Inner>) -> Result<()> {
+        let Some(inner) = weak.upgrade() else {
+            return Ok(());
+        };
+        let from = lock(&inner.index).last_seq + 1;
+        let subjects = inner.subjects.clone();
+        let consumer = inner
             .stream
             .create_consumer(jetstream::consumer::push::OrderedConfig {
-                deliver_subject: self.inner.js_client().new_inbox(),
-                filter_subject: format!("{}.>", self.inner.subjects),
+                deliver_subject: inner.js_client().new_inbox(),
+                filter_subject: format!("{subjects}.>"),
                 headers_only: true,
                 deliver_policy: jetstream::consumer::DeliverPolicy::ByStartSequence {
                     start_sequence: from,
@@ -426,16 +449,20 @@ impl NatsStorage {
             })
             .await
             .map_err(|e| backend("cannot follow the stream", e))?;
+        drop(inner);
         let mut messages = consumer
             .messages()
             .await
             .map_err(|e| backend("cannot follow the stream", e))?;
         while let Some(m) = messages.next().await {
+            let Some(inner) = weak.upgrade() else {
+                return Ok(());
+            };
             let m = m.map_err(|e| backend("following the stream", e))?;
             let Ok(info) = m.info() else { continue };
             let seq = info.stream_sequence;
             let stored_s = info.published.unix_timestamp_nanos() as f64 / 1e9;
-            let Some(key) = self.queue_of(m.subject.as_str()) else {
+            let Some(key) = queue_of(&subjects, m.subject.as_str()) else {
                 tracing::warn!(subject = %m.subject, "a message on a subject the relay does not use");
                 continue;
             };
@@ -445,10 +472,10 @@ impl NatsStorage {
                 .and_then(|h| h.get("Nats-Msg-Id"))
                 .and_then(|v| MessageId::parse(v.as_str()).ok());
             let to = key.1.clone();
-            let fresh = lock(&self.inner.index).apply(seq, stored_s, key, id);
+            let fresh = lock(&inner.index).apply(seq, stored_s, key, id);
             if fresh {
-                self.inner.indexed.send_replace(seq);
-                self.inner.waiters.notify(&to);
+                inner.indexed.send_replace(seq);
+                inner.waiters.notify(&to);
             }
         }
         Ok(())
@@ -587,6 +614,11 @@ fn to_i64(seq: u64) -> i64 {
 
 impl Storage for NatsStorage {
     async fn append(&self, m: Append) -> Result<Appended> {
+        // The client would queue a publish until it reconnects, after the
+        // send was answered with an error: refuse it now instead.
+        if let Some(why) = self.unavailable() {
+            return Err(StorageError::Backend(why));
+        }
         let key = (m.channel.clone(), m.to.clone());
         {
             let ix = lock(&self.inner.index);
@@ -998,6 +1030,13 @@ impl Storage for NatsStorage {
 
     fn prune_waiters(&self) {
         self.inner.waiters.prune();
+    }
+
+    fn unavailable(&self) -> Option<String> {
+        match self.inner.js_client().connection_state() {
+            async_nats::connection::State::Connected => None,
+            _ => Some("this relay node has lost its connection to NATS".into()),
+        }
     }
 }
 

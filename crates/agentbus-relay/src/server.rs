@@ -170,10 +170,14 @@ async fn route<S: Storage>(st: &RelayState<S>, req: Request) -> Result<Response,
         (Post, "/send") => send(st, &req).await.map(|r| Response::json(200, &r)),
         (Get, "/recv") => recv(st, &req).await.map(|r| Response::json(200, &r)),
         (Get, "/inbox") => inbox(st, &req).await.map(|r| Response::json(200, &r)),
-        (Get, "/healthz") => Ok(Response::json(
-            200,
-            &serde_json::json!({"ok": true, "now": wall_s()}),
-        )),
+        (Get, "/healthz") => Ok(match st.storage.unavailable() {
+            None => Response::json(200, &serde_json::json!({"ok": true, "now": wall_s()})),
+            // A load balancer sends nobody to a node that cannot store.
+            Some(why) => Response::json(
+                503,
+                &serde_json::json!({"ok": false, "error": why, "now": wall_s()}),
+            ),
+        }),
         (Get, "/metrics") => Ok(metrics(st).await),
         (Post, "/v1/relay/send") => ext_send(st, &req).await.map(|r| Response::json(200, &r)),
         (Post, "/v1/relay/poll") => ext_poll(st, &req).await.map(|r| Response::json(200, &r)),

@@ -190,6 +190,11 @@ pub trait Storage: Clone + Send + Sync + 'static {
 
     /// Called once the relay stopped serving.
     fn close(&self) {}
+
+    /// Why this node cannot store now (its storage is out of reach), if so.
+    fn unavailable(&self) -> Option<String> {
+        None
+    }
 }
 
 /// The wake channel of each recipient somebody waits on.

@@ -367,3 +367,123 @@ async fn a_relay_cluster_on_jetstream_loses_nothing_when_a_relay_node_and_a_nats
         );
     }
 }
+
+#[tokio::test]
+async fn a_node_that_lost_nats_fails_its_health_check_and_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nats = Nats::start(dir.path());
+    let relay = Relay::node("127.0.0.1:0", vec!["--nats".into(), nats.url()]);
+    let health = async || {
+        let resp = relay
+            .http
+            .get(format!("{}/healthz", relay.url))
+            .send()
+            .await
+            .unwrap();
+        (resp.status().as_u16(), resp.json::<Value>().await.unwrap())
+    };
+    assert_eq!(health().await.0, 200);
+    let (s, _) = relay
+        .send(json!({"from": "a", "to": "b", "msg": "before"}), None)
+        .await;
+    assert_eq!(s, 200);
+    nats.kill9();
+    let body = eventually("the health check failing", 30, async || {
+        let (s, b) = health().await;
+        (s == 503).then_some(b)
+    })
+    .await;
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("lost its connection to NATS"),
+        "{body}"
+    );
+    // A send meanwhile is refused, not accepted and lost.
+    let (s, b) = relay
+        .send(json!({"from": "a", "to": "b", "msg": "during"}), None)
+        .await;
+    assert_eq!(s, 500, "{b}");
+    nats.restart();
+    eventually("the health check passing again", 60, async || {
+        (health().await.0 == 200).then_some(())
+    })
+    .await;
+    let (s, _) = relay
+        .send(json!({"from": "a", "to": "b", "msg": "after"}), None)
+        .await;
+    assert_eq!(s, 200);
+    let (_, page) = relay.get("/recv?to=b", None).await;
+    let got: Vec<&str> = page["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["msg"].as_str().unwrap())
+        .collect();
+    assert_eq!(got, ["before", "after"]);
+}
+
+#[tokio::test]
+async fn a_relay_reaches_nats_over_tls_and_tokens_are_made_from_another_machine() {
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let nats = Nats::start_tls(
+        dir.path(),
+        &pki.path("relay.pem"),
+        &pki.path("relay-key.pem"),
+    );
+    let url = format!("tls://127.0.0.1:{}", nats.port);
+    let ca = pki.path("ca.pem");
+    // `agentbus relay token` needs only NATS, not the relay: any machine
+    // that reaches NATS (over TLS, trusting its CA) manages tokens.
+    let token = |args: &[&str], ca: &str| {
+        std::process::Command::new(bin())
+            .args(["relay", "--nats", &url, "--ca-file", ca, "token"])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let wrong = token(&["list"], &pki.path("other-ca.pem"));
+    assert!(!wrong.status.success());
+    let why = String::from_utf8_lossy(&wrong.stderr);
+    assert!(why.contains("cannot reach NATS"), "{why}");
+    let made = token(&["create", "--agent", "alice"], &ca);
+    assert!(made.status.success(), "{made:?}");
+    let secret = String::from_utf8(made.stdout).unwrap().trim().to_string();
+    let relay = Relay::node(
+        "127.0.0.1:0",
+        vec![
+            "--nats".into(),
+            url.clone(),
+            "--ca-file".into(),
+            ca.clone(),
+            "--auth".into(),
+        ],
+    );
+    let (s, b) = relay
+        .send(
+            json!({"from": "x", "to": "bob", "msg": "hi"}),
+            Some(&secret),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let revoked = token(&["revoke", "agent:alice"], &ca);
+    assert!(revoked.status.success(), "{revoked:?}");
+    let (s, _) = relay
+        .send(
+            json!({"from": "x", "to": "bob", "msg": "again"}),
+            Some(&secret),
+        )
+        .await;
+    assert_eq!(
+        s, 401,
+        "a revoked token is refused by a running node at once"
+    );
+    let list = String::from_utf8(token(&["list"], &ca).stdout).unwrap();
+    assert!(
+        list.contains("agent:alice") && list.contains("revoked"),
+        "{list}"
+    );
+    assert!(!list.contains(&secret));
+}

@@ -508,21 +508,38 @@ impl Nats {
         Self::start_node(dir, "n0", free_port(), None)
     }
 
-    /// One node of a cluster: `routes` are every node's route port, its
-    /// own `route_port` among them.
-    pub fn start_node(dir: &Path, name: &str, port: u16, cluster: Option<(u16, &[u16])>) -> Nats {
-        let store = dir.join(format!("nats-{name}"));
-        let mut args: Vec<String> = vec![
+    /// A single node that speaks only TLS, with this certificate and key.
+    pub fn start_tls(dir: &Path, cert: &str, key: &str) -> Nats {
+        let port = free_port();
+        let mut args = Self::node_args(dir, "tls0", port);
+        args.extend(["--tls", "--tlscert", cert, "--tlskey", key].map(String::from));
+        let nats = Nats {
+            child: Self::spawn(&args),
+            port,
+            args,
+        };
+        nats.wait_ready();
+        nats
+    }
+
+    fn node_args(dir: &Path, name: &str, port: u16) -> Vec<String> {
+        vec![
             "-a".into(),
             "127.0.0.1".into(),
             "-p".into(),
             port.to_string(),
             "-js".into(),
             "-sd".into(),
-            store.display().to_string(),
+            dir.join(format!("nats-{name}")).display().to_string(),
             "-n".into(),
             name.into(),
-        ];
+        ]
+    }
+
+    /// One node of a cluster: `routes` are every node's route port, its
+    /// own `route_port` among them.
+    pub fn start_node(dir: &Path, name: &str, port: u16, cluster: Option<(u16, &[u16])>) -> Nats {
+        let mut args = Self::node_args(dir, name, port);
         if let Some((route_port, routes)) = cluster {
             let list: Vec<String> = routes
                 .iter()

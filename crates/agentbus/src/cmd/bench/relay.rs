@@ -7,6 +7,11 @@
 //! Without `--url` it starts `agentbus relay` from this binary on a temp
 //! database. Memory needs the server's pid: known for a relay it started,
 //! `--pid` otherwise.
+//!
+//! With `--nats URL` it then starts 1, 2 and 3 relay nodes on that NATS
+//! JetStream (a fresh prefix each time), spreads the same send load and
+//! the latency run over the nodes (each message long-polled on a node
+//! other than the one it was sent to), and shows each against SQLite.
 
 use super::{median, percentile, sorted};
 use crate::cmd::bus::{Bus, DEFAULT_UA};
@@ -50,6 +55,13 @@ pub struct RelayBenchArgs {
     /// ratio are shown
     #[arg(long)]
     pub peer: Option<String>,
+    /// Also measure relay nodes on this NATS JetStream (comma-separated
+    /// URLs of one cluster), 1, 2 and 3 of them, against SQLite
+    #[arg(long, value_name = "URL[,URL...]")]
+    pub nats: Option<String>,
+    /// Replicas of the relay's stream and buckets on --nats
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub nats_replicas: u8,
 }
 
 /// A relay started for the bench.
@@ -60,12 +72,16 @@ struct OwnRelay {
 }
 
 impl OwnRelay {
-    fn start() -> anyhow::Result<OwnRelay> {
+    /// On a temp SQLite database, or with `store` (`--nats ...`).
+    fn start(store: Option<&[String]>) -> anyhow::Result<OwnRelay> {
         let dir = tempfile::tempdir()?;
+        let db = vec![
+            "--db".to_string(),
+            dir.path().join("relay.db").display().to_string(),
+        ];
         let mut child = std::process::Command::new(std::env::current_exe()?)
             .arg("relay")
-            .arg("--db")
-            .arg(dir.path().join("relay.db"))
+            .args(store.unwrap_or(&db))
             .args(["--listen", "127.0.0.1:0", "--recv-wait-s", "60"])
             .env("AGENTBUS_LOG", "warn")
             .stdout(Stdio::piped())
@@ -207,10 +223,10 @@ fn send_body(to: &str, msg: &str) -> Vec<u8> {
         .unwrap_or_default()
 }
 
-/// Sends per second over `secs` from `clients` keep-alive senders.
-/// Sends answered 200 per second, and how many sends failed (refused,
-/// dropped, or answered otherwise), over `secs`.
-async fn sends_per_s(url: &str, clients: usize, secs: u64) -> anyhow::Result<(f64, usize)> {
+/// Sends per second over `secs` from `clients` keep-alive senders, client
+/// c on `urls[c % n]`. Sends answered 200 per second, and how many sends
+/// failed (refused, dropped, or answered otherwise), over `secs`.
+async fn sends_per_s(urls: &[String], clients: usize, secs: u64) -> anyhow::Result<(f64, usize)> {
     let tag = run_tag();
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicUsize::new(0));
@@ -220,7 +236,7 @@ async fn sends_per_s(url: &str, clients: usize, secs: u64) -> anyhow::Result<(f6
         .map(|c| {
             let (stop, done, failed, tag) =
                 (stop.clone(), done.clone(), failed.clone(), tag.clone());
-            let client = RawClient::new(url);
+            let client = RawClient::new(&urls[c % urls.len()]);
             tokio::spawn(async move {
                 let mut client = client?;
                 let mut i = 0usize;
@@ -265,11 +281,17 @@ fn bench_bus(url: &str) -> anyhow::Result<Bus> {
 }
 
 /// Send → long-poll latencies (ms) at `rate` messages per second for
-/// `secs`, over 50 waiting recipients. A server that drops sends or
-/// loses messages is reported, not a reason to stop.
-async fn latencies(url: &str, rate: u64, secs: u64) -> anyhow::Result<Latencies> {
+/// `secs`, over 50 waiting recipients. Recipient r long-polls on
+/// `urls[r % n]`; its mail is sent to the next node, so with several
+/// nodes every message crosses from one to another. A server that drops
+/// sends or loses messages is reported, not a reason to stop.
+async fn latencies(urls: &[String], rate: u64, secs: u64) -> anyhow::Result<Latencies> {
     const RECIPIENTS: usize = 50;
-    let bus = bench_bus(url)?;
+    let buses = urls
+        .iter()
+        .map(|u| bench_bus(u))
+        .collect::<anyhow::Result<Vec<Bus>>>()?;
+    let n = buses.len();
     let tag = run_tag();
     let sent_at: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     let got: Arc<Mutex<Vec<f64>>> = Arc::default();
@@ -277,8 +299,12 @@ async fn latencies(url: &str, rate: u64, secs: u64) -> anyhow::Result<Latencies>
     let received = Arc::new(AtomicUsize::new(0));
     let receivers: Vec<_> = (0..RECIPIENTS)
         .map(|r| {
-            let (bus, sent_at, got, received) =
-                (bus.clone(), sent_at.clone(), got.clone(), received.clone());
+            let (bus, sent_at, got, received) = (
+                buses[r % n].clone(),
+                sent_at.clone(),
+                got.clone(),
+                received.clone(),
+            );
             let name = format!("l{tag}-{r}");
             tokio::spawn(async move {
                 let mut since = 0.0f64;
@@ -307,7 +333,7 @@ async fn latencies(url: &str, rate: u64, secs: u64) -> anyhow::Result<Latencies>
     let mut sends = Vec::with_capacity(total);
     for i in 0..total {
         tokio::time::sleep_until(t0 + gap * i as u32).await;
-        let (bus, sent_at) = (bus.clone(), sent_at.clone());
+        let (bus, sent_at) = (buses[(i % RECIPIENTS + 1) % n].clone(), sent_at.clone());
         let to = format!("l{tag}-{}", i % RECIPIENTS);
         sends.push(tokio::spawn(async move {
             let msg = format!("{i} {BODY}");
@@ -448,10 +474,10 @@ async fn burst(url: &str, n: usize) -> anyhow::Result<usize> {
 
 /// `args.runs` send runs against `url`: each run's rate, and the sends
 /// that failed over all of them.
-async fn send_runs(url: &str, args: &RelayBenchArgs) -> anyhow::Result<(Vec<f64>, usize)> {
+async fn send_runs(urls: &[String], args: &RelayBenchArgs) -> anyhow::Result<(Vec<f64>, usize)> {
     let (mut runs, mut failed) = (Vec::new(), 0);
     for _ in 0..args.runs.max(1) {
-        let (rate, f) = sends_per_s(url, args.clients.max(1), args.duration.max(1)).await?;
+        let (rate, f) = sends_per_s(urls, args.clients.max(1), args.duration.max(1)).await?;
         runs.push(rate);
         failed += f;
     }
@@ -498,7 +524,7 @@ pub async fn run(args: RelayBenchArgs) -> anyhow::Result<()> {
     crate::cmd::relay::raise_fd_limit();
     let own = match &args.url {
         Some(_) => None,
-        None => Some(OwnRelay::start()?),
+        None => Some(OwnRelay::start(None)?),
     };
     let url = match (&args.url, &own) {
         (Some(u), _) => u.trim_end_matches('/').to_string(),
@@ -514,7 +540,8 @@ pub async fn run(args: RelayBenchArgs) -> anyhow::Result<()> {
     outln!("relay benchmark: {url} ({who})\n");
     let mut rows: Vec<[String; 3]> = Vec::new();
 
-    let (runs, send_failed) = send_runs(&url, &args).await?;
+    let one = [url.clone()];
+    let (runs, send_failed) = send_runs(&one, &args).await?;
     rows.push([
         format!(
             "sends/s, {} keep-alive clients (median of {} runs of {} s)",
@@ -526,7 +553,7 @@ pub async fn run(args: RelayBenchArgs) -> anyhow::Result<()> {
         "≥ 20,000".into(),
     ]);
 
-    let lat = latencies(&url, args.rate.max(1), args.duration.max(1)).await?;
+    let lat = latencies(&one, args.rate.max(1), args.duration.max(1)).await?;
     rows.push([
         format!(
             "send → waiting long-poll, at {} msg/s: p50 / p99",
@@ -583,7 +610,7 @@ pub async fn run(args: RelayBenchArgs) -> anyhow::Result<()> {
     // The peer last, so its load (and what it leaves behind) cannot
     // touch the figures above.
     if let Some(p) = args.peer.as_deref().map(|p| p.trim_end_matches('/')) {
-        let (peer_runs, peer_failed) = send_runs(p, &args).await?;
+        let (peer_runs, peer_failed) = send_runs(&[p.to_string()], &args).await?;
         let (ours, theirs) = (median(runs.clone()), median(peer_runs.clone()));
         rows.insert(
             1,
@@ -606,12 +633,123 @@ pub async fn run(args: RelayBenchArgs) -> anyhow::Result<()> {
             ],
         );
     }
-    let w0 = rows.iter().map(|r| r[0].chars().count()).max().unwrap_or(0);
-    let w1 = rows.iter().map(|r| r[1].chars().count()).max().unwrap_or(0);
-    outln!("| {:w0$} | {:w1$} | target |", "what", "result");
-    outln!("|{}|{}|--------|", "-".repeat(w0 + 2), "-".repeat(w1 + 2));
-    for r in rows {
-        outln!("| {:w0$} | {:w1$} | {} |", r[0], r[1], r[2]);
+    table(&["what", "result", "target"], &rows);
+    if let Some(nats) = &args.nats {
+        outln!();
+        nats_rows(nats, &args, median(runs), &lat).await?;
     }
+    Ok(())
+}
+
+fn table<const N: usize>(head: &[&str; N], rows: &[[String; N]]) {
+    let widths: Vec<usize> = (0..N)
+        .map(|i| {
+            rows.iter()
+                .map(|r| r[i].chars().count())
+                .chain([head[i].chars().count()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |cells: Vec<String>| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!(" {c:w$} "))
+            .collect();
+        outln!("|{}|", padded.join("|"));
+    };
+    line(head.iter().map(ToString::to_string).collect());
+    outln!(
+        "|{}|",
+        widths
+            .iter()
+            .map(|w| "-".repeat(w + 2))
+            .collect::<Vec<_>>()
+            .join("|")
+    );
+    for r in rows {
+        line(r.to_vec());
+    }
+}
+
+/// 1, 2 and 3 relay nodes on the NATS JetStream at `nats`, against the
+/// SQLite figures (`sqlite_sends` per second, `sqlite_lat`).
+async fn nats_rows(
+    nats: &str,
+    args: &RelayBenchArgs,
+    sqlite_sends: f64,
+    sqlite_lat: &Latencies,
+) -> anyhow::Result<()> {
+    outln!(
+        "relay nodes on NATS JetStream at {} ({} replica{}), against the SQLite relay above\n",
+        agentbus_relay::nats::redact_urls(nats),
+        args.nats_replicas,
+        if args.nats_replicas == 1 { "" } else { "s" }
+    );
+    let mut rows: Vec<[String; 4]> = Vec::new();
+    for nodes in 1..=3usize {
+        let prefix = format!("bench{}n{nodes}", run_tag());
+        let store = vec![
+            "--nats".to_string(),
+            nats.to_string(),
+            "--nats-replicas".into(),
+            args.nats_replicas.to_string(),
+            "--nats-prefix".into(),
+            prefix.clone(),
+        ];
+        let own = (0..nodes)
+            .map(|_| OwnRelay::start(Some(&store)))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let urls: Vec<String> = own.iter().map(|o| o.url.clone()).collect();
+        let (runs, failed) = send_runs(&urls, args).await?;
+        let sends = median(runs.clone());
+        rows.push([
+            format!("sends/s, {nodes} node{}", if nodes == 1 { "" } else { "s" }),
+            runs_cell(&runs, failed),
+            format!(
+                "{:.2}× ({} per node)",
+                sends / sqlite_sends.max(1.0),
+                thousands(sends / nodes as f64)
+            ),
+            if nodes == 2 {
+                "≥ 0.5× per node".into()
+            } else {
+                String::new()
+            },
+        ]);
+        let lat = latencies(&urls, args.rate.max(1), args.duration.max(1)).await?;
+        let (p50, p99) = (percentile(&lat.ms, 0.5), percentile(&lat.ms, 0.99));
+        rows.push([
+            format!(
+                "  send → long-poll{}, at {} msg/s: p50 / p99",
+                if nodes > 1 { " on another node" } else { "" },
+                args.rate
+            ),
+            format!(
+                "{p50:.2} / {p99:.2} ms ({} messages{}{})",
+                lat.ms.len(),
+                note(lat.send_failed, "sends failed"),
+                note(lat.missing, "accepted, never received"),
+            ),
+            format!(
+                "{:.1}× / {:.1}× the latency",
+                p50 / percentile(&sqlite_lat.ms, 0.5).max(0.001),
+                p99 / percentile(&sqlite_lat.ms, 0.99).max(0.001)
+            ),
+            String::new(),
+        ]);
+        drop(own);
+        // What this run stored goes with it.
+        let opts = agentbus_relay::nats::NatsOptions {
+            prefix,
+            replicas: usize::from(args.nats_replicas),
+            ..agentbus_relay::nats::NatsOptions::new(nats)
+        };
+        if let Err(e) = agentbus_relay::nats::NatsStorage::remove(&opts).await {
+            eprintln!("note: could not delete the bench's JetStream data: {e}");
+        }
+    }
+    table(&["what", "result", "against SQLite", "target"], &rows);
     Ok(())
 }
