@@ -487,3 +487,54 @@ async fn a_relay_reaches_nats_over_tls_and_tokens_are_made_from_another_machine(
     );
     assert!(!list.contains(&secret));
 }
+
+#[tokio::test]
+async fn any_name_is_a_queue_of_its_own_on_jetstream() {
+    // Names become NATS subject tokens: dots, wildcards, spaces and any
+    // Unicode must neither collide nor reach another queue.
+    let dir = tempfile::tempdir().unwrap();
+    let nats = Nats::start(dir.path());
+    let relay = Relay::node("127.0.0.1:0", vec!["--nats".into(), nats.url()]);
+    let long = "é".repeat(128);
+    let names = [
+        "a.b",
+        "a",
+        "b",
+        "*",
+        ">",
+        "a.>",
+        "a b",
+        "$JS.API",
+        "日本語",
+        long.as_str(),
+    ];
+    for (i, to) in names.iter().enumerate() {
+        for channel in ["default", "x.y", "*"] {
+            let (s, b) = relay
+                .send(
+                    json!({"from": "f", "to": to, "msg": format!("{i} {channel}"), "channel": channel}),
+                    None,
+                )
+                .await;
+            assert_eq!(s, 200, "{to:?} {channel}: {b}");
+        }
+    }
+    for (i, to) in names.iter().enumerate() {
+        for channel in ["default", "x.y", "*"] {
+            let q: String = url::form_urlencoded::Serializer::new(String::new())
+                .append_pair("to", to)
+                .append_pair("channel", channel)
+                .finish();
+            let (_, page) = relay.get(&format!("/recv?{q}"), None).await;
+            let got: Vec<&str> = page["messages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["msg"].as_str().unwrap())
+                .collect();
+            assert_eq!(got, [format!("{i} {channel}")], "{to:?} {channel}");
+        }
+    }
+    let (_, inbox) = relay.get("/inbox", None).await;
+    assert_eq!(inbox["recipients"]["x.y"][long.as_str()], 1, "{inbox}");
+}

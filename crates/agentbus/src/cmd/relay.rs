@@ -44,7 +44,9 @@ pub struct RelayArgs {
     pub tls_key: Option<PathBuf>,
     /// Keep everything in NATS JetStream instead of --db: any number of
     /// relay nodes given the same URLs serve one relay (comma-separated
-    /// nats:// or tls:// URLs of one cluster)
+    /// nats:// or tls:// URLs of one cluster) [default:
+    /// $AGENTBUS_RELAY_NATS, where a URL with a password belongs: a flag
+    /// shows in `ps`]
     #[arg(
         long,
         global = true,
@@ -53,7 +55,7 @@ pub struct RelayArgs {
     )]
     pub nats: Option<String>,
     /// Replicas of the JetStream stream and buckets (at most the cluster's size)
-    #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=5), requires = "nats")]
+    #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=5))]
     pub nats_replicas: u8,
     /// Names the stream, buckets and subjects, so several relays can share one NATS
     #[arg(long, global = true, default_value = "agentbus", value_name = "NAME")]
@@ -117,7 +119,15 @@ fn nats_options(args: &RelayArgs, urls: &str) -> NatsOptions {
 
 pub async fn run(args: RelayArgs, data_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let db = db_path(&args, data_dir.as_deref());
-    let nats = args.nats.as_deref().map(|urls| nats_options(&args, urls));
+    let urls = args.nats.clone().or_else(|| {
+        std::env::var("AGENTBUS_RELAY_NATS")
+            .ok()
+            .filter(|u| !u.trim().is_empty())
+    });
+    if urls.is_some() && args.db.is_some() {
+        bail!("--db and NATS (--nats or AGENTBUS_RELAY_NATS) exclude each other: say one");
+    }
+    let nats = urls.as_deref().map(|urls| nats_options(&args, urls));
     if let Some(RelayCommand::Token { command }) = args.command {
         if let Some(nats) = &nats {
             let storage = NatsStorage::connect(nats).await?;

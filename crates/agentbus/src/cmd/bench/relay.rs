@@ -365,6 +365,49 @@ async fn latencies(urls: &[String], rate: u64, secs: u64) -> anyhow::Result<Late
     })
 }
 
+/// How the waiters and the burst reach the server: raw HTTP/1.1 on a
+/// fresh TCP connection each, or for `https://` an HTTPS client (each
+/// request in flight is a connection of its own), trusting
+/// `AGENTBUS_CA_FILE`.
+#[derive(Clone)]
+enum Getter {
+    Raw { addr: String, host: String },
+    Tls { base: String, http: reqwest::Client },
+}
+
+impl Getter {
+    fn new(url: &str) -> anyhow::Result<Getter> {
+        if url.starts_with("https://") {
+            let tls = agentbus_daemon::tls::ClientTls::from_args_or_env(None, false);
+            let http = tls
+                .builder()
+                .map_err(anyhow::Error::msg)?
+                .pool_max_idle_per_host(0)
+                .build()?;
+            return Ok(Getter::Tls {
+                base: url.to_string(),
+                http,
+            });
+        }
+        let (addr, host) = host_of(url)?;
+        Ok(Getter::Raw { addr, host })
+    }
+
+    /// The body of a 200 answer to `GET path`.
+    async fn get(&self, path: &str) -> anyhow::Result<Vec<u8>> {
+        match self {
+            Getter::Raw { addr, host } => raw_get(addr, host, path).await,
+            Getter::Tls { base, http } => {
+                let resp = http.get(format!("{base}{path}")).send().await?;
+                if resp.status() != 200 {
+                    bail!("answered {}", resp.status());
+                }
+                Ok(resp.bytes().await?.to_vec())
+            }
+        }
+    }
+}
+
 /// One HTTP/1.1 GET on a fresh connection; the response body.
 async fn raw_get(addr: &str, host: &str, path: &str) -> anyhow::Result<Vec<u8>> {
     let mut s = tokio::net::TcpStream::connect(addr).await?;
@@ -398,17 +441,15 @@ fn host_of(url: &str) -> anyhow::Result<(String, String)> {
 /// then wakes each with its own message. Returns (KB per waiter if the
 /// pid is known, how many got exactly their message).
 async fn waiters(url: &str, pid: Option<u32>, n: usize) -> anyhow::Result<(Option<f64>, usize)> {
-    let (addr, host) = host_of(url)?;
+    let getter = Getter::new(url)?;
     let tag = run_tag();
     let bus = bench_bus(url)?;
     let before = pid.and_then(rss_kb);
     let mut held = Vec::with_capacity(n);
     for i in 0..n {
-        let (addr, host) = (addr.clone(), host.clone());
+        let getter = getter.clone();
         let path = format!("/recv?to=w{tag}-{i}&block=true");
-        held.push(tokio::spawn(
-            async move { raw_get(&addr, &host, &path).await },
-        ));
+        held.push(tokio::spawn(async move { getter.get(&path).await }));
         // Connect in waves, as clients would arrive, not one SYN flood.
         if i % 500 == 499 {
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -450,16 +491,14 @@ async fn waiters(url: &str, pid: Option<u32>, n: usize) -> anyhow::Result<(Optio
 /// `n` simultaneous new connections asking `/recv` (not blocking): how
 /// many are answered.
 async fn burst(url: &str, n: usize) -> anyhow::Result<usize> {
-    let (addr, host) = host_of(url)?;
+    let getter = Getter::new(url)?;
     let gate = Arc::new(tokio::sync::Barrier::new(n));
     let tasks: Vec<_> = (0..n)
         .map(|i| {
-            let (addr, host, gate) = (addr.clone(), host.clone(), gate.clone());
+            let (getter, gate) = (getter.clone(), gate.clone());
             tokio::spawn(async move {
                 gate.wait().await;
-                raw_get(&addr, &host, &format!("/recv?to=burst-{i}"))
-                    .await
-                    .is_ok()
+                getter.get(&format!("/recv?to=burst-{i}")).await.is_ok()
             })
         })
         .collect();
