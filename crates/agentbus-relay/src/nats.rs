@@ -222,6 +222,17 @@ fn unhexed(s: &str) -> Option<String> {
     String::from_utf8(hex::decode(s).ok()?).ok()
 }
 
+/// The value and revision of `key`, unless it is absent or deleted.
+async fn live(store: &kv::Store, key: String, what: &str) -> Result<Option<(Bytes, u64)>> {
+    let entry = store
+        .entry(key)
+        .await
+        .map_err(|e| backend(&format!("cannot read {what}"), e))?;
+    Ok(entry
+        .filter(|e| e.operation == kv::Operation::Put)
+        .map(|e| (e.value, e.revision)))
+}
+
 /// The (channel, recipient) of a message subject under `subjects`.
 fn queue_of(subjects: &str, subject: &str) -> Option<QueueKey> {
     let rest = subject.strip_prefix(subjects)?.strip_prefix('.')?;
@@ -542,29 +553,19 @@ impl NatsStorage {
     }
 
     async fn binding(&self, agent: &str) -> Result<Option<(Binding, u64)>> {
-        let entry = self
-            .inner
-            .bindings
-            .entry(format!("a.{}", hexed(agent)))
-            .await
-            .map_err(|e| backend("cannot read a binding", e))?;
-        Ok(entry
-            .filter(|e| e.operation == kv::Operation::Put)
-            .and_then(|e| Some((serde_json::from_slice(&e.value).ok()?, e.revision))))
+        let found = live(
+            &self.inner.bindings,
+            format!("a.{}", hexed(agent)),
+            "a binding",
+        )
+        .await?;
+        Ok(found.and_then(|(v, rev)| Some((serde_json::from_slice(&v).ok()?, rev))))
     }
 
     async fn claimed_by(&self, consumer: &str) -> Result<(Vec<String>, Option<u64>)> {
-        let entry = self
-            .inner
-            .bindings
-            .entry(format!("c.{}", hexed(consumer)))
-            .await
-            .map_err(|e| backend("cannot read a binding", e))?;
-        Ok(match entry.filter(|e| e.operation == kv::Operation::Put) {
-            Some(e) => (
-                serde_json::from_slice(&e.value).unwrap_or_default(),
-                Some(e.revision),
-            ),
+        let key = format!("c.{}", hexed(consumer));
+        Ok(match live(&self.inner.bindings, key, "a binding").await? {
+            Some((v, rev)) => (serde_json::from_slice(&v).unwrap_or_default(), Some(rev)),
             None => (Vec::new(), None),
         })
     }
@@ -578,27 +579,13 @@ impl NatsStorage {
     }
 
     async fn token_record(&self, digest: &str) -> Result<Option<(TokenRecord, u64)>> {
-        let entry = self
-            .inner
-            .tokens
-            .entry(format!("d.{digest}"))
-            .await
-            .map_err(|e| backend("cannot read a token", e))?;
-        Ok(entry
-            .filter(|e| e.operation == kv::Operation::Put)
-            .and_then(|e| Some((serde_json::from_slice(&e.value).ok()?, e.revision))))
+        let found = live(&self.inner.tokens, format!("d.{digest}"), "a token").await?;
+        Ok(found.and_then(|(v, rev)| Some((serde_json::from_slice(&v).ok()?, rev))))
     }
 
     async fn digest_of(&self, name: &str) -> Result<Option<(String, u64)>> {
-        let entry = self
-            .inner
-            .tokens
-            .entry(format!("n.{}", hexed(name)))
-            .await
-            .map_err(|e| backend("cannot read a token", e))?;
-        Ok(entry
-            .filter(|e| e.operation == kv::Operation::Put)
-            .and_then(|e| Some((String::from_utf8(e.value.to_vec()).ok()?, e.revision))))
+        let found = live(&self.inner.tokens, format!("n.{}", hexed(name)), "a token").await?;
+        Ok(found.and_then(|(v, rev)| Some((String::from_utf8(v.to_vec()).ok()?, rev))))
     }
 }
 
