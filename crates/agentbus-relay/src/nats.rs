@@ -263,6 +263,15 @@ impl NatsStorage {
             return Err(StorageError::Backend("no NATS URL given".into()));
         }
         let mut connect = async_nats::ConnectOptions::new()
+            .event_callback(|event| async move {
+                match event {
+                    async_nats::Event::Disconnected => {
+                        tracing::warn!("lost the connection to NATS; reconnecting")
+                    }
+                    async_nats::Event::Connected => tracing::info!("connected to NATS"),
+                    other => tracing::info!(event = %other, "NATS"),
+                }
+            })
             .name("agentbus-relay")
             .connection_timeout(Duration::from_secs(5))
             .request_timeout(Some(Duration::from_secs(10)));

@@ -132,8 +132,10 @@ pub struct JsonFlag {
 
 pub fn init_logging(cli: &Cli) {
     use tracing_subscriber::EnvFilter;
-    let default = match cli.command {
-        Command::Daemon(_) | Command::Relay(_) => "info",
+    let default = match &cli.command {
+        Command::Daemon(_) => "info",
+        // The relay logs NATS connection changes itself.
+        Command::Relay(r) if r.command.is_none() => "info,async_nats=warn",
         _ => "warn",
     };
     let filter = std::env::var("AGENTBUS_LOG")

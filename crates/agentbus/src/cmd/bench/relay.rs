@@ -141,21 +141,39 @@ struct RawClient {
     host: String,
     stream: Option<tokio::net::TcpStream>,
     buf: Vec<u8>,
+    /// For `https://`: a client keeping its one connection alive.
+    tls: Option<(String, reqwest::Client)>,
 }
 
 impl RawClient {
     fn new(url: &str) -> anyhow::Result<RawClient> {
         let (addr, host) = host_of(url)?;
+        let tls = match Getter::new(url)? {
+            Getter::Tls { base, http } => Some((base, http)),
+            Getter::Raw { .. } => None,
+        };
         Ok(RawClient {
             addr,
             host,
             stream: None,
             buf: Vec::with_capacity(4096),
+            tls,
         })
     }
 
     /// POSTs a JSON body; the status.
     async fn post(&mut self, path: &str, body: &[u8]) -> anyhow::Result<u16> {
+        if let Some((base, http)) = &self.tls {
+            let resp = http
+                .post(format!("{base}{path}"))
+                .header("content-type", "application/json")
+                .body(body.to_vec())
+                .send()
+                .await?;
+            let status = resp.status().as_u16();
+            resp.bytes().await?;
+            return Ok(status);
+        }
         for attempt in 0..2 {
             if self.stream.is_none() {
                 let s = tokio::net::TcpStream::connect(&self.addr).await?;
@@ -367,8 +385,8 @@ async fn latencies(urls: &[String], rate: u64, secs: u64) -> anyhow::Result<Late
 
 /// How the waiters and the burst reach the server: raw HTTP/1.1 on a
 /// fresh TCP connection each, or for `https://` an HTTPS client (each
-/// request in flight is a connection of its own), trusting
-/// `AGENTBUS_CA_FILE`.
+/// request in flight is a connection of its own; an idle one is kept for
+/// the next), trusting `AGENTBUS_CA_FILE`.
 #[derive(Clone)]
 enum Getter {
     Raw { addr: String, host: String },
@@ -379,11 +397,7 @@ impl Getter {
     fn new(url: &str) -> anyhow::Result<Getter> {
         if url.starts_with("https://") {
             let tls = agentbus_daemon::tls::ClientTls::from_args_or_env(None, false);
-            let http = tls
-                .builder()
-                .map_err(anyhow::Error::msg)?
-                .pool_max_idle_per_host(0)
-                .build()?;
+            let http = tls.builder().map_err(anyhow::Error::msg)?.build()?;
             return Ok(Getter::Tls {
                 base: url.to_string(),
                 http,
