@@ -341,8 +341,19 @@ async fn call<T: serde::de::DeserializeOwned>(
                 return Ok(v);
             }
             Err((status, e)) => {
-                let next = status
-                    .is_none_or(|s| s.is_server_error() && s != StatusCode::INSUFFICIENT_STORAGE);
+                // What every node of one relay would answer alike (a
+                // refusal, a size, a full queue) is the answer; anything
+                // else may be this node's own trouble.
+                let next = status.is_none_or(|s| {
+                    !matches!(
+                        s,
+                        StatusCode::BAD_REQUEST
+                            | StatusCode::UNAUTHORIZED
+                            | StatusCode::FORBIDDEN
+                            | StatusCode::PAYLOAD_TOO_LARGE
+                            | StatusCode::INSUFFICIENT_STORAGE
+                    )
+                });
                 if !next {
                     return Err(e);
                 }

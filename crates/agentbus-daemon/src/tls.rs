@@ -62,7 +62,9 @@ impl ClientTls {
     /// like, then `build()`.
     pub fn builder(&self) -> Result<reqwest::ClientBuilder, String> {
         install_crypto();
-        let mut b = reqwest::Client::builder();
+        // A host that does not answer is known as such in seconds, so a
+        // daemon given several relay nodes moves on.
+        let mut b = reqwest::Client::builder().connect_timeout(std::time::Duration::from_secs(5));
         if let Some(path) = &self.ca_file {
             b = b.tls_certs_merge(read_ca_file(path)?);
         }

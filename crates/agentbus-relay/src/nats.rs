@@ -41,6 +41,7 @@ use async_nats::jetstream::{self, kv, stream};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -61,6 +62,10 @@ pub struct NatsOptions {
     pub queue_cap: u64,
     /// A PEM file of CAs to trust for `tls://` NATS URLs, beside the system's.
     pub ca_file: Option<std::path::PathBuf>,
+    /// A relay node: follows the stream, and brings the retention and
+    /// replicas of an existing stream and buckets to these options. Off
+    /// for `agentbus relay token`, which only reads and writes tokens.
+    pub serve: bool,
 }
 
 impl NatsOptions {
@@ -72,6 +77,7 @@ impl NatsOptions {
             retention: Duration::from_secs(7 * 86_400),
             queue_cap: 100_000,
             ca_file: None,
+            serve: true,
         }
     }
 }
@@ -202,6 +208,8 @@ struct Inner {
     index: Mutex<Index>,
     /// The last stream seq indexed.
     indexed: watch::Sender<u64>,
+    /// The follower's consumer is delivering.
+    following: AtomicBool,
     waiters: Waiters,
     follower: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
@@ -296,7 +304,9 @@ impl NatsStorage {
                 Err(e) => return Err(e),
             }
         };
-        storage.follow().await?;
+        if opts.serve {
+            storage.follow().await?;
+        }
         Ok(storage)
     }
 
@@ -324,10 +334,15 @@ impl NatsStorage {
             .map_err(|e| backend("cannot read the JetStream stream", e))?
             .config
             .clone();
-        if have.max_age != config.max_age || have.num_replicas != config.num_replicas {
-            tracing::info!(
+        if opts.serve
+            && (have.max_age != config.max_age || have.num_replicas != config.num_replicas)
+        {
+            tracing::warn!(
                 stream = config.name,
-                "updating the stream's retention and replicas"
+                retention_s = config.max_age.as_secs(),
+                replicas = config.num_replicas,
+                "changing the stream's retention and replicas to this node's (every relay node \
+                 should be given the same)"
             );
             js.update_stream(config)
                 .await
@@ -361,7 +376,8 @@ impl NatsStorage {
                 .info()
                 .await
                 .map_err(|e| backend(&format!("cannot read the {name} bucket"), e))?;
-            if have.config.allow_direct || have.config.num_replicas != opts.replicas {
+            if have.config.allow_direct || (opts.serve && have.config.num_replicas != opts.replicas)
+            {
                 js.update_stream(config)
                     .await
                     .map_err(|e| backend(&format!("cannot update the {name} bucket"), e))?;
@@ -385,6 +401,7 @@ impl NatsStorage {
                 queue_cap: opts.queue_cap,
                 index: Mutex::new(Index::default()),
                 indexed: watch::channel(0).0,
+                following: AtomicBool::new(false),
                 waiters: Waiters::default(),
                 follower: Mutex::new(None),
             }),
@@ -418,14 +435,20 @@ impl NatsStorage {
     /// Starts following the stream, and waits until everything stored
     /// before now is indexed.
     async fn follow(&self) -> Result<()> {
-        let last = self
+        let state = self
             .inner
             .stream
             .get_info()
             .await
             .map_err(|e| backend("cannot read the JetStream stream", e))?
-            .state
-            .last_sequence;
+            .state;
+        let last = state.last_sequence;
+        if state.messages == 0 {
+            // Empty, or everything expired: nothing to index; follow on
+            // from its last sequence.
+            lock(&self.inner.index).last_seq = last;
+            self.inner.indexed.send_replace(last);
+        }
         let weak = Arc::downgrade(&self.inner);
         let task = tokio::spawn(async move {
             let mut delay = Duration::from_millis(100);
@@ -444,7 +467,31 @@ impl NatsStorage {
             }
         });
         *lock(&self.inner.follower) = Some(task);
-        self.indexed_up_to(last, Duration::from_secs(120)).await
+        // A long stream takes a while: wait as long as indexing moves.
+        let mut rx = self.inner.indexed.subscribe();
+        loop {
+            if *rx.borrow_and_update() >= last {
+                break;
+            }
+            if tokio::time::timeout(Duration::from_secs(20), rx.changed())
+                .await
+                .is_err()
+            {
+                return Err(StorageError::Backend(format!(
+                    "indexing the JetStream stream stalled before message {last}"
+                )));
+            }
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while !self.inner.following.load(Ordering::Acquire) {
+            if tokio::time::Instant::now() > deadline {
+                return Err(StorageError::Backend(
+                    "could not start following the JetStream stream".into(),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(())
     }
 
     /// One ordered consumer from the next unindexed seq, until it ends
@@ -469,21 +516,42 @@ impl NatsStorage {
             })
             .await
             .map_err(|e| backend("cannot follow the stream", e))?;
-        drop(inner);
         let mut messages = consumer
             .messages()
             .await
             .map_err(|e| backend("cannot follow the stream", e))?;
+        inner.following.store(true, Ordering::Release);
+        drop(inner);
+        let ended = |weak: &std::sync::Weak<Inner>| {
+            if let Some(inner) = weak.upgrade() {
+                inner.following.store(false, Ordering::Release);
+            }
+        };
         while let Some(m) = messages.next().await {
             let Some(inner) = weak.upgrade() else {
                 return Ok(());
             };
-            let m = m.map_err(|e| backend("following the stream", e))?;
+            let m = match m {
+                Ok(m) => m,
+                Err(e) => {
+                    ended(weak);
+                    return Err(backend("following the stream", e));
+                }
+            };
             let Ok(info) = m.info() else { continue };
             let seq = info.stream_sequence;
+            if seq <= lock(&inner.index).last_seq {
+                // The client recreated the consumer from the start (it
+                // does before its first message): start again after what
+                // is indexed instead of reading the stream again.
+                ended(weak);
+                return Ok(());
+            }
             let stored_s = info.published.unix_timestamp_nanos() as f64 / 1e9;
             let Some(key) = queue_of(&subjects, m.subject.as_str()) else {
                 tracing::warn!(subject = %m.subject, "a message on a subject the relay does not use");
+                lock(&inner.index).last_seq = seq;
+                inner.indexed.send_replace(seq);
                 continue;
             };
             let id = m
@@ -498,6 +566,7 @@ impl NatsStorage {
                 inner.waiters.notify(&to);
             }
         }
+        ended(weak);
         Ok(())
     }
 
@@ -515,13 +584,16 @@ impl NatsStorage {
     /// Read from any replica first; one that does not have it yet (a
     /// replica may lag the leader the index was told by) sends the read
     /// to the stream's leader, whose "not found" means deleted.
+    /// A message that is not a relay record, or whose record names
+    /// another queue than its subject (written by something else with
+    /// access to the stream), is skipped and logged.
     async fn records(&self, seqs: &[u64]) -> Result<Vec<Option<Record>>> {
         let gets = seqs.iter().map(|&s| async move {
-            let payload = match self.inner.stream.direct_get(s).await {
-                Ok(m) => m.payload,
+            let m = match self.inner.stream.direct_get(s).await {
+                Ok(m) => m,
                 Err(e) if e.kind() == stream::DirectGetErrorKind::NotFound => {
                     match self.inner.stream.get_raw_message(s).await {
-                        Ok(m) => m.payload,
+                        Ok(m) => m,
                         Err(e) if e.kind() == stream::RawMessageErrorKind::NoMessageFound => {
                             return Ok(None);
                         }
@@ -530,9 +602,17 @@ impl NatsStorage {
                 }
                 Err(e) => return Err(backend("cannot read a message", e)),
             };
-            serde_json::from_slice::<Record>(&payload)
-                .map(Some)
-                .map_err(|e| backend(&format!("message {s} is not a relay record"), e))
+            match serde_json::from_slice::<Record>(&m.payload) {
+                Ok(r) if m.subject.as_str() == self.subject(&r.channel, &r.to) => Ok(Some(r)),
+                Ok(_) => {
+                    tracing::warn!(seq = s, "a record whose queue is not its subject's; skipped");
+                    Ok(None)
+                }
+                Err(e) => {
+                    tracing::warn!(seq = s, error = %e, "a message that is not a relay record; skipped");
+                    Ok(None)
+                }
+            }
         });
         futures_util::future::try_join_all(gets).await
     }
@@ -580,10 +660,24 @@ impl NatsStorage {
     }
 
     /// Writes `key` only if it is still at `revision` (`None`: absent).
-    async fn put_if(store: &kv::Store, key: &str, value: Vec<u8>, revision: Option<u64>) -> bool {
+    /// `Ok(false)`: it changed meanwhile.
+    async fn put_if(
+        store: &kv::Store,
+        key: &str,
+        value: Vec<u8>,
+        revision: Option<u64>,
+    ) -> Result<bool> {
         match revision {
-            Some(r) => store.update(key, value.into(), r).await.is_ok(),
-            None => store.create(key, value.into()).await.is_ok(),
+            Some(r) => match store.update(key, value.into(), r).await {
+                Ok(_) => Ok(true),
+                Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(false),
+                Err(e) => Err(backend("cannot write to a bucket", e)),
+            },
+            None => match store.create(key, value.into()).await {
+                Ok(_) => Ok(true),
+                Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Ok(false),
+                Err(e) => Err(backend("cannot write to a bucket", e)),
+            },
         }
     }
 
@@ -694,12 +788,23 @@ impl Storage for NatsStorage {
                 None => (Vec::new(), false, ix.last_ts),
             }
         };
+        if let Some(why) = self.unavailable() {
+            return Err(StorageError::Backend(why));
+        }
         let (page, cut) = self.load(&picked, max_bytes).await?;
-        let last = page.last().map(|p| p.1);
-        let now = match last {
-            Some(ts) if cut || more => ts,
-            Some(ts) => ts.max(indexed_ts),
-            None => indexed_ts,
+        let now = if cut {
+            // Cut by bytes: come back right after the last returned.
+            page.last().map_or(since, |p| p.1)
+        } else if more {
+            // Cut at `max`: right after the last picked (returned, or
+            // deleted by JetStream since it was indexed).
+            picked.last().map_or(since, |p| p.1)
+        } else {
+            // Everything indexed was looked at. Never below `since`: a
+            // node that lags another must not send a client back.
+            page.last()
+                .map_or(indexed_ts, |p| p.1.max(indexed_ts))
+                .max(since)
         };
         Ok(Fetched {
             messages: page
@@ -721,6 +826,9 @@ impl Storage for NatsStorage {
         max: u32,
         max_bytes: usize,
     ) -> Result<Vec<RelayEnvelope>> {
+        if let Some(why) = self.unavailable() {
+            return Err(StorageError::Backend(why));
+        }
         let cursors = futures_util::future::try_join_all(agents.iter().map(|a| async move {
             let v = self
                 .inner
@@ -777,25 +885,25 @@ impl Storage for NatsStorage {
         for (agent, seq) in acks {
             let key = format!("{}.{}", hexed(consumer), hexed(&agent));
             // Only forward, whoever else writes meanwhile.
+            let mut done = false;
             for _ in 0..16 {
-                let entry = self
-                    .inner
-                    .cursors
-                    .entry(&key)
-                    .await
-                    .map_err(|e| backend("cannot read a cursor", e))?
-                    .filter(|e| e.operation == kv::Operation::Put);
+                let entry = live(&self.inner.cursors, key.clone(), "a cursor").await?;
                 let have: i64 = entry
                     .as_ref()
-                    .and_then(|e| std::str::from_utf8(&e.value).ok()?.parse().ok())
+                    .and_then(|(v, _)| std::str::from_utf8(v).ok()?.parse().ok())
                     .unwrap_or(0);
-                if have >= seq {
-                    break;
-                }
                 let value = seq.to_string().into_bytes();
-                if Self::put_if(&self.inner.cursors, &key, value, entry.map(|e| e.revision)).await {
+                if have >= seq
+                    || Self::put_if(&self.inner.cursors, &key, value, entry.map(|(_, r)| r)).await?
+                {
+                    done = true;
                     break;
                 }
+            }
+            if !done {
+                return Err(StorageError::Backend(format!(
+                    "the cursor of {agent} kept changing; not acked"
+                )));
             }
         }
         Ok(())
@@ -861,7 +969,7 @@ impl Storage for NatsStorage {
             })
             .map_err(|e| backend("cannot encode a binding", e))?;
             let key = format!("a.{}", hexed(a));
-            if !Self::put_if(&self.inner.bindings, &key, value, revisions.get(a).copied()).await {
+            if !Self::put_if(&self.inner.bindings, &key, value, revisions.get(a).copied()).await? {
                 // Another claim changed it first: not ours this time.
                 bound.retain(|b| b != a);
             }
@@ -875,20 +983,34 @@ impl Storage for NatsStorage {
                     .await;
             }
         }
-        let mut listed = bound.clone();
-        listed.sort();
-        let mut was = before.clone();
-        was.sort();
-        if listed != was {
+        // The consumer's list (what `bound` checks): merged with what
+        // another claim of the same consumer wrote meanwhile.
+        let key = format!("c.{}", hexed(consumer));
+        let (mut listed, mut rev) = (before, list_rev);
+        for _ in 0..8 {
+            let mut want: Vec<String> = listed
+                .iter()
+                .filter(|a| {
+                    !release.contains(a)
+                        && !agents.contains(a)
+                        && current.get(*a).is_none_or(|(who, _)| who == consumer)
+                })
+                .chain(bound.iter())
+                .cloned()
+                .collect();
+            want.sort();
+            want.dedup();
+            let mut was = listed.clone();
+            was.sort();
+            if want == was {
+                break;
+            }
             let value =
-                serde_json::to_vec(&listed).map_err(|e| backend("cannot encode a binding", e))?;
-            Self::put_if(
-                &self.inner.bindings,
-                &format!("c.{}", hexed(consumer)),
-                value,
-                list_rev,
-            )
-            .await;
+                serde_json::to_vec(&want).map_err(|e| backend("cannot encode a binding", e))?;
+            if Self::put_if(&self.inner.bindings, &key, value, rev).await? {
+                break;
+            }
+            (listed, rev) = self.claimed_by(consumer).await?;
         }
         Ok(bound)
     }
@@ -956,15 +1078,17 @@ impl Storage for NatsStorage {
             digest.as_bytes().to_vec(),
             named.map(|(_, rev)| rev),
         )
-        .await
+        .await?
         {
             return Ok(false);
         }
-        self.inner
-            .tokens
-            .put(format!("d.{digest}"), record.into())
-            .await
-            .map_err(|e| backend("cannot store a token", e))?;
+        // A digest is one token's: never overwritten (a name whose record
+        // is missing counts as free, so a failure here leaves no harm).
+        if !Self::put_if(&self.inner.tokens, &format!("d.{digest}"), record, None).await? {
+            return Err(StorageError::Backend(
+                "a token with this secret exists already".into(),
+            ));
+        }
         Ok(true)
     }
 
@@ -981,7 +1105,7 @@ impl Storage for NatsStorage {
             }
             t.revoked_ms = Some(agentbus_proto::now_ms());
             let value = serde_json::to_vec(&t).map_err(|e| backend("cannot encode a token", e))?;
-            if Self::put_if(&self.inner.tokens, &format!("d.{digest}"), value, Some(rev)).await {
+            if Self::put_if(&self.inner.tokens, &format!("d.{digest}"), value, Some(rev)).await? {
                 return Ok(true);
             }
         }
@@ -1029,10 +1153,13 @@ impl Storage for NatsStorage {
     }
 
     fn unavailable(&self) -> Option<String> {
-        match self.inner.js_client().connection_state() {
-            async_nats::connection::State::Connected => None,
-            _ => Some("this relay node has lost its connection to NATS".into()),
+        if self.inner.js_client().connection_state() != async_nats::connection::State::Connected {
+            return Some("this relay node has lost its connection to NATS".into());
         }
+        if lock(&self.inner.follower).is_some() && !self.inner.following.load(Ordering::Acquire) {
+            return Some("this relay node is not following the JetStream stream".into());
+        }
+        None
     }
 }
 

@@ -130,7 +130,12 @@ pub async fn run(args: RelayArgs, data_dir: Option<PathBuf>) -> anyhow::Result<E
     let nats = urls.as_deref().map(|urls| nats_options(&args, urls));
     if let Some(RelayCommand::Token { command }) = args.command {
         if let Some(nats) = &nats {
-            let storage = NatsStorage::connect(nats).await?;
+            // Tokens only: no following the stream, no changing its settings.
+            let nats = NatsOptions {
+                serve: false,
+                ..nats.clone()
+            };
+            let storage = NatsStorage::connect(&nats).await?;
             return token(&storage, command).await;
         }
         if !db.exists() && !matches!(command, TokenCommand::Create { .. }) {
