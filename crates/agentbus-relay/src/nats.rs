@@ -107,6 +107,9 @@ fn backend(what: &str, e: impl std::fmt::Display) -> StorageError {
 
 /// How long a send waits for this node to index what JetStream stored.
 const INDEX_WAIT: Duration = Duration::from_secs(10);
+/// How long a send waits for its message to be indexed before the
+/// follower is taken as stuck and started again.
+const FOLLOWER_STALL: Duration = Duration::from_secs(2);
 /// Bodies read from JetStream at once.
 const READ_AHEAD: usize = 32;
 /// JetStream drops a message whose id it saw this recently.
@@ -210,6 +213,8 @@ struct Inner {
     indexed: watch::Sender<u64>,
     /// The follower's consumer is delivering.
     following: AtomicBool,
+    /// When a stalled follower was last started again.
+    restarted: Mutex<Option<std::time::Instant>>,
     waiters: Waiters,
     follower: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
@@ -402,6 +407,7 @@ impl NatsStorage {
                 index: Mutex::new(Index::default()),
                 indexed: watch::channel(0).0,
                 following: AtomicBool::new(false),
+                restarted: Mutex::new(None),
                 waiters: Waiters::default(),
                 follower: Mutex::new(None),
             }),
@@ -449,6 +455,45 @@ impl NatsStorage {
             lock(&self.inner.index).last_seq = last;
             self.inner.indexed.send_replace(last);
         }
+        self.start_follower();
+        // A long stream takes a while: wait as long as indexing moves.
+        let mut rx = self.inner.indexed.subscribe();
+        loop {
+            if *rx.borrow_and_update() >= last {
+                break;
+            }
+            // JetStream may be electing leaders (a node of its cluster
+            // just died): its requests time out meanwhile.
+            if tokio::time::timeout(Duration::from_secs(60), rx.changed())
+                .await
+                .is_err()
+            {
+                return Err(StorageError::Backend(format!(
+                    "indexing the JetStream stream stalled before message {last}"
+                )));
+            }
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while !self.inner.following.load(Ordering::Acquire) {
+            if tokio::time::Instant::now() > deadline {
+                return Err(StorageError::Backend(
+                    "could not start following the JetStream stream".into(),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(())
+    }
+
+    /// (Re)starts the task that follows the stream, from the next
+    /// unindexed seq; a running one is stopped first.
+    fn start_follower(&self) {
+        let mut slot = lock(&self.inner.follower);
+        if let Some(old) = slot.take() {
+            old.abort();
+        }
+        // Before the new task runs: it says when it follows.
+        self.inner.following.store(false, Ordering::Release);
         let weak = Arc::downgrade(&self.inner);
         let task = tokio::spawn(async move {
             let mut delay = Duration::from_millis(100);
@@ -466,32 +511,21 @@ impl NatsStorage {
                 tokio::time::sleep(delay).await;
             }
         });
-        *lock(&self.inner.follower) = Some(task);
-        // A long stream takes a while: wait as long as indexing moves.
-        let mut rx = self.inner.indexed.subscribe();
-        loop {
-            if *rx.borrow_and_update() >= last {
-                break;
+        *slot = Some(task);
+    }
+
+    /// Starts the follower again unless that was done within the last
+    /// [`FOLLOWER_STALL`] (sends waiting together restart it once).
+    fn restart_stalled_follower(&self) {
+        {
+            let mut last = lock(&self.inner.restarted);
+            if last.is_some_and(|at| at.elapsed() < FOLLOWER_STALL) {
+                return;
             }
-            if tokio::time::timeout(Duration::from_secs(20), rx.changed())
-                .await
-                .is_err()
-            {
-                return Err(StorageError::Backend(format!(
-                    "indexing the JetStream stream stalled before message {last}"
-                )));
-            }
+            *last = Some(std::time::Instant::now());
         }
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        while !self.inner.following.load(Ordering::Acquire) {
-            if tokio::time::Instant::now() > deadline {
-                return Err(StorageError::Backend(
-                    "could not start following the JetStream stream".into(),
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        Ok(())
+        tracing::warn!("the stream follower fell behind; starting it again");
+        self.start_follower();
     }
 
     /// One ordered consumer from the next unindexed seq, until it ends
@@ -707,7 +741,7 @@ impl Storage for NatsStorage {
         // The client would queue a publish until it reconnects, after the
         // send was answered with an error: refuse it now instead.
         if let Some(why) = self.unavailable() {
-            return Err(StorageError::Backend(why));
+            return Err(StorageError::Unavailable(why));
         }
         let key = (m.channel.clone(), m.to.clone());
         {
@@ -750,7 +784,17 @@ impl Storage for NatsStorage {
             .map_err(|e| backend("cannot publish to JetStream", e))?
             .await
             .map_err(|e| backend("JetStream did not acknowledge a message", e))?;
-        self.indexed_up_to(ack.sequence, INDEX_WAIT).await?;
+        if self
+            .indexed_up_to(ack.sequence, FOLLOWER_STALL)
+            .await
+            .is_err()
+        {
+            // JetStream has it; this node's follower has not: its consumer
+            // may be gone with a NATS node, unnoticed until its heartbeats
+            // are missed. A new one starts after what is indexed.
+            self.restart_stalled_follower();
+            self.indexed_up_to(ack.sequence, INDEX_WAIT).await?;
+        }
         let Some(&(seq, ts)) = lock(&self.inner.index).ids.get(&id) else {
             return Err(StorageError::Backend(format!(
                 "message {id} was stored as {} but is not in the index",
@@ -789,7 +833,7 @@ impl Storage for NatsStorage {
             }
         };
         if let Some(why) = self.unavailable() {
-            return Err(StorageError::Backend(why));
+            return Err(StorageError::Unavailable(why));
         }
         let (page, cut) = self.load(&picked, max_bytes).await?;
         let now = if cut {
@@ -827,7 +871,7 @@ impl Storage for NatsStorage {
         max_bytes: usize,
     ) -> Result<Vec<RelayEnvelope>> {
         if let Some(why) = self.unavailable() {
-            return Err(StorageError::Backend(why));
+            return Err(StorageError::Unavailable(why));
         }
         let cursors = futures_util::future::try_join_all(agents.iter().map(|a| async move {
             let v = self

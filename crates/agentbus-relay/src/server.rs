@@ -62,7 +62,12 @@ fn err(status: u16, text: impl Into<String>) -> SeedErr {
     SeedErr(status, text.into())
 }
 
-fn storage_failed(e: impl std::fmt::Display) -> SeedErr {
+fn storage_failed(e: crate::storage::StorageError) -> SeedErr {
+    if let crate::storage::StorageError::Unavailable(why) = &e {
+        // This node, not the request: another node may serve it.
+        tracing::warn!(error = %why, "relay node unavailable");
+        return err(503, format!("relay node unavailable: {why}"));
+    }
     tracing::error!(error = %e, "relay storage failed");
     err(500, "storage error")
 }

@@ -24,6 +24,9 @@ use tokio::sync::watch;
 pub enum StorageError {
     #[error("storage error: {0}")]
     Backend(String),
+    /// This node cannot reach its storage now; another node may.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl From<agentbus_store::StoreError> for StorageError {

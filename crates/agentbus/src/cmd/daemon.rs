@@ -19,10 +19,11 @@ pub struct DaemonArgs {
     /// Config file [env: AGENTBUS_CONFIG] [default: <data dir>/config.toml if it exists]
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Relay to long-poll for agents of other machines; its token comes from
-    /// AGENTBUS_RELAY_TOKEN or the config file, never the command line
-    /// [env: AGENTBUS_RELAY_URL]
-    #[arg(long, value_name = "URL")]
+    /// Relay to long-poll for agents of other machines (several nodes of
+    /// one relay comma-separated: the daemon fails over between them); its
+    /// token comes from AGENTBUS_RELAY_TOKEN or the config file, never the
+    /// command line [env: AGENTBUS_RELAY_URL]
+    #[arg(long, value_name = "URL[,URL...]")]
     pub relay_url: Option<String>,
     #[command(flatten)]
     pub tls: TlsArgs,

@@ -432,7 +432,9 @@ fn first_line(child: &mut Child) -> String {
         let _ = BufReader::new(stdout).read_line(&mut line);
         let _ = tx.send(line);
     });
-    rx.recv_timeout(Duration::from_secs(30))
+    // A relay node on a JetStream cluster that just lost a node waits
+    // for its leaders before it starts.
+    rx.recv_timeout(Duration::from_secs(90))
         .expect("the daemon printed its URL")
         .trim()
         .to_string()
