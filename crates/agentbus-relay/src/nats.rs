@@ -417,7 +417,12 @@ impl NatsStorage {
 
     /// Deletes the stream and buckets of `opts.prefix` (what a bench made).
     pub async fn remove(opts: &NatsOptions) -> Result<()> {
-        let me = NatsStorage::connect(opts).await?;
+        // Not a node: nothing to index or reconfigure before deleting.
+        let me = NatsStorage::connect(&NatsOptions {
+            serve: false,
+            ..opts.clone()
+        })
+        .await?;
         let p = &opts.prefix;
         let js = me.inner.js.clone();
         drop(me);

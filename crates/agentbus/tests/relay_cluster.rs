@@ -9,8 +9,6 @@
 
 mod common;
 use agentbus_daemon::signing::InstanceKey;
-use agentbus_proto::relay::{RelayKind, RelaySend};
-use agentbus_proto::{AgentId, MessageId};
 use common::pki::Pki;
 use common::{Cred, Daemon, Nats, Relay, bin, eventually, free_port};
 use serde_json::{Value, json};
@@ -70,19 +68,6 @@ fn machine(urls: &[String], ca: &str, name: &str) -> Daemon {
         "[relay]\nurl = \"{}\"\nca_file = \"{ca}\"\ninstance_name = \"{name}\"\n",
         urls.join(",")
     ))
-}
-
-fn trust(d: &Daemon, args: &[&str]) -> String {
-    let out = std::process::Command::new(bin())
-        .arg("trust")
-        .args(args)
-        .arg("--data-dir")
-        .arg(d.data_dir())
-        .env_remove("AGENTBUS_CONFIG")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    String::from_utf8(out.stdout).unwrap()
 }
 
 /// The bodies of a `/recv` answer, in order.
@@ -175,13 +160,7 @@ async fn a_relay_cluster_on_jetstream_loses_nothing_when_a_relay_node_and_a_nats
     // Two daemons listing both relay nodes; b trusts a's key.
     let a = machine(&urls, &ca, "machine-a");
     let b = machine(&urls, &ca, "machine-b");
-    let key = trust(&a, &["key"])
-        .lines()
-        .find_map(|l| l.strip_prefix("key:"))
-        .unwrap()
-        .trim()
-        .to_string();
-    trust(&b, &["add", "machine-a", &key]);
+    b.trust(&["add", "machine-a", &a.public_key()]);
     let sink = b.open_sink("bob", "generic", true).await;
     eventually("b polling for bob", 60, async || {
         let (_, s) = b.get("/agentmux/reactive/poller/status", &Cred::Key).await;
@@ -313,19 +292,7 @@ async fn a_relay_cluster_on_jetstream_loses_nothing_when_a_relay_node_and_a_nats
 
     // An item whose body was changed after a signed it: refused, audited.
     let a_key = InstanceKey::load_or_create(a.data_dir(), "machine-a").unwrap();
-    let mut item = RelaySend {
-        id: MessageId::new(),
-        from: "alice".into(),
-        to: AgentId::parse("bob").unwrap(),
-        kind: RelayKind::Jekt,
-        body: "the original".into(),
-        thread_id: None,
-        reply_to: None,
-        tier: None,
-        priority: None,
-        origin_trust: None,
-        signature: None,
-    };
+    let mut item = common::relay_jekt("the original");
     item.signature = Some(a_key.sign(&item));
     item.body = "changed on the way".into();
     let resp = http

@@ -7,9 +7,8 @@
 
 mod common;
 use agentbus_daemon::signing::InstanceKey;
-use agentbus_proto::relay::{RelayKind, RelaySend};
-use agentbus_proto::{AgentId, MessageId};
-use common::{Cred, Daemon, Relay, bin, eventually};
+use agentbus_proto::AgentId;
+use common::{Cred, Daemon, Relay, bin, eventually, relay_jekt};
 use serde_json::Value;
 use std::process::Command;
 
@@ -18,40 +17,6 @@ fn machine(relay: &Relay, name: &str, extra: &str) -> Daemon {
         "[relay]\nurl = \"{}\"\ninstance_name = \"{name}\"\n{extra}",
         relay.url
     ))
-}
-
-/// `agentbus trust ...` on `d`'s data dir.
-fn trust(d: &Daemon, args: &[&str]) -> String {
-    trust_in(d.data_dir(), args)
-}
-
-/// `agentbus trust ...` on the data dir `dir`.
-fn trust_in(dir: &std::path::Path, args: &[&str]) -> String {
-    let out = Command::new(bin())
-        .arg("trust")
-        .args(args)
-        .arg("--data-dir")
-        .arg(dir)
-        .env_remove("AGENTBUS_CONFIG")
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "trust {args:?}: {text}");
-    text
-}
-
-/// `d`'s public key, as `agentbus trust key` prints it.
-fn public_key(d: &Daemon) -> String {
-    trust(d, &["key"])
-        .lines()
-        .find_map(|l| l.strip_prefix("key:"))
-        .unwrap()
-        .trim()
-        .to_string()
 }
 
 async fn polling(d: &Daemon, agent: &str) {
@@ -88,10 +53,10 @@ async fn a_trusted_instances_jekts_are_signed_and_an_untrusted_ones_are_claimed(
     assert!(typed.contains("TRUST=network-claimed"), "{typed}");
 
     // Trusted by hand: signed, under the name b knows it by.
-    let key = public_key(&a);
-    assert_eq!(key, public_key(&a), "the key is kept");
-    trust(&b, &["add", "machine-a", &key]);
-    assert!(trust(&b, &["list"]).contains("machine-a"));
+    let key = a.public_key();
+    assert_eq!(key, a.public_key(), "the key is kept");
+    b.trust(&["add", "machine-a", &key]);
+    assert!(b.trust(&["list"]).contains("machine-a"));
     a.jekt("bob", "second, trusted key", &Cred::Key).await;
     let typed = String::from_utf8(sink.wait_submits(2).await).unwrap();
     let second = &typed[typed
@@ -111,7 +76,7 @@ async fn a_trusted_instances_jekts_are_signed_and_an_untrusted_ones_are_claimed(
     assert_eq!(page["messages"][0]["trust"], "signed:machine-a", "{page}");
 
     // Removed: a claim again.
-    trust(&b, &["remove", "machine-a"]);
+    b.trust(&["remove", "machine-a"]);
     a.jekt("bob", "third, removed", &Cred::Key).await;
     let typed = String::from_utf8(sink.wait_submits(3).await).unwrap();
     let third = &typed[typed.find("third, removed").unwrap().saturating_sub(400)..];
@@ -124,7 +89,7 @@ async fn an_item_changed_on_the_way_or_signed_by_another_key_is_refused_and_audi
     let relay = Relay::start(&[]);
     let a = machine(&relay, "machine-a", "");
     let b = machine(&relay, "machine-b", "");
-    trust(&b, &["add", "machine-a", &public_key(&a)]);
+    b.trust(&["add", "machine-a", &a.public_key()]);
     let sink = b.open_sink("bob", "generic", true).await;
     polling(&b, "bob").await;
 
@@ -134,19 +99,7 @@ async fn an_item_changed_on_the_way_or_signed_by_another_key_is_refused_and_audi
     let a_key = InstanceKey::load_or_create(a.data_dir(), "machine-a").unwrap();
     let other_dir = tempfile::tempdir().unwrap();
     let other = InstanceKey::load_or_create(other_dir.path(), "machine-a").unwrap();
-    let item = |body: &str| RelaySend {
-        id: MessageId::new(),
-        from: "alice".into(),
-        to: AgentId::parse("bob").unwrap(),
-        kind: RelayKind::Jekt,
-        body: body.into(),
-        thread_id: None,
-        reply_to: None,
-        tier: None,
-        priority: None,
-        origin_trust: None,
-        signature: None,
-    };
+    let item = relay_jekt;
     let mut cases = Vec::new();
     let mut body = item("the original");
     body.signature = Some(a_key.sign(&body));
@@ -237,7 +190,7 @@ async fn pinning_the_first_key_and_requiring_signatures_are_opt_in() {
     let typed = String::from_utf8(sink.wait_submits(1).await).unwrap();
     assert!(typed.contains("TRUST=signed:machine-a"), "{typed}");
     assert!(!typed.contains("unsigned"), "{typed}");
-    let list = trust(&b, &["list"]);
+    let list = b.trust(&["list"]);
     assert!(
         list.contains("machine-a") && list.contains("pinned"),
         "{list}"
@@ -246,7 +199,7 @@ async fn pinning_the_first_key_and_requiring_signatures_are_opt_in() {
     let fresh = tempfile::tempdir().unwrap();
     let dir = fresh.path().join("new");
     let out = Command::new(bin())
-        .args(["trust", "add", "machine-a", &public_key(&a), "--data-dir"])
+        .args(["trust", "add", "machine-a", &a.public_key(), "--data-dir"])
         .arg(&dir)
         .env_remove("AGENTBUS_CONFIG")
         .output()

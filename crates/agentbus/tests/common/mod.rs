@@ -760,3 +760,57 @@ impl Drop for Relay {
         let _ = self.child.wait();
     }
 }
+
+/// `agentbus trust ...` on the data dir `dir`: its output (stdout and
+/// stderr); it must succeed.
+pub fn trust_in(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new(bin())
+        .arg("trust")
+        .args(args)
+        .arg("--data-dir")
+        .arg(dir)
+        .env_remove("AGENTBUS_CONFIG")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "trust {args:?}: {text}");
+    text
+}
+
+impl Daemon {
+    /// `agentbus trust ...` on this daemon's data dir.
+    pub fn trust(&self, args: &[&str]) -> String {
+        trust_in(self.data_dir(), args)
+    }
+
+    /// This instance's public key, as `agentbus trust key` prints it.
+    pub fn public_key(&self) -> String {
+        self.trust(&["key"])
+            .lines()
+            .find_map(|l| l.strip_prefix("key:"))
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+}
+
+/// A relayed jekt from alice to bob, unsigned, as a daemon hands it over.
+pub fn relay_jekt(body: &str) -> agentbus_proto::relay::RelaySend {
+    agentbus_proto::relay::RelaySend {
+        id: agentbus_proto::MessageId::new(),
+        from: "alice".into(),
+        to: agentbus_proto::AgentId::parse("bob").unwrap(),
+        kind: agentbus_proto::relay::RelayKind::Jekt,
+        body: body.into(),
+        thread_id: None,
+        reply_to: None,
+        tier: None,
+        priority: None,
+        origin_trust: None,
+        signature: None,
+    }
+}
