@@ -7,8 +7,8 @@
 //! block the task publishing its events. A pane opened over HTTP has no
 //! entry here and shows as a `term` block in no tab.
 
-use agentbus_proto::BlockId;
 use agentbus_proto::event::EventKind;
+use agentbus_proto::{AgentId, BlockId};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::RwLock;
@@ -69,6 +69,9 @@ pub struct BlockSummary {
 pub struct Blocks {
     // A std RwLock: short lookups and inserts, never across an await.
     table: RwLock<HashMap<BlockId, BlockEntry>>,
+    /// Agents' metadata (`setmeta` on an agent), by name: it stays with
+    /// the name across its panes.
+    agent_meta: RwLock<HashMap<AgentId, serde_json::Map<String, serde_json::Value>>>,
 }
 
 impl Blocks {
@@ -128,6 +131,66 @@ impl Blocks {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// Runs `f` on block `id`'s entry, first made (a `term` block in no
+    /// tab) for a pane opened over HTTP when `pane` says it is one.
+    pub fn update<R>(
+        &self,
+        id: &BlockId,
+        pane: bool,
+        f: impl FnOnce(&mut BlockEntry) -> R,
+    ) -> Option<R> {
+        let mut t = self.table.write().ok()?;
+        if pane && !t.contains_key(id) {
+            t.insert(
+                *id,
+                BlockEntry {
+                    view: View::Term,
+                    tab_id: None,
+                    parent: None,
+                    meta: Default::default(),
+                    created_ms: agentbus_proto::now_ms(),
+                    task: None,
+                },
+            );
+        }
+        t.get_mut(id).map(f)
+    }
+
+    /// Stops block `id`'s task, if it has one.
+    pub fn stop_task(&self, id: &BlockId) {
+        if let Ok(mut t) = self.table.write()
+            && let Some(e) = t.get_mut(id)
+        {
+            e.task = None;
+        }
+    }
+
+    pub fn agent_meta(&self, id: &AgentId) -> serde_json::Map<String, serde_json::Value> {
+        self.agent_meta
+            .read()
+            .ok()
+            .and_then(|m| m.get(id).cloned())
+            .unwrap_or_default()
+    }
+
+    /// Every agent with metadata, and it.
+    pub fn all_agent_meta(&self) -> Vec<(AgentId, serde_json::Map<String, serde_json::Value>)> {
+        self.agent_meta
+            .read()
+            .map(|m| m.iter().map(|(a, v)| (a.clone(), v.clone())).collect())
+            .unwrap_or_default()
+    }
+
+    pub fn set_agent_meta(&self, id: &AgentId, meta: serde_json::Map<String, serde_json::Value>) {
+        if let Ok(mut m) = self.agent_meta.write() {
+            if meta.is_empty() {
+                m.remove(id);
+            } else {
+                m.insert(id.clone(), meta);
+            }
+        }
     }
 
     /// Removes a block (its task stops); whether it was here.

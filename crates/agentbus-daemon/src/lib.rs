@@ -6,6 +6,7 @@
 //! - [`instance`] — claims the data dir, makes the instance key, binds,
 //!   writes `daemon.json`, serves, shuts down gracefully;
 //! - [`config`] — the one typed configuration (file, env, flags);
+//! - [`vars`] — the live settings `setvar` changes over it, saved;
 //! - [`routes`] — the HTTP route table (AgentMux reactive routes + `/v1`);
 //! - [`rpc`] — `/ws`: the App API (JSON-RPC 2.0 over WebSocket), its
 //!   method table, scopes and connections;
@@ -61,6 +62,7 @@ pub mod signing;
 pub mod state;
 pub mod tls;
 pub mod tracker;
+pub mod vars;
 
 pub use config::Config;
 pub use instance::{Daemon, DaemonError, Discovery};

@@ -16,6 +16,7 @@ use crate::tracker::Tracker;
 use agentbus_proto::api::AgentInfo;
 use agentbus_proto::{AgentId, now_ms};
 use agentbus_store::{NewAudit, Store};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -51,7 +52,13 @@ pub struct AppState {
 }
 
 struct Inner {
-    config: Config,
+    // Swapped whole by `setvar` (crate::vars); readers take the current
+    // one at the moment they use it.
+    config: std::sync::Mutex<Arc<Config>>,
+    /// The config as the file, environment and flags give it, and the
+    /// live settings changed over it (`crate::vars`).
+    base_config: Config,
+    vars: std::sync::Mutex<crate::vars::Saved>,
     url: String,
     store: Store,
     auth: Auth,
@@ -148,9 +155,13 @@ impl AppState {
         let limiter = Limiter::new(config.limits.clone())
             .with_call_rate(config.app_api.calls_per_s, config.app_api.calls_burst);
         let (shutdown, _) = watch::channel(false);
+        let saved = crate::vars::load(&config.daemon.data_dir);
+        let live = crate::vars::apply(&config, &saved);
         Self {
             inner: Arc::new(Inner {
-                config,
+                config: std::sync::Mutex::new(Arc::new(live)),
+                base_config: config,
+                vars: std::sync::Mutex::new(saved),
                 url,
                 store,
                 auth: Auth::new(instance_key, forward_token),
@@ -174,8 +185,39 @@ impl AppState {
         }
     }
 
-    pub fn config(&self) -> &Config {
-        &self.inner.config
+    /// The config as it is now (live settings may change it: `setvar`).
+    pub fn config(&self) -> Arc<Config> {
+        agentbus_proto::sync::lock(&self.inner.config).clone()
+    }
+
+    /// The config without the live settings changed over it.
+    pub fn base_config(&self) -> &Config {
+        &self.inner.base_config
+    }
+
+    /// The live settings changed with `setvar`.
+    pub fn saved_vars(&self) -> crate::vars::Saved {
+        agentbus_proto::sync::lock(&self.inner.vars).clone()
+    }
+
+    /// Changes live setting `name` (`null`: back to the config's value),
+    /// saves it, and puts the new config in place.
+    pub fn set_var(&self, name: &str, value: Value) -> Result<(), crate::vars::VarError> {
+        let mut saved = agentbus_proto::sync::lock(&self.inner.vars);
+        let mut next = saved.clone();
+        if value.is_null() {
+            let var = crate::vars::find(name)
+                .ok_or_else(|| crate::vars::VarError::Unknown(name.to_string()))?;
+            next.remove(var.name);
+        } else {
+            let var = crate::vars::check(name, &value)?;
+            next.insert(var.name.to_string(), value);
+        }
+        crate::vars::save(&self.inner.base_config.daemon.data_dir, &next)?;
+        let live = crate::vars::apply(&self.inner.base_config, &next);
+        *saved = next;
+        *agentbus_proto::sync::lock(&self.inner.config) = Arc::new(live);
+        Ok(())
     }
 
     /// This instance's base URL, as given to panes.

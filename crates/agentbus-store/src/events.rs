@@ -11,6 +11,17 @@ pub struct StoredEvent {
     pub json: String,
 }
 
+/// Where the history of one (type, scope) stands.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct HistoryPointer {
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub scope: String,
+    pub count: i64,
+    pub last_seq: i64,
+    pub last_ts_ms: i64,
+}
+
 impl Store {
     /// Appends `json` under each of `scopes` and keeps only the newest
     /// `keep` per (type, scope). Queued at once (not when awaited), so a
@@ -34,6 +45,28 @@ impl Store {
                                 .execute(params![event_type, scope, keep])?;
             }
             Ok(())
+        })
+    }
+
+    /// What history is kept: each (type, scope) with its count and its
+    /// newest entry's seq and time, ordered by type then scope. Blocking.
+    pub fn event_pointers(&self) -> Result<Vec<HistoryPointer>> {
+        self.read(|c| {
+            c.prepare_cached(
+                "SELECT type, scope, COUNT(*), MAX(seq), MAX(ts_ms) FROM events \
+                 GROUP BY type, scope ORDER BY type, scope",
+            )?
+            .query_map([], |r| {
+                Ok(HistoryPointer {
+                    event_type: r.get(0)?,
+                    scope: r.get(1)?,
+                    count: r.get(2)?,
+                    last_seq: r.get(3)?,
+                    last_ts_ms: r.get(4)?,
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(Into::into)
         })
     }
 

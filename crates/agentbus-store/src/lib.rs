@@ -16,7 +16,7 @@ mod schema;
 
 pub use audit::{AuditQuery, NewAudit};
 pub use db::{Db, Result, StoreError, count_rows};
-pub use events::StoredEvent;
+pub use events::{HistoryPointer, StoredEvent};
 pub use hold::{HoldOutcome, NewHeld, StoredHeld};
 pub use mailbox::{AckOutcome, InboxQuery, NewMessage, Quota, SendOutcome};
 pub use retention::Expiring;

@@ -489,6 +489,19 @@ impl Store {
         self.read(|c| open_count(c, recipient.as_str()))
     }
 
+    /// Every mailbox holding unacked messages, by name, with how many.
+    /// Blocking.
+    pub fn open_mailboxes(&self) -> Result<Vec<(String, i64)>> {
+        self.read(|c| {
+            c.prepare_cached(
+                "SELECT recipient, open FROM mailbox_open WHERE open > 0 ORDER BY recipient",
+            )?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(Into::into)
+        })
+    }
+
     /// Inserts many messages in one transaction (benchmarks and imports);
     /// no quota, no request ids.
     pub async fn bulk_insert(&self, msgs: Vec<NewMessage>) -> Result<()> {

@@ -161,9 +161,69 @@ pub struct SendParams {
     priority: Option<Value>,
     tier: Option<Value>,
     wait_for_idle: Option<Value>,
+    /// Type `message` exactly, with no marker and no sanitizing (a
+    /// keyboard, as `controllerinput`); needs scope `agent.send:raw`.
+    #[serde(default)]
+    raw: bool,
+    /// With `raw`: press Enter after the text (default true).
+    submit: Option<bool>,
 }
 
-pub async fn send(ctx: Ctx, p: SendParams) -> Result<InjectResponse, RpcError> {
+/// The scope `agent.send` with `raw: true` needs besides `agent.send`.
+pub const RAW_SCOPE: &str = "agent.send:raw";
+
+/// `agent.send` with `raw`: the message typed exactly as given.
+async fn send_raw(ctx: &Ctx, mut p: SendParams) -> Result<Value, RpcError> {
+    if p.request_id.is_some()
+        || p.priority.is_some()
+        || p.tier.is_some()
+        || p.wait_for_idle.is_some()
+    {
+        return Err(RpcError::new(
+            super::protocol::INVALID_PARAMS,
+            "invalid params for agent.send: raw input takes none of request_id, priority, tier, wait_for_idle (it is typed at once, as a keyboard would)",
+        ));
+    }
+    let targets = super::methods::which_targets(&ctx.state, &mut p.agent_id, p.block_id)?;
+    ctx.authorize_also(RAW_SCOPE, super::methods::Family::Controller, &targets)?;
+    let record = pane_of(ctx, p.agent_id, p.block_id)?;
+    let not_running = || {
+        RpcError::app(
+            "NOT_RUNNING",
+            format!("block {}'s program has exited", record.block),
+        )
+    };
+    if !record.pane.is_running() {
+        return Err(not_running());
+    }
+    let mut bytes = p.message.into_bytes();
+    if p.submit.unwrap_or(true) {
+        bytes.push(b'\r');
+    }
+    record
+        .pane
+        .write_input(&bytes)
+        .await
+        .map_err(|_| not_running())?;
+    Ok(json!({
+        "status": "typed",
+        "raw": true,
+        "block_id": record.block,
+        "agent_id": ctx.state.agents().names_of(&record.block).into_iter().next(),
+        "wrote": bytes.len(),
+    }))
+}
+
+pub async fn send(ctx: Ctx, p: SendParams) -> Result<Value, RpcError> {
+    if p.raw {
+        return send_raw(&ctx, p).await;
+    }
+    if p.submit.is_some() {
+        return Err(RpcError::new(
+            super::protocol::INVALID_PARAMS,
+            "invalid params for agent.send: submit goes with raw: true (a jekt is always submitted)",
+        ));
+    }
     let target = agent_of(&ctx, p.agent_id, p.block_id)?;
     let mut body = json!({ "target_agent": target, "message": p.message });
     for (k, v) in [
@@ -184,7 +244,8 @@ pub async fn send(ctx: Ctx, p: SendParams) -> Result<InjectResponse, RpcError> {
     })?;
     // The scopes were checked against exactly this agent.
     req.exact_target = true;
-    Ok(crate::jekt::inject(&ctx.state, ctx.identity(), req).await?)
+    let r: InjectResponse = crate::jekt::inject(&ctx.state, ctx.identity(), req).await?;
+    serde_json::to_value(r).map_err(|e| RpcError::from(ApiError::internal(e)))
 }
 
 #[derive(Debug, Deserialize)]

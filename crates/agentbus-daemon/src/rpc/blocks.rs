@@ -51,20 +51,21 @@ impl Params for CreateParams {
     }
 }
 
-fn invalid_arg(m: String) -> RpcError {
+pub(super) fn invalid_arg(m: String) -> RpcError {
     RpcError::app("INVALID_ARG", m)
 }
 
-fn check_view_args(
+/// Checks what `view` needs (`editor` a file, `browser` a URL) and puts
+/// it into `meta`.
+pub(super) fn check_view_args(
     view: View,
-    p: &CreateParams,
+    file: Option<&str>,
+    url: Option<&str>,
     meta: &mut Map<String, Value>,
 ) -> Result<(), RpcError> {
     match view {
         View::Editor => {
-            let file = p
-                .file
-                .as_deref()
+            let file = file
                 .filter(|f| !f.is_empty())
                 .ok_or_else(|| missing("the editor view needs file"))?;
             let path = std::path::Path::new(file);
@@ -80,9 +81,7 @@ fn check_view_args(
             meta.insert("file".into(), json!(file));
         }
         View::Browser => {
-            let raw = p
-                .url
-                .as_deref()
+            let raw = url
                 .filter(|u| !u.is_empty())
                 .ok_or_else(|| missing("the browser view needs url"))?;
             match url::Url::parse(raw) {
@@ -105,24 +104,38 @@ fn check_view_args(
     Ok(())
 }
 
-async fn create(ctx: &Ctx, parent: Option<BlockId>, p: CreateParams) -> Result<Value, RpcError> {
-    let view = View::parse(&p.view).ok_or_else(|| {
+/// A view by name, or `INVALID_VIEW` naming the views there are.
+pub(super) fn parse_view(name: &str) -> Result<View, RpcError> {
+    View::parse(name).ok_or_else(|| {
         RpcError::app(
             "INVALID_VIEW",
             format!(
                 "view {} is not one of {}",
-                agentbus_proto::ids::escape_for_display(&p.view, 40),
+                agentbus_proto::ids::escape_for_display(name, 40),
                 View::NAMES
             ),
         )
-    })?;
+    })
+}
+
+async fn create(ctx: &Ctx, parent: Option<BlockId>, p: CreateParams) -> Result<Value, RpcError> {
+    let view = parse_view(&p.view)?;
     if let Some(parent) = parent
         && !exists(ctx, &parent)
     {
         return Err(super::not_found_block(&parent).into());
     }
+    if p.tab_id
+        .as_deref()
+        .is_some_and(|t| !super::meta::valid_tab(t))
+    {
+        return Err(invalid_arg(
+            "tab_id must be 1 to 128 characters, none of them a control character".into(),
+        ));
+    }
     let mut meta = p.meta.clone();
-    check_view_args(view, &p, &mut meta)?;
+    super::meta::check_new(view, &meta)?;
+    check_view_args(view, p.file.as_deref(), p.url.as_deref(), &mut meta)?;
     let state = &ctx.state;
     let block = BlockId::new();
     let mut pid = None;
@@ -140,21 +153,12 @@ async fn create(ctx: &Ctx, parent: Option<BlockId>, p: CreateParams) -> Result<V
             rows: p.rows,
             cols: p.cols,
         };
-        let started = panes::start(state, block, None, &launch)?;
-        pid = started.record.pane.pid();
+        pid = start_unnamed(state, block, &launch)?;
         provider = Some(launch.provider);
-        state.agents().add_unnamed_pane(started.record.clone());
-        started.follow_exit(state);
     }
     state.blocks().insert(block, view, p.tab_id, parent, meta);
     if view == View::Sysinfo {
-        let every = Duration::from_millis(state.config().app_api.sysinfo_interval_ms);
-        let task = tokio::spawn(crate::blocks::publish_sysinfo(
-            state.events().clone(),
-            block,
-            every,
-        ));
-        state.blocks().own_task(&block, task.abort_handle());
+        start_sysinfo(state, block);
     }
     state.events().publish(EventKind::BlockCreated {
         block_id: block,
@@ -164,6 +168,31 @@ async fn create(ctx: &Ctx, parent: Option<BlockId>, p: CreateParams) -> Result<V
         view: Some(p.view),
     });
     Ok(json!({ "block_id": block, "view": view, "parent_id": parent, "pid": pid }))
+}
+
+/// Starts `launch` in a new PTY as block `block`, bound to no agent;
+/// returns its pid.
+pub(super) fn start_unnamed(
+    state: &AppState,
+    block: BlockId,
+    launch: &Launch,
+) -> Result<Option<u32>, RpcError> {
+    let started = panes::start(state, block, None, launch)?;
+    let pid = started.record.pane.pid();
+    state.agents().add_unnamed_pane(started.record.clone());
+    started.follow_exit(state);
+    Ok(pid)
+}
+
+/// Starts block `block`'s `sysinfo` publisher, tied to the block.
+pub(super) fn start_sysinfo(state: &AppState, block: BlockId) {
+    let every = Duration::from_millis(state.config().app_api.sysinfo_interval_ms);
+    let task = tokio::spawn(crate::blocks::publish_sysinfo(
+        state.events().clone(),
+        block,
+        every,
+    ));
+    state.blocks().own_task(&block, task.abort_handle());
 }
 
 /// Whether block `id` exists: an App API block, or any pane.

@@ -13,7 +13,7 @@
 use super::protocol::{Call, INVALID_PARAMS, METHOD_NOT_FOUND, RpcError, answer};
 use super::scope::{self, Target};
 use super::session::{Caller, Session};
-use super::{agent, blocks, controller, events};
+use super::{agent, blocks, controller, events, meta, sessions};
 use crate::auth::Identity;
 use crate::error::ApiError;
 use crate::state::{AppState, AuditRecord};
@@ -32,6 +32,8 @@ pub enum Family {
     Block,
     Controller,
     Event,
+    Session,
+    Meta,
     Auth,
 }
 
@@ -44,6 +46,8 @@ impl Family {
             "block" => Family::Block,
             "controller" => Family::Controller,
             "event" => Family::Event,
+            "session" => Family::Session,
+            "meta" => Family::Meta,
             _ => return None,
         })
     }
@@ -76,6 +80,17 @@ impl Ctx {
             Identity::Agent(a) => Some(a),
             _ => None,
         }
+    }
+
+    /// Checks the caller's scopes for a capability a method has beside
+    /// its own name (`agent.send:raw`), on the same targets.
+    pub fn authorize_also(
+        &self,
+        capability: &str,
+        family: Family,
+        targets: &[Target],
+    ) -> Result<(), RpcError> {
+        self.authorize(capability, family, targets)
     }
 
     /// Checks the caller's scopes (an agent token's) against method
@@ -288,6 +303,16 @@ pub static TABLE: &[Method] = &[
     method!("eventunsuball", Event, events::unsubscribe_all),
     method!("eventreadhistory", Event, events::read_history),
     method!("eventrecv", Event, events::receive),
+    method!("session:export", Session, sessions::export),
+    method!("session:digest", Session, sessions::digest),
+    method!("session:archive", Session, sessions::archive),
+    method!("session:restore", Session, sessions::restore),
+    method!("getmeta", Meta, meta::get_meta),
+    method!("setmeta", Meta, meta::set_meta),
+    method!("setview", Meta, meta::set_view),
+    method!("getfullconfig", Meta, meta::get_full_config),
+    method!("getvar", Meta, meta::get_var),
+    method!("setvar", Meta, meta::set_var),
     // Handled by the connection before dispatch; listed so they are known.
     method!("authenticate", Auth, unreachable_auth),
     method!("authenticatetoken", Auth, unreachable_auth),

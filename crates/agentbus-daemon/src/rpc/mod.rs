@@ -9,16 +9,19 @@
 //!   rate limit, audit);
 //! - [`scope`] — what an agent token may call, and on what;
 //! - one handler file per family: [`agent`] (`agent.*`), [`blocks`]
-//!   (`pane.open` and the block primitives), [`controller`], [`events`].
+//!   (`pane.open` and the block primitives), [`controller`], [`events`],
+//!   [`sessions`] (`session:*`), [`meta`] (metadata, views, config).
 
 pub mod agent;
 pub mod blocks;
 pub mod controller;
 pub mod events;
+pub mod meta;
 pub mod methods;
 pub mod protocol;
 pub mod scope;
 pub mod session;
+pub mod sessions;
 
 use crate::error::ApiError;
 use crate::state::AppState;

@@ -2,7 +2,8 @@
 //!
 //! A scope is `method[@target]`:
 //! - `method` is a method name (`agent.send`), a family (`agent.*`,
-//!   `pane.*`, `block.*`, `controller.*`, `event.*`) or `*`;
+//!   `pane.*`, `block.*`, `controller.*`, `event.*`, `session.*`,
+//!   `meta.*`) or `*`;
 //! - `target` is `self` (the token's own agent and its blocks), an agent
 //!   name or glob (`worker-*`), `block:<id>`, `scope:<event scope glob>`,
 //!   or `*`. Without one, any target.
@@ -13,6 +14,11 @@
 use super::methods::{self, Family};
 use agentbus_proto::{AgentId, BlockId};
 use std::fmt;
+
+/// Capabilities a method has beside its own name, granted by scopes
+/// like methods: `agent.send:raw` (type exact input with `agent.send`;
+/// in the controller family, as `controllerinput` is).
+pub const CAPABILITIES: &[&str] = &[super::agent::RAW_SCOPE];
 
 /// What a call acts on, as read from its params.
 #[derive(Debug, Clone, PartialEq)]
@@ -102,13 +108,14 @@ impl Scope {
             MethodPattern::Any
         } else if let Some(fam) = m.strip_suffix(".*") {
             MethodPattern::Family(Family::parse(fam).ok_or_else(|| {
-                bad("families are agent.*, pane.*, block.*, controller.*, event.*")
+                bad("families are agent.*, pane.*, block.*, controller.*, event.*, session.*, meta.*")
             })?)
         } else {
             MethodPattern::Exact(
                 methods::find(m)
-                    .ok_or_else(|| bad(&format!("no method named {m}")))?
-                    .name,
+                    .map(|m| m.name)
+                    .or_else(|| CAPABILITIES.iter().copied().find(|c| *c == m))
+                    .ok_or_else(|| bad(&format!("no method named {m}")))?,
             )
         };
         let target = match t {
@@ -271,6 +278,23 @@ mod tests {
         );
         assert!(allowed(&["eventsub@scope:*"], "eventsub", &[Target::AllEventScopes]).is_err());
         assert!(allowed(&["eventsub"], "eventsub", &[Target::AllEventScopes]).is_ok());
+    }
+
+    #[test]
+    fn raw_input_is_a_capability_of_its_own() {
+        let bob = Target::Agent(a("bob"));
+        let raw = |scopes: &[&str]| {
+            let scopes: Vec<Scope> = scopes.iter().map(|s| Scope::parse(s).unwrap()).collect();
+            check(&scopes, &a("me"), "agent.send:raw", Family::Controller, std::slice::from_ref(&bob))
+        };
+        assert!(raw(&["agent.send"]).is_err());
+        assert!(raw(&["agent.*"]).is_err());
+        assert!(raw(&["agent.send:raw@bob"]).is_ok());
+        assert!(raw(&["agent.send:raw@alice"]).is_err());
+        assert!(raw(&["controller.*"]).is_ok());
+        for default in crate::config::DEFAULT_APP_SCOPES {
+            assert!(raw(&[default]).is_err(), "{default}");
+        }
     }
 
     #[test]

@@ -64,7 +64,8 @@ impl Caller {
                 token_id: Some(extra.token_id),
             }),
             (Identity::Agent(a), None) => {
-                let texts = state.config().policy.app_scopes_of(a.as_str());
+                let config = state.config();
+                let texts = config.policy.app_scopes_of(a.as_str());
                 // Validated when the config was loaded.
                 let scopes = super::scope::parse_all(texts).unwrap_or_default();
                 Ok(Caller {
