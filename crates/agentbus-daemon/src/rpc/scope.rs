@@ -285,7 +285,13 @@ mod tests {
         let bob = Target::Agent(a("bob"));
         let raw = |scopes: &[&str]| {
             let scopes: Vec<Scope> = scopes.iter().map(|s| Scope::parse(s).unwrap()).collect();
-            check(&scopes, &a("me"), "agent.send:raw", Family::Controller, std::slice::from_ref(&bob))
+            check(
+                &scopes,
+                &a("me"),
+                "agent.send:raw",
+                Family::Controller,
+                std::slice::from_ref(&bob),
+            )
         };
         assert!(raw(&["agent.send"]).is_err());
         assert!(raw(&["agent.*"]).is_err());

@@ -14,7 +14,7 @@
 //! instance's id and event history left out, keys sorted. The same
 //! layout, programs, meta and mail give the same digest on any daemon.
 
-use super::blocks::{start_sysinfo, start_unnamed};
+use super::blocks::{check_view_args, start_sysinfo, start_unnamed};
 use super::methods::{Ctx, NoParams, Params};
 use super::protocol::{INVALID_PARAMS, RpcError};
 use crate::blocks::View;
@@ -33,6 +33,8 @@ pub const VERSION: u32 = 1;
 /// Lines of scrollback an archive keeps per block unless asked.
 const DEFAULT_SCROLLBACK: usize = 1_000;
 const MAX_SCROLLBACK: usize = 100_000;
+/// Most blocks (and agents) a restore opens.
+const MAX_BLOCKS: usize = 1_000;
 /// Largest bundle `session:restore` reads.
 const MAX_BUNDLE_BYTES: u64 = 256 * 1024 * 1024;
 
@@ -575,6 +577,13 @@ pub async fn restore(ctx: Ctx, mut p: RestoreParams) -> Result<Value, RpcError> 
     let state = &ctx.state;
     let export = &bundle.export;
     // Check everything before anything starts.
+    if export.blocks.len() > MAX_BLOCKS || export.agents.len() > MAX_BLOCKS {
+        return Err(bad_bundle(format!(
+            "the bundle has {} blocks and {} agents; a restore opens at most {MAX_BLOCKS} of each",
+            export.blocks.len(),
+            export.agents.len()
+        )));
+    }
     let order = parents_first(&export.blocks)?;
     for b in &order {
         if let Some(t) = &b.tab_id
@@ -590,6 +599,24 @@ pub async fn restore(ctx: Ctx, mut p: RestoreParams) -> Result<Value, RpcError> 
             free.remove(k);
         }
         super::meta::check_new(b.view, &free)?;
+        let text = |k: &str| b.meta.get(k).and_then(Value::as_str);
+        match b.view {
+            // The file may not exist on this machine yet: only its shape.
+            View::Editor => {
+                if !text("file")
+                    .is_some_and(|f| !f.is_empty() && f.len() <= 4096 && !f.contains('\0'))
+                {
+                    return Err(bad_bundle(format!(
+                        "editor block {} has no valid file",
+                        b.block_id
+                    )));
+                }
+            }
+            View::Browser | View::Help => {
+                check_view_args(b.view, None, text("url"), &mut free)?;
+            }
+            View::Term | View::Sysinfo => {}
+        }
     }
     let mut new_ids: HashMap<BlockId, BlockId> = HashMap::new();
     let mut missing_env: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -728,4 +755,91 @@ pub async fn restore(ctx: Ctx, mut p: RestoreParams) -> Result<Value, RpcError> 
         "missing_env": missing_env,
         "skipped": skipped,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn block(id: BlockId, parent: Option<BlockId>, title: &str) -> BlockOut {
+        let mut meta = Map::new();
+        meta.insert("title".into(), json!(title));
+        BlockOut {
+            block_id: id,
+            view: View::Help,
+            tab_id: Some("t".into()),
+            parent_id: parent,
+            meta,
+            agents: Vec::new(),
+            controller: None,
+        }
+    }
+
+    fn export(blocks: Vec<BlockOut>, at: i64) -> Export {
+        Export {
+            format: EXPORT_FORMAT.into(),
+            version: VERSION,
+            instance_id: Some(format!("ab-{at}")),
+            exported_ms: at,
+            blocks,
+            agents: Vec::new(),
+            mailboxes: Vec::new(),
+            events: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_digest_ignores_ids_times_and_order_but_not_structure() {
+        let (a, b, c, d) = (
+            BlockId::new(),
+            BlockId::new(),
+            BlockId::new(),
+            BlockId::new(),
+        );
+        let one = export(vec![block(a, None, "top"), block(b, Some(a), "child")], 1);
+        // Other ids, another time, another order: the same workspace.
+        let two = export(vec![block(d, Some(c), "child"), block(c, None, "top")], 2);
+        assert_eq!(digest_of(&one), digest_of(&two));
+        // The child under another parent is another workspace.
+        let three = export(
+            vec![
+                block(c, None, "top"),
+                block(d, None, "child"),
+                block(a, Some(d), "x"),
+            ],
+            3,
+        );
+        assert_ne!(digest_of(&one), digest_of(&three));
+        let mut renamed = one.clone();
+        renamed.blocks[1]
+            .meta
+            .insert("title".into(), json!("other"));
+        assert_ne!(digest_of(&one), digest_of(&renamed));
+        assert!(digest_of(&one).starts_with("sha256:"));
+    }
+
+    #[test]
+    fn parents_come_first_and_loops_are_refused() {
+        let (a, b, c) = (BlockId::new(), BlockId::new(), BlockId::new());
+        let blocks = vec![
+            block(c, Some(b), "c"),
+            block(b, Some(a), "b"),
+            block(a, None, "a"),
+        ];
+        let order: Vec<BlockId> = parents_first(&blocks)
+            .unwrap()
+            .iter()
+            .map(|b| b.block_id)
+            .collect();
+        assert_eq!(order, vec![a, b, c]);
+        let looped = vec![block(a, Some(b), "a"), block(b, Some(a), "b")];
+        assert_eq!(
+            parents_first(&looped).unwrap_err().data.unwrap()["code"],
+            "INVALID_BUNDLE"
+        );
+        let dangling = vec![block(a, Some(c), "a")];
+        assert!(parents_first(&dangling).is_err());
+        let twice = vec![block(a, None, "a"), block(a, None, "b")];
+        assert!(parents_first(&twice).is_err());
+    }
 }
