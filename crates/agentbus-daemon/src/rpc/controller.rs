@@ -151,6 +151,7 @@ async fn respawn(ctx: &Ctx, block: BlockId) -> Result<Option<u32>, RpcError> {
         env: old.env.clone(),
         rows: Some(old.pane.size().0),
         cols: Some(old.pane.size().1),
+        conn: old.conn.clone(),
     };
     let started = panes::start(&ctx.state, block, names.first(), &launch)?;
     let pid = started.record.pane.pid();

@@ -13,7 +13,7 @@
 use super::protocol::{Call, INVALID_PARAMS, METHOD_NOT_FOUND, RpcError, answer};
 use super::scope::{self, Target};
 use super::session::{Caller, Session};
-use super::{agent, blocks, controller, events};
+use super::{agent, blocks, conn, controller, events};
 use crate::auth::Identity;
 use crate::error::ApiError;
 use crate::state::{AppState, AuditRecord};
@@ -32,6 +32,7 @@ pub enum Family {
     Block,
     Controller,
     Event,
+    Conn,
     Auth,
 }
 
@@ -44,6 +45,7 @@ impl Family {
             "block" => Family::Block,
             "controller" => Family::Controller,
             "event" => Family::Event,
+            "conn" => Family::Conn,
             _ => return None,
         })
     }
@@ -288,6 +290,12 @@ pub static TABLE: &[Method] = &[
     method!("eventunsuball", Event, events::unsubscribe_all),
     method!("eventreadhistory", Event, events::read_history),
     method!("eventrecv", Event, events::receive),
+    method!("connconnect", Conn, conn::connect),
+    method!("connensure", Conn, conn::ensure),
+    method!("conndisconnect", Conn, conn::disconnect),
+    method!("connstatus", Conn, conn::status),
+    method!("connlist", Conn, conn::list),
+    method!("connlistaws", Conn, conn::list_aws),
     // Handled by the connection before dispatch; listed so they are known.
     method!("authenticate", Auth, unreachable_auth),
     method!("authenticatetoken", Auth, unreachable_auth),

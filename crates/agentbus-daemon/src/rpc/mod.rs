@@ -9,10 +9,12 @@
 //!   rate limit, audit);
 //! - [`scope`] — what an agent token may call, and on what;
 //! - one handler file per family: [`agent`] (`agent.*`), [`blocks`]
-//!   (`pane.open` and the block primitives), [`controller`], [`events`].
+//!   (`pane.open` and the block primitives), [`controller`], [`events`],
+//!   [`conn`] (`conn*`: ssh connections, AWS profiles).
 
 pub mod agent;
 pub mod blocks;
+pub mod conn;
 pub mod controller;
 pub mod events;
 pub mod methods;
