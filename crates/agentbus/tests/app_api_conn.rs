@@ -122,10 +122,17 @@ impl Sshd {
             id = d.join("user_key").display(),
             kh = d.join("known_hosts").display(),
         );
+        // strangerhost: this sshd, its host key unknown; nokeyhost: this
+        // sshd, with a key it does not know.
+        keygen(&d.join("stranger_key"));
+        std::fs::write(d.join("no_known_hosts"), "").unwrap();
+        let unknown_key = common.replace("/known_hosts", "/no_known_hosts");
+        let no_key = common.replace("/user_key", "/stranger_key");
         let text = format!(
-            "Host testhost otherhost\n  Port {}\n{common}\nHost refusedhost\n  Port {}\n{common}",
-            self.port,
-            free_port()
+            "Host testhost otherhost\n  Port {p}\n{common}\nHost refusedhost\n  Port {}\n{common}\n\
+             Host strangerhost\n  Port {p}\n{unknown_key}\nHost nokeyhost\n  Port {p}\n{no_key}",
+            free_port(),
+            p = self.port,
         );
         let path = d.join("ssh_config");
         std::fs::write(&path, text).unwrap();
@@ -187,8 +194,7 @@ async fn a_connection_carries_panes_to_the_host_and_ends_cleanly() {
     );
     assert_eq!(r["list"]["connections"][0]["host"], "testhost");
     assert_eq!(
-        r["status_all"]["connections"][0]["status"],
-        "connected",
+        r["status_all"]["connections"][0]["status"], "connected",
         "{r}"
     );
     // The agent's program ran on the host: it has SSH_CONNECTION (from
@@ -244,6 +250,17 @@ async fn a_connection_carries_panes_to_the_host_and_ends_cleanly() {
         .collect();
     assert_eq!(got, want, "{r}");
     assert!(!marker.exists(), "a quoted word ran a command on the host");
+    // controllerrestart ran the same words on the host again.
+    assert_eq!(r["restart"]["result"]["restarted"], true, "{r}");
+    let again: Vec<String> = r["restart_lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .filter(|l| l.starts_with('<'))
+        .map(|l| l.trim_end().to_string())
+        .collect();
+    assert_eq!(again, want, "{r}");
     assert_eq!(r["masters_with_panes"], json!([master]), "{r}");
     // conndisconnect: the master is gone, the status says so, the panes
     // through it ended, and a pane on it is refused.
@@ -300,10 +317,19 @@ async fn a_host_that_refuses_is_a_clear_error_fast() {
         "{r}"
     );
     assert_eq!(
-        r["status"]["connections"][0]["status"],
-        "disconnected",
+        r["status"]["connections"][0]["status"], "disconnected",
         "{r}"
     );
+    // No prompt waits: an unknown host key, a key the host refuses.
+    for (h, said) in [
+        ("strangerhost", "Host key verification failed"),
+        ("nokeyhost", "Permission denied"),
+    ] {
+        assert_eq!(error_code(&r[h]["error"]).1, "CONNECT_FAILED", "{r}");
+        let m = r[h]["error"]["message"].as_str().unwrap();
+        assert!(m.contains(said), "{h}: {m}");
+        assert!(r[h]["s"].as_f64().unwrap() < 5.0, "{r}");
+    }
     // connlist keeps the last failure.
     let list = r["list"]["connections"].as_array().unwrap();
     assert!(
@@ -404,9 +430,10 @@ async fn agent_tokens_need_a_conn_scope_for_the_host() {
 
 #[test]
 fn default_agent_scopes_grant_no_conn_method() {
-    let scopes =
-        agentbus_daemon::rpc::scope::parse_all(&agentbus_daemon::config::DEFAULT_APP_SCOPES.map(String::from))
-            .unwrap();
+    let scopes = agentbus_daemon::rpc::scope::parse_all(
+        &agentbus_daemon::config::DEFAULT_APP_SCOPES.map(String::from),
+    )
+    .unwrap();
     let me = agentbus_proto::AgentId::parse("me").unwrap();
     let host = agentbus_daemon::rpc::scope::Target::Host {
         host: "testhost".into(),
@@ -455,7 +482,10 @@ async fn aws_profiles_are_listed_without_their_keys() {
     ]);
     let r = run_python("app_api_conn.py", d.app_api_args("aws", &[])).await;
     let text = r.to_string();
-    assert!(!text.contains(secret) && !text.contains("FAKESECRET"), "{text}");
+    assert!(
+        !text.contains(secret) && !text.contains("FAKESECRET"),
+        "{text}"
+    );
     assert!(!text.contains(key_id) && !text.contains("AKIAZZ"), "{text}");
     let l = &r["aws"]["result"];
     let names: Vec<&str> = l["profiles"]

@@ -30,6 +30,9 @@ pub const SHOWN: [&str; 11] = [
     "mfa_serial",
 ];
 
+/// A section's `key = value` settings, in order.
+type Settings = Vec<(String, String)>;
+
 /// Largest file read.
 const MAX_FILE: u64 = 1 << 20;
 
@@ -37,7 +40,7 @@ const MAX_FILE: u64 = 1 << 20;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Section {
     pub name: String,
-    pub settings: Vec<(String, String)>,
+    pub settings: Settings,
 }
 
 /// Parses INI text as the AWS CLI does. Lines before any section, and
@@ -153,7 +156,7 @@ fn read(path: &Path) -> (Source, Option<String>) {
     )
 }
 
-fn note(p: &mut Profile, source: &'static str, settings: &[(String, String)]) {
+fn note(p: &mut Profile, source: &'static str, settings: &Settings) {
     if !p.sources.contains(&source) {
         p.sources.push(source);
     }
@@ -180,7 +183,8 @@ fn note(p: &mut Profile, source: &'static str, settings: &[(String, String)]) {
 pub fn list_files(config: &Path, credentials: &Path) -> Listing {
     let mut profiles: BTreeMap<String, Profile> = BTreeMap::new();
     let (config_file, text) = read(config);
-    let mut found: Vec<(String, &'static str, Vec<(String, String)>)> = Vec::new();
+    // (profile name, file kind, settings)
+    let mut found: Vec<(String, &'static str, Settings)> = Vec::new();
     for s in parse(text.as_deref().unwrap_or_default()) {
         let name = if s.name == "default" {
             Some("default")
@@ -275,7 +279,13 @@ aws_session_token = SESSION-SECRET
         let names: Vec<&str> = s.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(
             names,
-            ["default", "profile dev", "profile  prod", "sso-session corp", "profilex"]
+            [
+                "default",
+                "profile dev",
+                "profile  prod",
+                "sso-session corp",
+                "profilex"
+            ]
         );
         let dev = &s[1].settings;
         assert!(dev.iter().any(|(k, v)| k == "s3" && v.is_empty()));

@@ -491,12 +491,34 @@ impl Conns {
 
     /// Records what is now known of `dest`; the time changes only with
     /// the status.
-    fn record(&self, dest: &Destination, status: Status, pid: Option<u32>, message: Option<String>) -> ConnInfo {
+    fn record(
+        &self,
+        dest: &Destination,
+        status: Status,
+        pid: Option<u32>,
+        message: Option<String>,
+    ) -> ConnInfo {
+        self.note(dest, status, pid, message, true)
+    }
+
+    /// As [`Conns::record`]; a destination not known yet is remembered
+    /// only with `remember_new` (a status asked of any host must not
+    /// grow the table).
+    fn note(
+        &self,
+        dest: &Destination,
+        status: Status,
+        pid: Option<u32>,
+        message: Option<String>,
+        remember_new: bool,
+    ) -> ConnInfo {
         let mut known = agentbus_proto::sync::lock(&self.known);
-        let since = match known.get(&dest.key()) {
+        let old = known.get(&dest.key());
+        let since = match old {
             Some((_, old)) if old.status == status => old.since_ms,
             _ => now_ms(),
         };
+        let remember = remember_new || old.is_some();
         let info = ConnInfo {
             host: dest.shown(),
             port: dest.port,
@@ -505,7 +527,9 @@ impl Conns {
             master_pid: pid,
             message,
         };
-        known.insert(dest.key(), (dest.clone(), info.clone()));
+        if remember {
+            known.insert(dest.key(), (dest.clone(), info.clone()));
+        }
         info
     }
 
@@ -519,7 +543,8 @@ impl Conns {
     ) -> Result<ConnInfo, ConnError> {
         let ctl = self.control_path(config, dest)?;
         let (status, pid, message) = Self::probe(config, &ctl, dest, env).await?;
-        Ok(self.record(dest, status, pid, message))
+        let up = status == Status::Connected;
+        Ok(self.note(dest, status, pid, message, up))
     }
 
     async fn probe(
@@ -644,7 +669,7 @@ impl Conns {
         let ctl = self.control_path(config, dest)?;
         let (status, pid, _) = Self::probe(config, &ctl, dest, env.clone()).await?;
         if status != Status::Connected {
-            let info = self.record(dest, Status::Disconnected, None, None);
+            let info = self.note(dest, Status::Disconnected, None, None, false);
             return Ok((info, false));
         }
         let mut args = Self::base(config, &ctl, dest);
@@ -721,7 +746,10 @@ mod tests {
         assert_eq!(d.shown(), "Deploy@web-1.example.com");
         assert_eq!(d.ssh_arg(), "Deploy@web-1.example.com");
         let v6 = Destination::parse("[0::1]", None).unwrap();
-        assert_eq!((v6.shown().as_str(), v6.ssh_arg().as_str()), ("[::1]", "::1"));
+        assert_eq!(
+            (v6.shown().as_str(), v6.ssh_arg().as_str()),
+            ("[::1]", "::1")
+        );
         let long = "a".repeat(300);
         let label = format!("{}.b", "a".repeat(64));
         for bad in [
@@ -777,7 +805,11 @@ mod tests {
     /// Runs `sh -c <line>` as the remote shell would, and returns what it
     /// printed.
     fn through_sh(line: &str) -> String {
-        let out = Command::new("/bin/sh").arg("-c").arg(line).output().unwrap();
+        let out = Command::new("/bin/sh")
+            .arg("-c")
+            .arg(line)
+            .output()
+            .unwrap();
         String::from_utf8(out.stdout).unwrap()
     }
 

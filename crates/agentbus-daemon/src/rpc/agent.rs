@@ -109,7 +109,10 @@ pub struct OpenParams {
 impl Params for OpenParams {
     fn targets(&mut self, _: &AppState) -> Result<Vec<Target>, RpcError> {
         let mut t = vec![Target::Agent(self.agent_id.clone())];
-        t.extend(super::conn::pane_host(&self.conn, self.conn_port)?.map(|d| super::conn::host_target(&d)));
+        t.extend(
+            super::conn::pane_host(&self.conn, self.conn_port)?
+                .map(|d| super::conn::host_target(&d)),
+        );
         Ok(t)
     }
 }

@@ -87,9 +87,7 @@ pub async fn require_connected(state: &AppState, dest: &Destination) -> Result<(
         "NOT_CONNECTED",
         format!(
             "{dest} is not connected{}: call connconnect or connensure first",
-            info.message
-                .map(|m| format!(" ({m})"))
-                .unwrap_or_default()
+            info.message.map(|m| format!(" ({m})")).unwrap_or_default()
         ),
     ))
 }

@@ -200,8 +200,9 @@ impl Scope {
                 TargetPattern::Host(g) => glob(g, host),
                 _ => false,
             },
-            Target::AllHosts => matches!(p, TargetPattern::Any)
-                || matches!(p, TargetPattern::Host(g) if g == "*"),
+            Target::AllHosts => {
+                matches!(p, TargetPattern::Any) || matches!(p, TargetPattern::Host(g) if g == "*")
+            }
         }
     }
 }
@@ -317,16 +318,56 @@ mod tests {
             user: u.map(Into::into),
         };
         let web = host("web-1", Some("deploy"));
-        assert!(allowed(&["conn.*@host:web-*"], "connconnect", &[web.clone()]).is_ok());
-        assert!(allowed(&["conn.*@host:deploy@web-*"], "connconnect", &[web.clone()]).is_ok());
-        assert!(allowed(&["conn.*@host:root@web-*"], "connconnect", &[web.clone()]).is_err());
         assert!(
-            allowed(&["conn.*@host:deploy@*"], "connconnect", &[host("web-1", None)]).is_err()
+            allowed(
+                &["conn.*@host:web-*"],
+                "connconnect",
+                std::slice::from_ref(&web)
+            )
+            .is_ok()
         );
-        assert!(allowed(&["conn.*@host:db-*"], "connconnect", &[web.clone()]).is_err());
-        assert!(allowed(&["conn.*@worker-*"], "connconnect", &[web.clone()]).is_err());
-        assert!(allowed(&["conn.*@self"], "connconnect", &[web.clone()]).is_err());
-        assert!(allowed(&["agent.*"], "connconnect", &[web.clone()]).is_err());
+        assert!(
+            allowed(
+                &["conn.*@host:deploy@web-*"],
+                "connconnect",
+                std::slice::from_ref(&web)
+            )
+            .is_ok()
+        );
+        assert!(
+            allowed(
+                &["conn.*@host:root@web-*"],
+                "connconnect",
+                std::slice::from_ref(&web)
+            )
+            .is_err()
+        );
+        assert!(
+            allowed(
+                &["conn.*@host:deploy@*"],
+                "connconnect",
+                &[host("web-1", None)]
+            )
+            .is_err()
+        );
+        assert!(
+            allowed(
+                &["conn.*@host:db-*"],
+                "connconnect",
+                std::slice::from_ref(&web)
+            )
+            .is_err()
+        );
+        assert!(
+            allowed(
+                &["conn.*@worker-*"],
+                "connconnect",
+                std::slice::from_ref(&web)
+            )
+            .is_err()
+        );
+        assert!(allowed(&["conn.*@self"], "connconnect", std::slice::from_ref(&web)).is_err());
+        assert!(allowed(&["agent.*"], "connconnect", std::slice::from_ref(&web)).is_err());
         assert!(allowed(&["conn.*"], "connconnect", &[web]).is_ok());
         assert!(allowed(&["connlist@host:web-*"], "connlist", &[Target::AllHosts]).is_err());
         assert!(allowed(&["connlist@host:*"], "connlist", &[Target::AllHosts]).is_ok());

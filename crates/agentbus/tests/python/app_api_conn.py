@@ -106,6 +106,9 @@ async def lifecycle(args):
     block = term["result"]["block_id"]
     r["term_lines"] = await output_until(rpc, {"block_id": block}, "words-done")
     r["words"] = words
+    # A restart runs the same command on the host again, in a new screen.
+    r["restart"] = await rpc.call("controllerrestart", {"block_id": block})
+    r["restart_lines"] = await output_until(rpc, {"block_id": block}, "words-done")
     # The pane's program runs through the master: no second master.
     r["masters_with_panes"] = masters(args.data_dir)
 
@@ -138,6 +141,10 @@ async def refused(args):
     r["ensure"] = err(await rpc.call("connensure", {"host": args.host, "port": args.port}))
     r["status"] = (await rpc.call("connstatus", {"host": args.host}))["result"]
     r["list"] = (await rpc.call("connlist"))["result"]
+    for h in ["strangerhost", "nokeyhost"]:
+        t = time.monotonic()
+        e = err(await rpc.call("connconnect", {"host": h}))
+        r[h] = {"error": e, "s": time.monotonic() - t}
     await ws.close()
     return r
 
