@@ -140,11 +140,45 @@ impl Sshd {
     }
 }
 
+/// Kills, on drop, every ssh master whose control socket is in `dir`
+/// (a test that fails half-way leaves none running).
+struct Masters(String);
+
+impl Drop for Masters {
+    fn drop(&mut self) {
+        let Ok(procs) = std::fs::read_dir("/proc") else {
+            return;
+        };
+        for p in procs.flatten() {
+            let Ok(pid) = p.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let cmdline = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            // ssh is given the path with each % doubled.
+            if cmdline.contains(&self.0) || cmdline.contains(&self.0.replace('%', "%%")) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+}
+
+/// A daemon whose ssh config is `sshd`'s. Its data dir's name holds a
+/// `%` (ssh expands `%` tokens in a control socket's path: it must stay
+/// a `%`).
 fn daemon_for(sshd: &Sshd, extra: &str) -> Daemon {
-    Daemon::start_with(&format!(
+    let dir = tempfile::Builder::new()
+        .prefix("conn%h-")
+        .tempdir()
+        .unwrap();
+    let toml = format!(
         "[conn]\nssh_config = {:?}\nconnect_timeout_s = 5\n{extra}",
         sshd.client_config().display().to_string()
-    ))
+    );
+    Daemon::start_in(dir, Some(toml))
 }
 
 fn error_code(e: &Value) -> (i64, String) {
@@ -163,6 +197,7 @@ async fn audit_text(d: &Daemon) -> String {
 async fn a_connection_carries_panes_to_the_host_and_ends_cleanly() {
     let sshd = Sshd::start();
     let d = daemon_for(&sshd, "");
+    let _masters = Masters(format!("{}/conn/", d.data_dir().display()));
     let marker = d.data_dir().join("words-marker");
     let data_dir = d.data_dir().display().to_string();
     let marker_arg = marker.display().to_string();

@@ -361,6 +361,12 @@ fn tidy(said: &str) -> String {
     shown[1..shown.len() - 1].to_string()
 }
 
+/// A path as ssh's `-S` takes it: ssh expands `%` tokens in it, so a
+/// `%` of the path is written `%%` (a `${` is refused before).
+fn ssh_path(p: &Path) -> String {
+    p.display().to_string().replace('%', "%%")
+}
+
 /// Runs `cmd` with a null stdin and stdout, its stderr read, in a
 /// process group of its own that is killed after `timeout`. Blocking.
 fn run(mut cmd: Command, timeout: Duration) -> std::io::Result<Ran> {
@@ -423,6 +429,13 @@ impl Conns {
             .and_then(|d| d.sub("conn"))
             .map_err(|e| ConnError::Dir(format!("the control socket directory: {e}")))?;
         let path = dir.path().join(dest.socket_name());
+        if path.to_string_lossy().contains("${") {
+            return Err(ConnError::Dir(format!(
+                "the data dir {} holds \"${{\", which ssh would read as a variable in the control socket's path: \
+                 use another data dir",
+                config.daemon.data_dir.display()
+            )));
+        }
         if path.as_os_str().len() > MAX_SOCKET_PATH {
             return Err(ConnError::Dir(format!(
                 "the control socket path {} is longer than a socket path may be ({MAX_SOCKET_PATH} bytes): \
@@ -443,7 +456,7 @@ impl Conns {
             args.push(f.display().to_string());
         }
         args.push("-S".into());
-        args.push(ctl.display().to_string());
+        args.push(ssh_path(ctl));
         for o in [
             "BatchMode=yes".to_string(),
             format!("ConnectTimeout={}", c.connect_timeout_s),
@@ -601,7 +614,17 @@ impl Conns {
         let lock = self.lock_of(dest);
         let _one = lock.lock().await;
         let ctl = self.control_path(config, dest)?;
-        let (status, pid, _) = Self::probe(config, &ctl, dest, env.clone()).await?;
+        let (status, pid, message) = Self::probe(config, &ctl, dest, env.clone()).await?;
+        if status == Status::Error {
+            // Something answers on the socket, but not as a master should:
+            // starting another could leave two.
+            let m = format!(
+                "the connection to {dest} is in error ({}): conndisconnect it first",
+                message.as_deref().unwrap_or("ssh -O check failed")
+            );
+            self.record(dest, status, None, message);
+            return Err(ConnError::Failed(m));
+        }
         if status == Status::Connected {
             let info = self.record(dest, status, pid, None);
             if only_if_down {
@@ -656,8 +679,9 @@ impl Conns {
         Ok((info, true))
     }
 
-    /// Ends the master of `dest` (`ssh -O exit`) and waits (up to 5 s)
-    /// for it to be gone. Returns the connection and whether one was up.
+    /// Ends the master of `dest` (`ssh -O exit`; also when its check
+    /// failed) and waits (up to 5 s) for it to be gone. Returns the
+    /// connection and whether one was there.
     pub async fn disconnect(
         &self,
         config: &Config,
@@ -668,7 +692,7 @@ impl Conns {
         let _one = lock.lock().await;
         let ctl = self.control_path(config, dest)?;
         let (status, pid, _) = Self::probe(config, &ctl, dest, env.clone()).await?;
-        if status != Status::Connected {
+        if status == Status::Disconnected {
             let info = self.note(dest, Status::Disconnected, None, None, false);
             return Ok((info, false));
         }
@@ -853,6 +877,20 @@ mod tests {
         bad_env.insert("A;B".to_string(), "v".to_string());
         assert!(remote_command(&["x".into()], None, &bad_env).is_err());
         assert!(remote_command(&[], None, &BTreeMap::new()).is_err());
+    }
+
+    #[test]
+    fn a_percent_in_the_socket_path_stays_a_percent() {
+        assert_eq!(
+            ssh_path(Path::new("/home/u/100%h/conn/ab")),
+            "/home/u/100%%h/conn/ab"
+        );
+        let mut config = Config::default();
+        let dir = tempfile::tempdir().unwrap();
+        config.daemon.data_dir = dir.path().join("a${HOME}");
+        let d = Destination::parse("h", None).unwrap();
+        let e = Conns::default().control_path(&config, &d).unwrap_err();
+        assert_eq!(e.code(), "CONN_DIR");
     }
 
     #[test]

@@ -25,9 +25,12 @@ def err(answer):
 
 def masters(data_dir):
     """Pids of ssh masters whose control socket is in this daemon's data
-    dir (ssh retitles its master "ssh: <socket> [mux]")."""
+    dir: `ssh -M ... -S <socket>`, or as some builds retitle it, "ssh:
+    <socket> [mux]"."""
     found = []
     conn_dir = os.path.join(data_dir, "conn") + "/"
+    # ssh is given the path with each % doubled (it expands % tokens).
+    written = conn_dir.replace("%", "%%")
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
             continue
@@ -36,7 +39,7 @@ def masters(data_dir):
                 cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        if conn_dir in cmd and ("[mux]" in cmd or " -M " in " " + cmd + " "):
+        if (conn_dir in cmd or written in cmd) and ("[mux]" in cmd or " -M " in " " + cmd + " "):
             found.append(int(pid))
     return sorted(found)
 
