@@ -317,6 +317,10 @@ async fn a_connection_carries_panes_to_the_host_and_ends_cleanly() {
         (-32000, "NOT_CONNECTED".into())
     );
     assert_eq!(r["worker_after"], "exited", "{r}");
+    assert_eq!(
+        error_code(&r["restart_disconnected"]),
+        (-32000, "NOT_CONNECTED".into())
+    );
     // No token of this daemon's is in the audit log; the connection is.
     let audit = audit_text(&d).await;
     assert!(audit.contains("connconnect") && audit.contains("conn=testhost"));
@@ -461,6 +465,23 @@ async fn agent_tokens_need_a_conn_scope_for_the_host() {
             .contains("host:otherhost"),
         "{r}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_ssh_client_is_named() {
+    let d = Daemon::start_with("[conn]\nssh = \"/nonexistent/bin/ssh\"\n");
+    let r = run_python("app_api_conn.py", d.app_api_args("nossh", &[])).await;
+    assert_eq!(
+        error_code(&r["connect"]),
+        (-32000, "SSH_UNAVAILABLE".into()),
+        "{r}"
+    );
+    let m = r["connect"]["message"].as_str().unwrap();
+    assert!(
+        m.contains("/nonexistent/bin/ssh") && m.contains("conn.ssh"),
+        "{m}"
+    );
+    assert_eq!(r["status"]["connections"][0]["status"], "disconnected");
 }
 
 #[test]

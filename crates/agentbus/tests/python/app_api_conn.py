@@ -124,6 +124,7 @@ async def lifecycle(args):
     r["open_disconnected"] = err(await rpc.call("agent.open", {
         "agent_id": "late", "conn": host, "command": ["true"]}))
     r["pane_disconnected"] = err(await rpc.call("pane.open", {"view": "term", "conn": host}))
+    r["restart_disconnected"] = err(await rpc.call("controllerrestart", {"block_id": block}))
     # The pane that ran through the master ended with it.
     for _ in range(100):
         st = await rpc.call("agent.status", {"agent_id": "remote-worker"})
@@ -243,6 +244,14 @@ async def scopes(args):
     return r
 
 
+async def nossh(args):
+    ws, rpc = await connect(args)
+    r = {"connect": err(await rpc.call("connconnect", {"host": "testhost"}))}
+    r["status"] = (await rpc.call("connstatus", {"host": "testhost"}))["result"]
+    await ws.close()
+    return r
+
+
 async def aws(args):
     ws, rpc = await connect(args)
     r = {"aws": await rpc.call("connlistaws")}
@@ -265,7 +274,7 @@ async def main():
     p.add_argument("--extra")
     args = p.parse_args()
     fn = {"lifecycle": lifecycle, "refused": refused, "hostile": hostile,
-          "scopes": scopes, "aws": aws}[args.scenario]
+          "scopes": scopes, "aws": aws, "nossh": nossh}[args.scenario]
     print(json.dumps(await fn(args)), flush=True)
 
 
