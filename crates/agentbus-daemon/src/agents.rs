@@ -31,6 +31,8 @@ pub struct PaneRecord {
     /// As opened, so a restart runs the same again.
     pub cwd: Option<String>,
     pub env: std::collections::BTreeMap<String, String>,
+    /// The host the program runs on (through its ssh master), if not here.
+    pub conn: Option<crate::conn::Destination>,
     pub created_ms: i64,
     /// Becomes true once the pane's exit has been published and audited.
     pub exit_recorded: tokio::sync::watch::Receiver<bool>,

@@ -22,6 +22,7 @@ pub struct Config {
     pub policy: PolicyConfig,
     pub relay: RelayConfig,
     pub app_api: AppApiConfig,
+    pub conn: ConnConfig,
     /// Per-provider overrides of the built-in paste/submit profiles.
     pub profiles: BTreeMap<Provider, ProfileOverride>,
 }
@@ -190,6 +191,32 @@ pub struct AppApiConfig {
     /// Events a pull subscription (`eventsub` with `"mode":"pull"`) keeps
     /// for `eventrecv`; older ones are dropped and counted.
     pub pull_queue: usize,
+}
+
+/// `[conn]`: connections to other hosts over SSH (the App API's `conn*`
+/// methods and panes opened with `conn`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConnConfig {
+    /// The ssh client to run: a path, or a name looked up in `PATH`.
+    pub ssh: String,
+    /// An ssh config file passed to every ssh run with `-F` (instead of
+    /// `~/.ssh/config`); none: ssh's own defaults.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ssh_config: Option<PathBuf>,
+    /// How long ssh may take to reach a host (`ConnectTimeout`); a whole
+    /// connect may take 5 s more.
+    pub connect_timeout_s: u64,
+}
+
+impl Default for ConnConfig {
+    fn default() -> Self {
+        Self {
+            ssh: "ssh".into(),
+            ssh_config: None,
+            connect_timeout_s: 15,
+        }
+    }
 }
 
 impl Default for AppApiConfig {
@@ -616,6 +643,9 @@ impl Config {
         }
         if !(a.calls_per_s > 0.0 && a.calls_burst >= 1.0) {
             return bad("app_api: calls_per_s must be > 0 and calls_burst >= 1");
+        }
+        if self.conn.ssh.is_empty() || !(1..=300).contains(&self.conn.connect_timeout_s) {
+            return bad("conn.ssh must not be empty and conn.connect_timeout_s must be 1 to 300");
         }
         let all_scopes = self
             .policy

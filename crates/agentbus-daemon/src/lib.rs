@@ -20,6 +20,8 @@
 //! - [`pane_env`] — the allow-list a pane's environment is built from;
 //! - [`codex_home`] — each Codex pane's own `CODEX_HOME`, so that its MCP
 //!   server acts as its agent;
+//! - [`conn`] — SSH connections (one ControlMaster per host), panes run
+//!   on a host through them, AWS profiles;
 //! - [`panes`] — open / register / stop / unregister;
 //! - [`jekt`] — the delivery pipeline from request to submitted paste:
 //!   every rule a jekt must pass, and [`jekt::JektError`];
@@ -41,6 +43,7 @@ pub mod auth;
 pub mod blocks;
 pub mod codex_home;
 pub mod config;
+pub mod conn;
 pub mod error;
 pub mod events;
 pub mod hold;

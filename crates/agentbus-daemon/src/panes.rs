@@ -54,7 +54,11 @@ pub fn check_env(
     Ok(())
 }
 
-/// The whole environment of a new pane (see [`crate::pane_env`]).
+/// The whole environment of a new pane (see [`crate::pane_env`]). A
+/// pane on a host runs `ssh` here: it gets the allow-list only (the
+/// request's variables are set on the host, see [`crate::conn`]), no
+/// `AGENTBUS_*` variable and no token: nothing of this daemon's reaches
+/// the host beyond what the allow-list passes.
 fn pane_env(state: &AppState, launch: &Launch, agent: Option<&AgentId>) -> Vec<(String, String)> {
     let config = state.config();
     let daemon_env = std::env::vars_os()
@@ -63,6 +67,9 @@ fn pane_env(state: &AppState, launch: &Launch, agent: Option<&AgentId>) -> Vec<(
         crate::pane_env::pass_through(daemon_env, &config.env_pass(launch.provider), |v| {
             state.holds_secret(v)
         });
+    if launch.conn.is_some() {
+        return env;
+    }
     let mut set = |k: &str, v: String| match env.iter_mut().find(|(name, _)| name == k) {
         Some(slot) => slot.1 = v,
         None => env.push((k.to_string(), v)),
@@ -116,8 +123,25 @@ pub async fn open(
     actor: &str,
     req: OpenRequest,
 ) -> Result<OpenResponse, ApiError> {
+    open_on(state, actor, req, None).await
+}
+
+/// [`open`], the program run on host `conn` (through its ssh master)
+/// when one is given.
+pub async fn open_on(
+    state: &AppState,
+    actor: &str,
+    req: OpenRequest,
+    conn: Option<crate::conn::Destination>,
+) -> Result<OpenResponse, ApiError> {
     check_env(state, &req.env)?;
     let tmux = req.tmux.as_ref().map(tmux_ref).transpose()?;
+    if tmux.is_some() && conn.is_some() {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            "a tmux pane cannot be opened on a connection",
+        ));
+    }
     if tmux.is_some() && !req.command.is_empty() {
         return Err(ApiError::bad_request(
             "invalid_request",
@@ -165,6 +189,7 @@ pub async fn open(
                 env: req.env.clone(),
                 rows: req.rows,
                 cols: req.cols,
+                conn: conn.clone(),
             },
         )
         .map(|started| (started, None)),
@@ -209,13 +234,16 @@ pub async fn open(
     publish(state, &id);
     crate::hold::kick(state, &id);
     // The program's name only: arguments may carry secrets.
-    let what = match (&req.tmux, req.command.first()) {
+    let mut what = match (&req.tmux, req.command.first()) {
         (Some(t), _) => format!("tmux={} socket={}", t.pane_id, t.socket),
         (None, Some(program)) => {
             format!("program={}", program.rsplit('/').next().unwrap_or_default())
         }
         (None, None) => String::new(),
     };
+    if let Some(c) = &conn {
+        what.push_str(&format!(" conn={}", c.shown()));
+    }
     state
         .audit(
             AuditRecord::new(actor, "open", Some(id.as_str()), "ok")
@@ -328,6 +356,7 @@ fn adopt(
                 command: Vec::new(),
                 cwd: Some(info.cwd),
                 env: Default::default(),
+                conn: None,
                 created_ms: now_ms(),
                 exit_recorded,
             },
@@ -346,6 +375,9 @@ pub struct Launch {
     pub env: std::collections::BTreeMap<String, String>,
     pub rows: Option<u16>,
     pub cols: Option<u16>,
+    /// The host to run it on, through its ssh master: the PTY here runs
+    /// `ssh -tt` (see [`crate::conn`]).
+    pub conn: Option<crate::conn::Destination>,
 }
 
 /// Spawns `launch` in a new PTY as block `block` and follows its exit.
@@ -363,10 +395,26 @@ pub fn start(
         ));
     }
     let config = state.config();
+    let (command, cwd) = match &launch.conn {
+        None => (launch.command.clone(), launch.cwd.as_ref().map(Into::into)),
+        Some(dest) => (
+            state
+                .conns()
+                .pane_argv(
+                    &config,
+                    dest,
+                    &launch.command,
+                    launch.cwd.as_deref(),
+                    &launch.env,
+                )
+                .map_err(|m| ApiError::bad_request("invalid_conn_command", m))?,
+            None,
+        ),
+    };
     let spec = PaneSpec {
         label: agent.map_or_else(|| block.to_string(), ToString::to_string),
-        command: launch.command.clone(),
-        cwd: launch.cwd.as_ref().map(Into::into),
+        command,
+        cwd,
         env: pane_env(state, launch, agent),
         rows: launch.rows.unwrap_or(config.panes.rows),
         cols: launch.cols.unwrap_or(config.panes.cols),
@@ -385,6 +433,7 @@ pub fn start(
             command: launch.command.clone(),
             cwd: launch.cwd.clone(),
             env: launch.env.clone(),
+            conn: launch.conn.clone(),
             created_ms: now_ms(),
             exit_recorded,
         },

@@ -81,6 +81,7 @@ struct Inner {
     poller: Poller,
     // One pooled client for calls to peers (and the relay).
     http: reqwest::Client,
+    conns: crate::conn::Conns,
 }
 
 /// Resolves once shutdown has begun. The borrow guard `wait_for` returns
@@ -181,6 +182,7 @@ impl AppState {
                 registry,
                 poller,
                 http,
+                conns: crate::conn::Conns::default(),
             }),
         }
     }
@@ -297,6 +299,11 @@ impl AppState {
 
     pub fn blocks(&self) -> &Blocks {
         &self.inner.blocks
+    }
+
+    /// The SSH connections (`conn*` methods).
+    pub fn conns(&self) -> &crate::conn::Conns {
+        &self.inner.conns
     }
 
     pub fn tracker(&self) -> &Tracker {

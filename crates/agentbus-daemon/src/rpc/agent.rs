@@ -99,12 +99,21 @@ pub struct OpenParams {
     tab_id: Option<String>,
     rows: Option<u16>,
     cols: Option<u16>,
+    /// Run it on this host, through its ssh master (see `conn*`).
+    conn: Option<super::conn::HostArg>,
+    conn_port: Option<std::num::NonZeroU16>,
 }
 
-/// The name is the agent opened (or found running): exactly as given.
+/// The name is the agent opened (or found running): exactly as given;
+/// and the host it runs on, if not here.
 impl Params for OpenParams {
     fn targets(&mut self, _: &AppState) -> Result<Vec<Target>, RpcError> {
-        Ok(vec![Target::Agent(self.agent_id.clone())])
+        let mut t = vec![Target::Agent(self.agent_id.clone())];
+        t.extend(
+            super::conn::pane_host(&self.conn, self.conn_port)?
+                .map(|d| super::conn::host_target(&d)),
+        );
+        Ok(t)
     }
 }
 
@@ -117,10 +126,18 @@ pub async fn open(ctx: Ctx, p: OpenParams) -> Result<Value, RpcError> {
             .pane_of(&p.agent_id)
             .is_some_and(|r| r.pane.is_running())
     };
+    let conn = super::conn::pane_host(&p.conn, p.conn_port)?;
+    if let Some(dest) = &conn {
+        super::conn::require_connected(&ctx.state, dest).await?;
+    }
     let command = match p.command {
         Some(c) => c,
         // Only a name: an agent already running is returned as it is.
         None if p.provider.is_none() && running() => Vec::new(),
+        // The host's own login shell.
+        None if conn.is_some() && p.provider == Some(Provider::Shell) => {
+            crate::conn::remote_login_shell()
+        }
         None => default_command(p.provider)?,
     };
     let req = OpenRequest {
@@ -133,7 +150,7 @@ pub async fn open(ctx: Ctx, p: OpenParams) -> Result<Value, RpcError> {
         rows: p.rows,
         cols: p.cols,
     };
-    let r = panes::open(&ctx.state, &ctx.actor(), req).await?;
+    let r = panes::open_on(&ctx.state, &ctx.actor(), req, conn).await?;
     if r.created {
         ctx.state
             .blocks()

@@ -38,15 +38,21 @@ pub struct CreateParams {
     provider: Option<Provider>,
     rows: Option<u16>,
     cols: Option<u16>,
+    /// `term`: run it on this host, through its ssh master (see `conn*`).
+    conn: Option<super::conn::HostArg>,
+    conn_port: Option<std::num::NonZeroU16>,
 }
 
-/// `createsubblock` acts on its parent; the others create a new block.
+/// `createsubblock` acts on its parent; the others create a new block;
+/// a term on a host acts on that host.
 impl Params for CreateParams {
     fn targets(&mut self, state: &AppState) -> Result<Vec<Target>, RpcError> {
+        let host = super::conn::pane_host(&self.conn, self.conn_port)?;
         Ok(self
             .block_id
             .map(|b| block_target(state, b))
             .into_iter()
+            .chain(host.map(|d| super::conn::host_target(&d)))
             .collect())
     }
 }
@@ -136,6 +142,17 @@ async fn create(ctx: &Ctx, parent: Option<BlockId>, p: CreateParams) -> Result<V
     let mut meta = p.meta.clone();
     super::meta::check_new(view, &meta)?;
     check_view_args(view, p.file.as_deref(), p.url.as_deref(), &mut meta)?;
+    let conn = super::conn::pane_host(&p.conn, p.conn_port)?;
+    if let Some(dest) = &conn {
+        if view != View::Term {
+            return Err(RpcError::new(
+                super::protocol::INVALID_PARAMS,
+                "invalid params: conn is for the term view only",
+            ));
+        }
+        super::conn::require_connected(&ctx.state, dest).await?;
+        meta.insert("conn".into(), json!(dest.shown()));
+    }
     let state = &ctx.state;
     let block = BlockId::new();
     let mut pid = None;
@@ -144,14 +161,15 @@ async fn create(ctx: &Ctx, parent: Option<BlockId>, p: CreateParams) -> Result<V
         panes::check_env(state, &p.env)?;
         let launch = Launch {
             provider: p.provider.unwrap_or(Provider::Shell),
-            command: p
-                .command
-                .clone()
-                .unwrap_or_else(|| vec![super::agent::login_shell()]),
+            command: p.command.clone().unwrap_or_else(|| match &conn {
+                Some(_) => crate::conn::remote_login_shell(),
+                None => vec![super::agent::login_shell()],
+            }),
             cwd: p.cwd.clone(),
             env: p.env.clone(),
             rows: p.rows,
             cols: p.cols,
+            conn: conn.clone(),
         };
         pid = start_unnamed(state, block, &launch)?;
         provider = Some(launch.provider);
@@ -304,6 +322,7 @@ fn describe(ctx: &Ctx, id: BlockId, entry: Option<BlockSummary>) -> Value {
             "pid": r.pane.pid(),
             "provider": r.provider,
             "command": r.command,
+            "conn": r.conn.as_ref().map(crate::conn::Destination::shown),
             "rows": rows,
             "cols": cols,
             "exit_code": exit.as_ref().and_then(|e| e.code),

@@ -139,6 +139,10 @@ async fn respawn(ctx: &Ctx, block: BlockId) -> Result<Option<u32>, RpcError> {
             ),
         ));
     }
+    // A pane on a host runs through its master, never connecting itself.
+    if let Some(dest) = &old.conn {
+        super::conn::require_connected(&ctx.state, dest).await?;
+    }
     if old.pane.is_running() {
         let grace = Duration::from_millis(ctx.state.config().panes.stop_grace_ms);
         old.pane.stop(false, grace).await;
@@ -151,6 +155,7 @@ async fn respawn(ctx: &Ctx, block: BlockId) -> Result<Option<u32>, RpcError> {
         env: old.env.clone(),
         rows: Some(old.pane.size().0),
         cols: Some(old.pane.size().1),
+        conn: old.conn.clone(),
     };
     let started = panes::start(&ctx.state, block, names.first(), &launch)?;
     let pid = started.record.pane.pid();

@@ -13,7 +13,7 @@
 use super::protocol::{Call, INVALID_PARAMS, METHOD_NOT_FOUND, RpcError, answer};
 use super::scope::{self, Target};
 use super::session::{Caller, Session};
-use super::{agent, blocks, controller, events, meta, sessions};
+use super::{agent, blocks, conn, controller, events, meta, sessions};
 use crate::auth::Identity;
 use crate::error::ApiError;
 use crate::state::{AppState, AuditRecord};
@@ -34,6 +34,7 @@ pub enum Family {
     Event,
     Session,
     Meta,
+    Conn,
     Auth,
 }
 
@@ -48,6 +49,7 @@ impl Family {
             "event" => Family::Event,
             "session" => Family::Session,
             "meta" => Family::Meta,
+            "conn" => Family::Conn,
             _ => return None,
         })
     }
@@ -313,6 +315,12 @@ pub static TABLE: &[Method] = &[
     method!("getfullconfig", Meta, meta::get_full_config),
     method!("getvar", Meta, meta::get_var),
     method!("setvar", Meta, meta::set_var),
+    method!("connconnect", Conn, conn::connect),
+    method!("connensure", Conn, conn::ensure),
+    method!("conndisconnect", Conn, conn::disconnect),
+    method!("connstatus", Conn, conn::status),
+    method!("connlist", Conn, conn::list),
+    method!("connlistaws", Conn, conn::list_aws),
     // Handled by the connection before dispatch; listed so they are known.
     method!("authenticate", Auth, unreachable_auth),
     method!("authenticatetoken", Auth, unreachable_auth),

@@ -10,10 +10,12 @@
 //! - [`scope`] — what an agent token may call, and on what;
 //! - one handler file per family: [`agent`] (`agent.*`), [`blocks`]
 //!   (`pane.open` and the block primitives), [`controller`], [`events`],
-//!   [`sessions`] (`session:*`), [`meta`] (metadata, views, config).
+//!   [`sessions`] (`session:*`), [`meta`] (metadata, views, config),
+//!   [`conn`] (`conn*`: ssh connections, AWS profiles).
 
 pub mod agent;
 pub mod blocks;
+pub mod conn;
 pub mod controller;
 pub mod events;
 pub mod meta;

@@ -3,10 +3,11 @@
 //! A scope is `method[@target]`:
 //! - `method` is a method name (`agent.send`), a family (`agent.*`,
 //!   `pane.*`, `block.*`, `controller.*`, `event.*`, `session.*`,
-//!   `meta.*`) or `*`;
+//!   `meta.*`, `conn.*`) or `*`;
 //! - `target` is `self` (the token's own agent and its blocks), an agent
 //!   name or glob (`worker-*`), `block:<id>`, `scope:<event scope glob>`,
-//!   or `*`. Without one, any target.
+//!   `host:<glob>` (an ssh destination's host; with an `@`, its
+//!   `user@host`), or `*`. Without one, any target.
 //!
 //! A call is allowed when one scope covers its method and every target it
 //! names. The instance key is not held to scopes.
@@ -33,6 +34,14 @@ pub enum Target {
     EventScope(String),
     /// Every event scope (`allscopes`).
     AllEventScopes,
+    /// An ssh destination (`conn*`, a pane opened with `conn`): its host
+    /// and user.
+    Host {
+        host: String,
+        user: Option<String>,
+    },
+    /// Every known connection (`connlist`, `connstatus` without a host).
+    AllHosts,
 }
 
 impl fmt::Display for Target {
@@ -42,6 +51,12 @@ impl fmt::Display for Target {
             Target::Block { id, .. } => write!(f, "block:{id}"),
             Target::EventScope(s) => write!(f, "scope:{s}"),
             Target::AllEventScopes => f.write_str("*"),
+            Target::Host {
+                host,
+                user: Some(u),
+            } => write!(f, "host:{u}@{host}"),
+            Target::Host { host, user: None } => write!(f, "host:{host}"),
+            Target::AllHosts => f.write_str("host:*"),
         }
     }
 }
@@ -60,6 +75,7 @@ enum TargetPattern {
     Block(String),
     EventScope(String),
     AgentGlob(String),
+    Host(String),
 }
 
 /// One parsed scope.
@@ -91,10 +107,12 @@ fn glob(pattern: &str, s: &str) -> bool {
 }
 
 fn glob_ok(s: &str) -> bool {
+    // A host target may name a user (`host:deploy@web-*`).
+    let extra = if s.starts_with("host:") { "@[]" } else { "" };
     !s.is_empty()
         && s.len() <= 128
         && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_*:./".contains(c))
+            .all(|c| c.is_ascii_alphanumeric() || "-_*:./".contains(c) || extra.contains(c))
 }
 
 impl Scope {
@@ -108,7 +126,7 @@ impl Scope {
             MethodPattern::Any
         } else if let Some(fam) = m.strip_suffix(".*") {
             MethodPattern::Family(Family::parse(fam).ok_or_else(|| {
-                bad("families are agent.*, pane.*, block.*, controller.*, event.*, session.*, meta.*")
+                bad("families are agent.*, pane.*, block.*, controller.*, event.*, session.*, meta.*, conn.*")
             })?)
         } else {
             MethodPattern::Exact(
@@ -124,13 +142,15 @@ impl Scope {
             Some("self") => Some(TargetPattern::Own),
             Some(t) if !glob_ok(t) => {
                 return Err(bad(
-                    "a target is self, *, an agent name or glob, block:<id> or scope:<scope>",
+                    "a target is self, *, an agent name or glob, block:<id>, scope:<scope> or host:<glob>",
                 ));
             }
             Some(t) => Some(if let Some(b) = t.strip_prefix("block:") {
                 TargetPattern::Block(b.to_string())
             } else if let Some(s) = t.strip_prefix("scope:") {
                 TargetPattern::EventScope(s.to_string())
+            } else if let Some(h) = t.strip_prefix("host:") {
+                TargetPattern::Host(h.to_ascii_lowercase())
             } else {
                 TargetPattern::AgentGlob(t.to_string())
             }),
@@ -160,7 +180,9 @@ impl Scope {
             TargetPattern::Any => true,
             TargetPattern::Own => a == me,
             TargetPattern::AgentGlob(g) => glob(g, a.as_str()),
-            TargetPattern::Block(_) | TargetPattern::EventScope(_) => false,
+            TargetPattern::Block(_) | TargetPattern::EventScope(_) | TargetPattern::Host(_) => {
+                false
+            }
         };
         match target {
             Target::Agent(a) => agent(a),
@@ -174,6 +196,20 @@ impl Scope {
                 _ => false,
             },
             Target::AllEventScopes => *p == TargetPattern::Any,
+            // A glob with `@` is matched against `user@host` (a
+            // destination without a user has none to match); without,
+            // against the host alone.
+            Target::Host { host, user } => match p {
+                TargetPattern::Any => true,
+                TargetPattern::Host(g) if g.contains('@') => user
+                    .as_ref()
+                    .is_some_and(|u| glob(g, &format!("{}@{host}", u.to_ascii_lowercase()))),
+                TargetPattern::Host(g) => glob(g, host),
+                _ => false,
+            },
+            Target::AllHosts => {
+                matches!(p, TargetPattern::Any) || matches!(p, TargetPattern::Host(g) if g == "*")
+            }
         }
     }
 }
@@ -236,6 +272,8 @@ mod tests {
             "controllerinput@block:0190*",
             "eventsub@scope:team-*",
             "agent.output@self",
+            "conn.*@host:web-*",
+            "connstatus@host:[::1]",
         ] {
             Scope::parse(ok).unwrap();
         }
@@ -301,6 +339,70 @@ mod tests {
         for default in crate::config::DEFAULT_APP_SCOPES {
             assert!(raw(&[default]).is_err(), "{default}");
         }
+    }
+
+    #[test]
+    fn host_targets_match_the_host_or_user_and_host() {
+        let host = |h: &str, u: Option<&str>| Target::Host {
+            host: h.into(),
+            user: u.map(Into::into),
+        };
+        let web = host("web-1", Some("deploy"));
+        assert!(
+            allowed(
+                &["conn.*@host:web-*"],
+                "connconnect",
+                std::slice::from_ref(&web)
+            )
+            .is_ok()
+        );
+        assert!(
+            allowed(
+                &["conn.*@host:deploy@web-*"],
+                "connconnect",
+                std::slice::from_ref(&web)
+            )
+            .is_ok()
+        );
+        assert!(
+            allowed(
+                &["conn.*@host:root@web-*"],
+                "connconnect",
+                std::slice::from_ref(&web)
+            )
+            .is_err()
+        );
+        assert!(
+            allowed(
+                &["conn.*@host:deploy@*"],
+                "connconnect",
+                &[host("web-1", None)]
+            )
+            .is_err()
+        );
+        assert!(
+            allowed(
+                &["conn.*@host:db-*"],
+                "connconnect",
+                std::slice::from_ref(&web)
+            )
+            .is_err()
+        );
+        assert!(
+            allowed(
+                &["conn.*@worker-*"],
+                "connconnect",
+                std::slice::from_ref(&web)
+            )
+            .is_err()
+        );
+        assert!(allowed(&["conn.*@self"], "connconnect", std::slice::from_ref(&web)).is_err());
+        assert!(allowed(&["agent.*"], "connconnect", std::slice::from_ref(&web)).is_err());
+        assert!(allowed(&["conn.*"], "connconnect", &[web]).is_ok());
+        assert!(allowed(&["connlist@host:web-*"], "connlist", &[Target::AllHosts]).is_err());
+        assert!(allowed(&["connlist@host:*"], "connlist", &[Target::AllHosts]).is_ok());
+        assert!(Scope::parse("conn.*@host:Deploy@Web-1").is_ok());
+        assert!(Scope::parse("conn.*@web@1").is_err());
     }
 
     #[test]

@@ -86,6 +86,11 @@ pub struct ControllerOut {
     /// An adopted tmux pane: not reopened by a restore.
     #[serde(default)]
     pub tmux: bool,
+    /// The ssh destination the program runs on (`conn`), and its port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conn: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conn_port: Option<u16>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -149,6 +154,8 @@ pub async fn build_export(state: &crate::state::AppState) -> Result<Export, RpcE
             cols,
             running: r.pane.is_running(),
             tmux: r.pane.tmux().is_some(),
+            conn: r.conn.as_ref().map(crate::conn::Destination::shown),
+            conn_port: r.conn.as_ref().and_then(crate::conn::Destination::port),
         });
     }
     let mut agents: Vec<AgentOut> = state
@@ -209,6 +216,7 @@ pub fn canonical(e: &Export) -> Value {
             "controller": b.controller.as_ref().map(|c| json!({
                 "provider": c.provider, "command": c.command, "cwd": c.cwd,
                 "env_names": c.env_names, "rows": c.rows, "cols": c.cols, "tmux": c.tmux,
+                "conn": c.conn, "conn_port": c.conn_port,
             })),
         }))
     };
@@ -650,9 +658,18 @@ pub async fn restore(ctx: Ctx, mut p: RestoreParams) -> Result<Value, RpcError> 
                 if !lacking.is_empty() {
                     missing_env.insert(key, lacking);
                 }
+                let conn = match &c.conn {
+                    Some(host) => {
+                        let dest = crate::conn::Destination::parse(host, c.conn_port)
+                            .map_err(|e| bad_bundle(e.0))?;
+                        super::conn::require_connected(state, &dest).await?;
+                        Some(dest)
+                    }
+                    None => None,
+                };
                 match b.agents.first() {
                     Some(agent) => {
-                        let r = crate::panes::open(
+                        let r = crate::panes::open_on(
                             state,
                             &ctx.actor(),
                             OpenRequest {
@@ -665,6 +682,7 @@ pub async fn restore(ctx: Ctx, mut p: RestoreParams) -> Result<Value, RpcError> 
                                 rows: Some(c.rows),
                                 cols: Some(c.cols),
                             },
+                            conn,
                         )
                         .await?;
                         r.block_id
@@ -681,6 +699,7 @@ pub async fn restore(ctx: Ctx, mut p: RestoreParams) -> Result<Value, RpcError> 
                                 env,
                                 rows: Some(c.rows),
                                 cols: Some(c.cols),
+                                conn,
                             },
                         )?;
                         id
