@@ -22,6 +22,7 @@ pub struct Config {
     pub policy: PolicyConfig,
     pub relay: RelayConfig,
     pub app_api: AppApiConfig,
+    pub screenshot: ScreenshotConfig,
     /// Per-provider overrides of the built-in paste/submit profiles.
     pub profiles: BTreeMap<Provider, ProfileOverride>,
 }
@@ -205,6 +206,52 @@ impl Default for AppApiConfig {
             sysinfo_interval_ms: 2_000,
             pull_queue: 1_000,
         }
+    }
+}
+
+/// Screen shots of panes (`captureblockscreenshot`): the font the PNG is
+/// drawn with and how large it may be.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ScreenshotConfig {
+    /// A monospace TrueType or OpenType font file. Unset: the first of the
+    /// known system paths (DejaVu Sans Mono, Liberation Mono, Noto Sans
+    /// Mono), then what `fc-match monospace` names.
+    pub font: Option<PathBuf>,
+    /// The bold face to go with `font`; unset, bold cells use `font`.
+    pub bold_font: Option<PathBuf>,
+    /// The glyph size in pixels (6-72); a cell's size follows from the
+    /// font's advance and line height at this size.
+    pub font_px: u16,
+    /// The largest picture drawn, in pixels (width x height); larger asks
+    /// are refused (`SCREENSHOT_TOO_LARGE`), `format: "text"` still works.
+    pub max_pixels: u64,
+}
+
+impl Default for ScreenshotConfig {
+    fn default() -> Self {
+        Self {
+            font: None,
+            bold_font: None,
+            font_px: 16,
+            max_pixels: 16 << 20,
+        }
+    }
+}
+
+impl ScreenshotConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !(6..=72).contains(&self.font_px) || !(1..=256 << 20).contains(&self.max_pixels) {
+            return Err(ConfigError::Invalid(
+                "screenshot.font_px must be between 6 and 72 and screenshot.max_pixels between 1 and 268435456".into(),
+            ));
+        }
+        if self.bold_font.is_some() && self.font.is_none() {
+            return Err(ConfigError::Invalid(
+                "screenshot.bold_font needs screenshot.font (the regular face) set too".into(),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -617,6 +664,7 @@ impl Config {
         if !(a.calls_per_s > 0.0 && a.calls_burst >= 1.0) {
             return bad("app_api: calls_per_s must be > 0 and calls_burst >= 1");
         }
+        self.screenshot.validate()?;
         let all_scopes = self
             .policy
             .app_scopes

@@ -9,7 +9,8 @@
 //!   rate limit, audit);
 //! - [`scope`] — what an agent token may call, and on what;
 //! - one handler file per family: [`agent`] (`agent.*`), [`blocks`]
-//!   (`pane.open` and the block primitives), [`controller`], [`events`].
+//!   (`pane.open` and the block primitives), [`controller`] (and its
+//!   [`screenshot`]), [`events`].
 
 pub mod agent;
 pub mod blocks;
@@ -18,6 +19,7 @@ pub mod events;
 pub mod methods;
 pub mod protocol;
 pub mod scope;
+pub mod screenshot;
 pub mod session;
 
 use crate::error::ApiError;
