@@ -35,6 +35,7 @@ install_all() {
   command -v tmux >/dev/null 2>&1 || apt_install tmux "the tmux bridge tests need it"
   command -v chromium >/dev/null 2>&1 || apt_install chromium "the browser test needs it"
   command -v nats-server >/dev/null 2>&1 || apt_install nats-server "the relay's JetStream backend is tested on private nats-server nodes"
+  [ -f /usr/share/fonts/truetype/dejavu/DejaVuSansMono.ttf ] || apt_install fonts-dejavu-core "screen shots (captureblockscreenshot) are drawn with DejaVu Sans Mono"
 
   # Python clients the tests drive the real binary with (the official MCP
   # SDK, ...), in a venv under target/ so nothing outside the checkout
