@@ -163,8 +163,7 @@ fn sync(state: &AppState) {
             continue;
         }
         wanted.insert(record.block);
-        if w
-            .taps
+        if w.taps
             .get(&record.block)
             .is_some_and(|t| t.pane.same_as(&record.pane))
         {

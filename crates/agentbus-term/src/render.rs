@@ -337,9 +337,9 @@ impl Canvas {
                     continue;
                 }
                 let i = ((py as usize) * self.width + px as usize) * 3;
-                for k in 0..3 {
-                    let (base, top) = (u32::from(self.px[i + k]), u32::from(fg[k]));
-                    self.px[i + k] = ((base * (255 - a) + top * a + 127) / 255) as u8;
+                for (p, top) in self.px[i..i + 3].iter_mut().zip(fg) {
+                    let (base, top) = (u32::from(*p), u32::from(top));
+                    *p = ((base * (255 - a) + top * a + 127) / 255) as u8;
                 }
             }
         }
@@ -354,8 +354,7 @@ pub fn render(shot: &Snapshot, fonts: &Fonts, max_pixels: u64) -> Result<Png, Re
         u64::from(shot.cols) * cw as u64,
         u64::from(shot.rows) * ch as u64,
     );
-    if width * height > max_pixels || width > u64::from(u32::MAX) || height > u64::from(u32::MAX)
-    {
+    if width * height > max_pixels || width > u64::from(u32::MAX) || height > u64::from(u32::MAX) {
         return Err(RenderError::TooLarge {
             width,
             height,
@@ -368,7 +367,8 @@ pub fn render(shot: &Snapshot, fonts: &Fonts, max_pixels: u64) -> Result<Png, Re
     };
     let mut glyphs: HashMap<(char, bool), (fontdue::Metrics, Vec<u8>)> = HashMap::new();
     let thickness = ((fonts.px / 14.0).round() as usize).max(1);
-    let underline_y = (fonts.baseline.max(0) as usize + thickness).min(ch.saturating_sub(thickness));
+    let underline_y =
+        (fonts.baseline.max(0) as usize + thickness).min(ch.saturating_sub(thickness));
     let cursor = shot.cursor;
     for (r, row) in shot.cells.iter().enumerate() {
         for (c, cell) in row.iter().enumerate() {
@@ -395,7 +395,8 @@ pub fn render(shot: &Snapshot, fonts: &Fonts, max_pixels: u64) -> Result<Png, Re
                     .or_insert_with(|| fonts.face(bold, ch_).rasterize(ch_, fonts.px));
                 let m = glyph.0;
                 let gx = x0 as i64 + i64::from(m.xmin);
-                let gy = y0 as i64 + i64::from(fonts.baseline) - m.height as i64 - i64::from(m.ymin);
+                let gy =
+                    y0 as i64 + i64::from(fonts.baseline) - m.height as i64 - i64::from(m.ymin);
                 canvas.blend(glyph, gx, gy, clip, fg);
             }
             if cell.attrs.underline {

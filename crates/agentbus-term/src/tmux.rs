@@ -282,7 +282,6 @@ impl Server {
     }
 }
 
-
 impl Server {
     /// The pane's visible screen, cell by cell: its rows with their
     /// attributes (`capture-pane -e -N`) replayed into a screen of the
@@ -321,7 +320,14 @@ impl Server {
                 "pane {pane} is {cols}x{rows}: a screen shot takes panes of up to 1000x1000"
             )));
         }
-        Ok(Snapshot::from_capture(rows, cols, capture, y, x, shown == 1))
+        Ok(Snapshot::from_capture(
+            rows,
+            cols,
+            capture,
+            y,
+            x,
+            shown == 1,
+        ))
     }
 }
 

@@ -84,10 +84,7 @@ fn assert_painted(r: &Value, rows: u64, cols: u64) {
     // The cursor is a block of the default foreground.
     assert_eq!(p["cursor_center"], json!([229, 229, 229]), "{p}");
     assert_eq!(r["font"]["px"], 16.0);
-    assert!(
-        r["font"]["file"].as_str().unwrap().ends_with(".ttf"),
-        "{r}"
-    );
+    assert!(r["font"]["file"].as_str().unwrap().ends_with(".ttf"), "{r}");
     // Each format carries what it says.
     assert_eq!(r["png_only"]["has_screen"], false);
     assert_eq!(r["png_only"]["has_png"], true);
@@ -115,7 +112,13 @@ async fn a_tmux_panes_screen_is_read_from_tmux() {
         &["open", "painter", "--tmux", &pane, "--provider", "generic"],
         &[("TMUX_BRIDGE_SOCKET", t.sock())],
     ));
-    let size = t.tmux(&["display-message", "-p", "-t", &pane, "#{pane_height} #{pane_width}"]);
+    let size = t.tmux(&[
+        "display-message",
+        "-p",
+        "-t",
+        &pane,
+        "#{pane_height} #{pane_width}",
+    ]);
     let (rows, cols) = size.trim().split_once(' ').unwrap();
     let r = run_python("app_api_shot.py", d.app_api_args("shot", &[])).await;
     assert_painted(&r, rows.parse().unwrap(), cols.parse().unwrap());
@@ -140,7 +143,12 @@ async fn bad_requests_are_named_and_a_missing_font_fails_only_the_picture() {
         msg.contains("captureblockscreenshot") && msg.contains("jpeg"),
         "{msg}"
     );
-    for k in ["format_number", "bad_block_id", "unknown_field", "positional"] {
+    for k in [
+        "format_number",
+        "bad_block_id",
+        "unknown_field",
+        "positional",
+    ] {
         assert_eq!(r[k], -32602, "{k}: {r}");
     }
     assert_eq!(r["neither"], "MISSING_ARG");
@@ -158,9 +166,13 @@ async fn bad_requests_are_named_and_a_missing_font_fails_only_the_picture() {
     assert_eq!(r["after"], "ok");
     let (_, a) = d.get("/v1/audit?limit=1000", &Cred::Key).await;
     assert!(
-        a["entries"].as_array().unwrap().iter().any(|e| e["kind"] == "rpc"
-            && e["target"] == "captureblockscreenshot"
-            && e["outcome"] == "block_not_found"),
+        a["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "rpc"
+                && e["target"] == "captureblockscreenshot"
+                && e["outcome"] == "block_not_found"),
         "{a}"
     );
 }
@@ -179,7 +191,10 @@ async fn a_subscriber_gets_a_programs_output_in_order_and_only_while_it_wants_it
     assert_eq!(r["numbers_in_order"], true, "{r}");
     assert_eq!(r["numbers_seen"], 3000);
     assert_eq!(r["after_query"], true);
-    assert_eq!(r["query_seen"], false, "a terminal query reached the events");
+    assert_eq!(
+        r["query_seen"], false,
+        "a terminal query reached the events"
+    );
     assert_eq!(r["unicode"], true);
     assert_eq!(r["resync"], false);
     assert!(r["max_bytes"].as_u64().unwrap() <= 16 * 1024, "{r}");
@@ -187,7 +202,10 @@ async fn a_subscriber_gets_a_programs_output_in_order_and_only_while_it_wants_it
     assert!(r["events"].as_u64().unwrap() < 1000, "{r}");
     assert_eq!(r["types"], json!(["agent:output"]));
     let block = r["event_block"].as_str().unwrap();
-    assert_eq!(r["scopes"], json!(["agent:talker", format!("block:{block}")]));
+    assert_eq!(
+        r["scopes"],
+        json!(["agent:talker", format!("block:{block}")])
+    );
     assert_eq!(r["event_agent"], "talker");
     assert!(r["block_sub_bytes"].as_u64().unwrap() > 0);
     assert_eq!(r["star_saw_output"], false);
@@ -207,7 +225,9 @@ async fn a_subscriber_that_never_reads_neither_slows_the_pane_nor_grows_the_daem
         d.app_api_args("lag", &["--pid", &pid, "--size", &size.to_string()]),
     )
     .await;
-    let finished = r["finished_s"].as_f64().unwrap_or_else(|| panic!("the flood never finished: {r}"));
+    let finished = r["finished_s"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("the flood never finished: {r}"));
     assert!(finished < 60.0, "{r}");
     let growth_kb = r["rss_peak_kb"].as_i64().unwrap() - r["rss_before_kb"].as_i64().unwrap();
     assert!(growth_kb < 32_000, "the daemon grew by {growth_kb} KB: {r}");

@@ -175,8 +175,7 @@ pub async fn subscribe(ctx: Ctx, p: SubParams) -> Result<Value, RpcError> {
     } else {
         ctx.state.events().subscribe()
     };
-    let want =
-        output.then(|| crate::output_events::Taps::want(&ctx.state, &p.scopes, p.allscopes));
+    let want = output.then(|| crate::output_events::Taps::want(&ctx.state, &p.scopes, p.allscopes));
     // Counted until the task ends, however it ends.
     let live = crate::state::Live::new(&ctx.state.app_api().subscriptions);
     let id = sub_id.clone();
