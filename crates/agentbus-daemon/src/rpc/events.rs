@@ -154,7 +154,12 @@ pub async fn subscribe(ctx: Ctx, p: SubParams) -> Result<Value, RpcError> {
     let pull = (p.mode == Mode::Pull).then(|| {
         Arc::new(PullQueue {
             events: Mutex::new((VecDeque::new(), 0)),
-            cap: ctx.state.config().app_api.pull_queue,
+            // Output chunks are large (up to 16 KiB each): fewer kept.
+            cap: if output {
+                ctx.state.config().app_api.pull_queue.min(OUTPUT_PULL_QUEUE)
+            } else {
+                ctx.state.config().app_api.pull_queue
+            },
             ready: Notify::new(),
         })
     });
@@ -244,6 +249,9 @@ pub async fn subscribe(ctx: Ctx, p: SubParams) -> Result<Value, RpcError> {
 
 /// The type of a pane's output events.
 const OUTPUT: &str = "agent:output";
+
+/// Most `agent:output` events a pull subscription keeps (about 1 MiB).
+const OUTPUT_PULL_QUEUE: usize = 64;
 
 /// A pane's output through events is what `agent.output` reads: an agent
 /// token needs that method's scope on every agent and block the

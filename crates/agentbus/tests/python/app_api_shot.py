@@ -144,6 +144,19 @@ async def shot(args):
     return r
 
 
+async def tmux_output(args):
+    """A tmux pane's screen changing, as output events (push and pull)."""
+    ws, rpc = await connect(args)
+    sub = (await rpc.call("eventsub", {"event": "agent:output", "scopes": ["agent:painter"]}))["result"]["sub_id"]
+    pull = (await rpc.call("eventsub", {"event": "agent:output", "scopes": ["agent:painter"], "mode": "pull"}))["result"]["sub_id"]
+    block = (await rpc.call("agent.status", {"agent_id": "painter"}))["result"]["block_id"]
+    await rpc.call("controllerinput", {"block_id": block, "data": "zz"})
+    await wait_for(lambda: output_of(rpc.notes, sub), 20)
+    got = (await rpc.call("eventrecv", {"sub_id": pull, "max": 1, "wait_ms": 5000}))["result"]
+    await ws.close()
+    return {"event": output_of(rpc.notes, sub)[0], "pull": got}
+
+
 async def errors(args):
     ws, rpc = await connect(args)
     help_block = (await rpc.call("pane.open", {"view": "help"}))["result"]["block_id"]
@@ -350,7 +363,7 @@ async def main():
     p.add_argument("--pid", type=int)
     p.add_argument("--size", type=int, default=40_000_000)
     args = p.parse_args()
-    fn = {"shot": shot, "errors": errors, "output": output, "lag": lag, "scopes": scopes}[args.scenario]
+    fn = {"shot": shot, "tmux_output": tmux_output, "errors": errors, "output": output, "lag": lag, "scopes": scopes}[args.scenario]
     print(json.dumps(await fn(args)), flush=True)
 
 
