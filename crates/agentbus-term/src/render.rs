@@ -428,9 +428,11 @@ pub fn render(shot: &Snapshot, fonts: &Fonts, max_pixels: u64) -> Result<Png, Re
 mod tests {
     use super::*;
 
-    fn fonts() -> Option<Fonts> {
-        let (r, b) = find_fonts(None, None).ok()?;
-        Some(Fonts::load(&r, b.as_deref(), 16.0).unwrap())
+    /// The system's monospace font (`scripts/test.sh` installs DejaVu).
+    fn fonts() -> Fonts {
+        let (r, b) = find_fonts(None, None)
+            .unwrap_or_else(|e| panic!("{e} (scripts/test.sh installs fonts-dejavu-core)"));
+        Fonts::load(&r, b.as_deref(), 16.0).unwrap()
     }
 
     fn shot(rows: u16, cols: u16, bytes: &[u8]) -> Snapshot {
@@ -451,6 +453,21 @@ mod tests {
         let info = reader.next_frame(&mut buf).unwrap();
         assert_eq!(info.color_type, png::ColorType::Rgb);
         (info.width, info.height, buf)
+    }
+
+    #[test]
+    fn fontconfig_is_asked_when_it_is_installed() {
+        if which("fc-match").is_none() {
+            assert_eq!(fc_match("monospace"), None);
+            return;
+        }
+        let found = fc_match("monospace").expect("fc-match names a monospace font");
+        assert!(found.is_file(), "{found:?}");
+        Fonts::load(&found, None, 12.0).unwrap();
+        // A configured font is taken as given, found or not: loading it
+        // says what is wrong.
+        let (r, b) = find_fonts(Some(Path::new("/no/such.ttf")), None).unwrap();
+        assert_eq!((r, b), (PathBuf::from("/no/such.ttf"), None));
     }
 
     #[test]
@@ -476,10 +493,7 @@ mod tests {
 
     #[test]
     fn cells_are_drawn_in_their_colors_at_the_font_cell_size() {
-        let Some(f) = fonts() else {
-            eprintln!("no monospace font on this machine: skipped");
-            return;
-        };
+        let f = fonts();
         assert!(f.cell_width >= 6 && f.cell_height >= 12, "{f:?}");
         let s = shot(2, 6, b"\x1b[1;31mRED\x1b[0m \x1b[44m  \x1b[0m\r\n\x1b[4m_");
         let png = render(&s, &f, 1 << 24).unwrap();
@@ -512,7 +526,7 @@ mod tests {
 
     #[test]
     fn a_picture_too_large_is_refused_and_a_bad_font_is_named() {
-        let Some(f) = fonts() else { return };
+        let f = fonts();
         let s = shot(100, 100, b"");
         let e = render(&s, &f, 1000).unwrap_err();
         assert!(matches!(e, RenderError::TooLarge { .. }), "{e}");
