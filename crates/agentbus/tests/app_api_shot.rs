@@ -172,6 +172,23 @@ async fn bad_requests_are_named_and_a_missing_font_fails_only_the_picture() {
     assert_eq!(err_code(&r["both"]), "BAD_FONT");
     assert_eq!(r["text"], "ok");
     assert_eq!(r["after"], "ok");
+    // A picture larger than allowed is refused with what to do instead.
+    let small = Daemon::start_with("[screenshot]\nmax_pixels = 1000\n");
+    small.open("painter", "raw", &["sh", "-c", PAINT]).await;
+    let out = small.cli(&["rpc", "captureblockscreenshot", r#"{"agent_id":"painter"}"#]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("SCREENSHOT_TOO_LARGE") && err.contains("format"),
+        "{out:?}"
+    );
+    let out = small.cli(&[
+        "rpc",
+        "captureblockscreenshot",
+        r#"{"agent_id":"painter","format":"text"}"#,
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["rows"], 24, "{v}");
     let (_, a) = d.get("/v1/audit?limit=1000", &Cred::Key).await;
     assert!(
         a["entries"]
@@ -217,6 +234,14 @@ async fn a_subscriber_gets_a_programs_output_in_order_and_only_while_it_wants_it
     assert_eq!(r["event_agent"], "talker");
     assert!(r["block_sub_bytes"].as_u64().unwrap() > 0);
     assert_eq!(r["star_saw_output"], false);
+    assert_ne!(r["forged"]["error"], Value::Null, "{r}");
+    assert!(
+        r["forged"]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("published by agentbus itself"),
+        "{r}"
+    );
     assert_eq!(r["history"]["events"], json!([]));
     assert_eq!(r["history"]["live_only"], true);
     assert_eq!(r["after_restart"], true);

@@ -241,6 +241,9 @@ async def output(args):
     r["sub_bytes"] = sum(e["data"]["bytes"] for e in events)
     r["resync"] = any(e["data"].get("resync") for e in events)
     r["star_saw_output"] = any(e["type"] == "agent:output" for e in output_of(rpc.notes, star))
+    # Nobody can forge a pane's output.
+    r["forged"] = await rpc.call("eventpublish", {"event": "agent:output", "scopes": ["agent:talker"],
+                                                  "data": {"data": "rm -rf /"}})
     hist = await rpc.call("eventreadhistory", {"event": "agent:output", "scope": "agent:talker"})
     r["history"] = hist["result"]
     # Only the subscriptions' own: gone with them.
