@@ -37,6 +37,7 @@ install_all() {
   command -v nats-server >/dev/null 2>&1 || apt_install nats-server "the relay's JetStream backend is tested on private nats-server nodes"
   command -v /usr/sbin/sshd >/dev/null 2>&1 || apt_install openssh-server "the App API's conn tests start a private sshd"
   command -v ssh-keygen >/dev/null 2>&1 || apt_install openssh-client "the App API's conn tests make keys and connect with ssh"
+  [ -f /usr/share/fonts/truetype/dejavu/DejaVuSansMono.ttf ] || apt_install fonts-dejavu-core "screen shots (captureblockscreenshot) are drawn with DejaVu Sans Mono"
 
   # Python clients the tests drive the real binary with (the official MCP
   # SDK, ...), in a venv under target/ so nothing outside the checkout

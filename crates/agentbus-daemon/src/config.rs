@@ -23,6 +23,7 @@ pub struct Config {
     pub relay: RelayConfig,
     pub app_api: AppApiConfig,
     pub conn: ConnConfig,
+    pub screenshot: ScreenshotConfig,
     /// Per-provider overrides of the built-in paste/submit profiles.
     pub profiles: BTreeMap<Provider, ProfileOverride>,
 }
@@ -232,6 +233,52 @@ impl Default for AppApiConfig {
             sysinfo_interval_ms: 2_000,
             pull_queue: 1_000,
         }
+    }
+}
+
+/// Screen shots of panes (`captureblockscreenshot`): the font the PNG is
+/// drawn with and how large it may be.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ScreenshotConfig {
+    /// A monospace TrueType or OpenType font file. Unset: the first of the
+    /// known system paths (DejaVu Sans Mono, Liberation Mono, Noto Sans
+    /// Mono), then what `fc-match monospace` names.
+    pub font: Option<PathBuf>,
+    /// The bold face to go with `font`; unset, bold cells use `font`.
+    pub bold_font: Option<PathBuf>,
+    /// The glyph size in pixels (6-72); a cell's size follows from the
+    /// font's advance and line height at this size.
+    pub font_px: u16,
+    /// The largest picture drawn, in pixels (width x height); larger asks
+    /// are refused (`SCREENSHOT_TOO_LARGE`), `format: "text"` still works.
+    pub max_pixels: u64,
+}
+
+impl Default for ScreenshotConfig {
+    fn default() -> Self {
+        Self {
+            font: None,
+            bold_font: None,
+            font_px: 16,
+            max_pixels: 16 << 20,
+        }
+    }
+}
+
+impl ScreenshotConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !(6..=72).contains(&self.font_px) || !(1..=256 << 20).contains(&self.max_pixels) {
+            return Err(ConfigError::Invalid(
+                "screenshot.font_px must be between 6 and 72 and screenshot.max_pixels between 1 and 268435456".into(),
+            ));
+        }
+        if self.bold_font.is_some() && self.font.is_none() {
+            return Err(ConfigError::Invalid(
+                "screenshot.bold_font needs screenshot.font (the regular face) set too".into(),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -647,6 +694,7 @@ impl Config {
         if self.conn.ssh.is_empty() || !(1..=300).contains(&self.conn.connect_timeout_s) {
             return bad("conn.ssh must not be empty and conn.connect_timeout_s must be 1 to 300");
         }
+        self.screenshot.validate()?;
         let all_scopes = self
             .policy
             .app_scopes

@@ -10,6 +10,12 @@
 //! store, which keeps the newest N per (type, scope). agentbus's own
 //! events keep `events.persist_builtin` each, except `message:received`
 //! (the mailbox itself is the durable record of mail).
+//!
+//! A pane's output (`agent:output`, see [`crate::output_events`]) goes on
+//! a channel of its own, [`OUTPUT_CAPACITY`] events deep, and is never
+//! kept: a flood of output neither pushes other events out of the main
+//! channel's window nor reaches the history, and only the App API
+//! subscriptions that ask for it receive it.
 
 use crate::auth::Identity;
 use crate::error::{ApiError, check_range};
@@ -21,9 +27,15 @@ use axum::http::StatusCode;
 use std::sync::Arc;
 use tokio::sync::broadcast;
 
+/// Output events buffered for a subscriber of `agent:output` (each up to
+/// 16 KiB of output) before it is told it lagged.
+pub const OUTPUT_CAPACITY: usize = 256;
+
 #[derive(Clone)]
 pub struct EventBus {
     tx: broadcast::Sender<Arc<Event>>,
+    output: broadcast::Sender<Arc<Event>>,
+    taps: Arc<crate::output_events::Taps>,
     store: Option<Store>,
     persist_builtin: u32,
 }
@@ -50,6 +62,8 @@ impl EventBus {
         let (tx, _) = broadcast::channel(capacity.max(1));
         Self {
             tx,
+            output: broadcast::channel(OUTPUT_CAPACITY).0,
+            taps: Arc::default(),
             store,
             persist_builtin,
         }
@@ -68,6 +82,11 @@ impl EventBus {
     /// kind per scope in history.
     pub fn emit(&self, event: Event, persist: u32) -> Arc<Event> {
         let event = Arc::new(event);
+        if let EventKind::AgentOutput { .. } = event.kind {
+            // Live only: no history, and only its own subscribers.
+            let _ = self.output.send(event.clone());
+            return event;
+        }
         if persist > 0
             && let Some(store) = &self.store
             && let Ok(json) = serde_json::to_string(&*event)
@@ -91,6 +110,20 @@ impl EventBus {
         Subscription {
             rx: self.tx.subscribe(),
         }
+    }
+
+    /// A subscription to `agent:output` events, which [`Self::subscribe`]
+    /// never carries. Panes publish them only while
+    /// [`crate::output_events::Taps::want`] says someone wants them.
+    pub fn subscribe_output(&self) -> Subscription {
+        Subscription {
+            rx: self.output.subscribe(),
+        }
+    }
+
+    /// The panes' output taps.
+    pub fn taps(&self) -> &crate::output_events::Taps {
+        &self.taps
     }
 
     pub fn subscriber_count(&self) -> usize {

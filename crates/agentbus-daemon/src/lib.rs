@@ -34,6 +34,8 @@
 //! - [`retention`] — the background sweeper;
 //! - [`refusals`] — refusals counted and sampled into the audit log;
 //! - [`events`] — the internal typed event bus, with history;
+//! - [`output_events`] — panes' output as `agent:output` events, tapped
+//!   only while a subscription wants them;
 //! - [`error`] — `ApiError`, the HTTP error every route answers with, and
 //!   the extractors that name what is wrong with a request;
 //! - [`state`] — the shared handle all of the above hang off.
@@ -52,6 +54,7 @@ pub mod jekt;
 pub mod limits;
 pub mod mailbox;
 pub mod mcp;
+pub mod output_events;
 pub mod pane_env;
 pub mod panes;
 pub mod poller;

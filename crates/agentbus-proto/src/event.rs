@@ -87,6 +87,29 @@ pub enum EventKind {
         /// 1, 5 and 15 minute load averages.
         load: [f64; 3],
     },
+    /// A pane's output as it came, coalesced (up to 16 KiB or 50 ms a
+    /// chunk). Published only while an App API subscription asks for it,
+    /// on a channel of its own, and never kept in history.
+    #[serde(rename = "agent:output")]
+    AgentOutput {
+        block_id: BlockId,
+        /// The first agent name bound to the block, if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        agent_id: Option<AgentId>,
+        /// The output as UTF-8 text (a byte that is not UTF-8 becomes
+        /// U+FFFD; a character split between chunks is kept whole),
+        /// escape sequences included, the terminal queries the daemon
+        /// answers left out.
+        data: String,
+        /// Bytes of output this chunk holds.
+        bytes: usize,
+        /// Output before this chunk did not all reach the feed (a flood
+        /// outran it), or, for a tmux pane, its screen changed: read the
+        /// screen (`agent.output`, `captureblockscreenshot`) for the
+        /// whole picture.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        resync: bool,
+    },
     /// Published by a client; its type is not one of the above.
     #[serde(untagged)]
     Custom {
@@ -97,7 +120,8 @@ pub enum EventKind {
 }
 
 /// Type names agentbus itself publishes; clients may not publish these.
-pub const BUILTIN_TYPES: [&str; 9] = [
+pub const BUILTIN_TYPES: [&str; 10] = [
+    "agent:output",
     "agent:registered",
     "agent:unregistered",
     "block:created",
@@ -115,6 +139,7 @@ impl EventKind {
         match self {
             EventKind::AgentRegistered { .. } => "agent:registered",
             EventKind::AgentUnregistered { .. } => "agent:unregistered",
+            EventKind::AgentOutput { .. } => "agent:output",
             EventKind::BlockCreated { .. } => "block:created",
             EventKind::BlockDeleted { .. } => "block:deleted",
             EventKind::Sysinfo { .. } => "sysinfo",
@@ -129,11 +154,19 @@ impl EventKind {
     /// The scopes a built-in event is published under; custom events
     /// carry the scopes their publisher gave.
     fn scopes(&self) -> Vec<String> {
-        let mut scopes = vec!["local".to_string()];
+        // A pane's output is never under `local`: a scope on `local`
+        // alone must not read every terminal.
+        let mut scopes = match self {
+            EventKind::AgentOutput { .. } => Vec::new(),
+            _ => vec!["local".to_string()],
+        };
         let (agent, block) = match self {
             EventKind::AgentRegistered { agent_id, block_id } => (Some(agent_id), *block_id),
             EventKind::AgentUnregistered { agent_id } => (Some(agent_id), None),
             EventKind::BlockCreated {
+                block_id, agent_id, ..
+            }
+            | EventKind::AgentOutput {
                 block_id, agent_id, ..
             }
             | EventKind::BlockExited {

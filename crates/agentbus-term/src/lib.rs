@@ -24,7 +24,9 @@ pub mod pane;
 pub mod profile;
 pub mod queries;
 pub mod ready;
+pub mod render;
 pub mod screen;
+pub mod snapshot;
 pub mod tmux;
 
 pub use pane::{
@@ -33,6 +35,7 @@ pub use pane::{
 };
 pub use profile::Profile;
 pub use ready::{Readiness, ScreenRules};
+pub use snapshot::Snapshot;
 
 /// Why a pane operation failed.
 #[derive(Debug, thiserror::Error)]

@@ -121,6 +121,11 @@ impl Screen {
         (r.get(), c.get())
     }
 
+    /// The visible screen, cell by cell, and the cursor.
+    pub fn snapshot(&self) -> crate::snapshot::Snapshot {
+        crate::snapshot::Snapshot::from_vt100(self.parser.screen())
+    }
+
     /// The cursor's (row, column), from 0.
     pub fn cursor(&self) -> (u16, u16) {
         self.parser.screen().cursor_position()

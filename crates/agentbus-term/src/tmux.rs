@@ -7,6 +7,7 @@
 //! process ([`PaneRef`]): `%N` alone is reused across servers, and a pane
 //! replaced with `respawn-pane` keeps its id but not its pid.
 
+use crate::snapshot::Snapshot;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -278,6 +279,55 @@ impl Server {
         let info = parse_pane(first)
             .ok_or_else(|| TmuxError::Failed(format!("can't find pane: {pane}")))?;
         Ok((info, screen.to_string()))
+    }
+}
+
+impl Server {
+    /// The pane's visible screen, cell by cell: its rows with their
+    /// attributes (`capture-pane -e -N`) replayed into a screen of the
+    /// pane's size, and the cursor where tmux has it; one invocation (the
+    /// capture first: it fails for a pane that does not exist). A pane
+    /// larger than 1000x1000 is refused.
+    pub fn screen(&self, pane: &str) -> Result<Snapshot, TmuxError> {
+        let out = self.run(&[
+            "capture-pane",
+            "-p",
+            "-e",
+            "-N",
+            "-t",
+            pane,
+            ";",
+            "display-message",
+            "-p",
+            "-t",
+            pane,
+            "#{pane_height} #{pane_width} #{cursor_y} #{cursor_x} #{cursor_flag}",
+        ])?;
+        let out = out.strip_suffix('\n').unwrap_or(&out);
+        let (capture, last) = out.rsplit_once('\n').unwrap_or(("", out));
+        let f: Vec<u16> = last
+            .split(' ')
+            .map(str::parse)
+            .collect::<Result<_, _>>()
+            .map_err(|_| TmuxError::Failed(format!("unexpected pane description {last:?}")))?;
+        let [rows, cols, y, x, shown] = f[..] else {
+            return Err(TmuxError::Failed(format!(
+                "unexpected pane description {last:?}"
+            )));
+        };
+        if !(1..=1000).contains(&rows) || !(1..=1000).contains(&cols) {
+            return Err(TmuxError::Failed(format!(
+                "pane {pane} is {cols}x{rows}: a screen shot takes panes of up to 1000x1000"
+            )));
+        }
+        Ok(Snapshot::from_capture(
+            rows,
+            cols,
+            capture,
+            y,
+            x,
+            shown == 1,
+        ))
     }
 }
 

@@ -34,6 +34,8 @@ async fn stats(State(state): State<AppState>, _: AdminOnly) -> Json<serde_json::
         "app_api_subscriptions": state.app_api().subscriptions.load(std::sync::atomic::Ordering::Relaxed),
         "blocks": state.blocks().all().len(),
         "block_tasks": state.blocks().tasks(),
+        // Panes whose output is published as `agent:output` right now.
+        "output_taps": state.events().taps().count(),
         // Registry entries ignored because another user could have
         // written them (each reported once in the log).
         "registry_untrusted": state.registry().map_or(0, |r| r.untrusted()),

@@ -1,15 +1,20 @@
 //! `event*`: publish, subscribe (push or pull), unsubscribe, history.
 //!
 //! A push subscription sends `{"method":"eventrecv","params":{event,
-//! "sub_id"}}` for each match. Events never wait for a slow socket: one
+//! "sub_id"}}` for each match. A subscription to `agent:output` reads the
+//! bus's output channel (no other subscription sees those events) and,
+//! while it lives, has the panes it names tapped
+//! ([`crate::output_events`]); it needs, besides `eventsub` on its scopes,
+//! `agent.output` on each agent and block it names: it reads what that
+//! method reads. Events never wait for a slow socket: one
 //! that finds the connection's queue full is dropped and counted, and a
 //! `{"method":"lagged","params":{"sub_id","missed"}}` notice goes out as
 //! soon as there is room. A pull subscription keeps the newest
 //! `app_api.pull_queue` events for `eventrecv` and counts what it drops.
 
-use super::methods::{Ctx, NoParams, Params, event_scope_target, missing};
+use super::methods::{Ctx, Family, NoParams, Params, event_scope_target, missing};
 use super::protocol::{RpcError, notification};
-use super::scope::Target;
+use super::scope::{self, Target};
 use super::session::Sub;
 use crate::events::Received;
 use crate::state::AppState;
@@ -139,13 +144,22 @@ pub async fn subscribe(ctx: Ctx, p: SubParams) -> Result<Value, RpcError> {
     for s in &p.scopes {
         check_scope(s).map_err(crate::events::bad_event)?;
     }
+    let output = p.event == OUTPUT;
+    if output {
+        may_read_output(&ctx, &p)?;
+    }
     let session = ctx.session.clone();
     let sub_id = session.next_sub_id();
     let cancel = session.cancel.child_token();
     let pull = (p.mode == Mode::Pull).then(|| {
         Arc::new(PullQueue {
             events: Mutex::new((VecDeque::new(), 0)),
-            cap: ctx.state.config().app_api.pull_queue,
+            // Output chunks are large (up to 16 KiB each): fewer kept.
+            cap: if output {
+                ctx.state.config().app_api.pull_queue.min(OUTPUT_PULL_QUEUE)
+            } else {
+                ctx.state.config().app_api.pull_queue
+            },
             ready: Notify::new(),
         })
     });
@@ -159,9 +173,14 @@ pub async fn subscribe(ctx: Ctx, p: SubParams) -> Result<Value, RpcError> {
             },
         );
     }
-    // Subscribed before answering: nothing published after the answer is
-    // missed.
-    let mut bus = ctx.state.events().subscribe();
+    // Subscribed (and the panes tapped) before answering: nothing
+    // published after the answer is missed.
+    let mut bus = if output {
+        ctx.state.events().subscribe_output()
+    } else {
+        ctx.state.events().subscribe()
+    };
+    let want = output.then(|| crate::output_events::Taps::want(&ctx.state, &p.scopes, p.allscopes));
     // Counted until the task ends, however it ends.
     let live = crate::state::Live::new(&ctx.state.app_api().subscriptions);
     let id = sub_id.clone();
@@ -171,6 +190,8 @@ pub async fn subscribe(ctx: Ctx, p: SubParams) -> Result<Value, RpcError> {
     let all = p.allscopes;
     tokio::spawn(async move {
         let _live = live;
+        // Wanted as long as this task runs.
+        let _want = want;
         let mut missed: u64 = 0;
         let lag_notice = |missed: &mut u64| {
             let lag = notification("lagged", json!({ "sub_id": id, "missed": *missed }));
@@ -226,6 +247,43 @@ pub async fn subscribe(ctx: Ctx, p: SubParams) -> Result<Value, RpcError> {
     Ok(json!({ "sub_id": sub_id, "mode": mode }))
 }
 
+/// The type of a pane's output events.
+const OUTPUT: &str = "agent:output";
+
+/// Most `agent:output` events a pull subscription keeps (about 1 MiB).
+const OUTPUT_PULL_QUEUE: usize = 64;
+
+/// A pane's output through events is what `agent.output` reads: an agent
+/// token needs that method's scope on every agent and block the
+/// subscription names (every pane, for `allscopes`), not only `eventsub`.
+fn may_read_output(ctx: &Ctx, p: &SubParams) -> Result<(), RpcError> {
+    let (Some(me), Some(scopes)) = (ctx.me(), &ctx.caller.scopes) else {
+        return Ok(());
+    };
+    let mut targets: Vec<Target> = p
+        .scopes
+        .iter()
+        .map(|s| event_scope_target(&ctx.state, s))
+        .filter(|t| !matches!(t, Target::EventScope(_)))
+        .collect();
+    if p.allscopes {
+        targets.push(Target::AllEventScopes);
+    }
+    if targets.is_empty() {
+        return Ok(());
+    }
+    scope::check(scopes, me, "agent.output", Family::Agent, &targets).map_err(|missing| {
+        RpcError::app(
+            "FORBIDDEN",
+            format!(
+                "{} lacks scope {missing}: agent:output events are a pane's output, \
+                 so reading them needs agent.output on the agent or block as well as eventsub",
+                ctx.caller.describe()
+            ),
+        )
+    })
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UnsubParams {
@@ -278,6 +336,13 @@ impl Params for HistoryParams {
 }
 
 pub async fn read_history(ctx: Ctx, p: HistoryParams) -> Result<Value, RpcError> {
+    if p.event == OUTPUT {
+        return Ok(json!({
+            "events": [],
+            "live_only": true,
+            "note": "agent:output events are never kept in history: subscribe with eventsub to get them as they come, or read the screen with agent.output",
+        }));
+    }
     let events =
         crate::events::read_history(&ctx.state, p.event, p.scope, p.maxitems.unwrap_or(100))
             .await?;

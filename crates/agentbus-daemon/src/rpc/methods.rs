@@ -13,7 +13,7 @@
 use super::protocol::{Call, INVALID_PARAMS, METHOD_NOT_FOUND, RpcError, answer};
 use super::scope::{self, Target};
 use super::session::{Caller, Session};
-use super::{agent, blocks, conn, controller, events, meta, sessions};
+use super::{agent, blocks, conn, controller, events, meta, screenshot, sessions};
 use crate::auth::Identity;
 use crate::error::ApiError;
 use crate::state::{AppState, AuditRecord};
@@ -299,6 +299,7 @@ pub static TABLE: &[Method] = &[
     method!("controllerresync", Controller, controller::resync),
     method!("controllerrestart", Controller, controller::restart),
     method!("controllerstop", Controller, controller::stop),
+    method!("captureblockscreenshot", Controller, screenshot::capture),
     method!("eventpublish", Event, events::publish),
     method!("eventsub", Event, events::subscribe),
     method!("eventunsub", Event, events::unsubscribe),

@@ -9,9 +9,10 @@
 //!   rate limit, audit);
 //! - [`scope`] — what an agent token may call, and on what;
 //! - one handler file per family: [`agent`] (`agent.*`), [`blocks`]
-//!   (`pane.open` and the block primitives), [`controller`], [`events`],
-//!   [`sessions`] (`session:*`), [`meta`] (metadata, views, config),
-//!   [`conn`] (`conn*`: ssh connections, AWS profiles).
+//!   (`pane.open` and the block primitives), [`controller`] (and its
+//!   [`screenshot`]), [`events`], [`sessions`] (`session:*`), [`meta`]
+//!   (metadata, views, config), [`conn`] (`conn*`: ssh connections, AWS
+//!   profiles).
 
 pub mod agent;
 pub mod blocks;
@@ -22,6 +23,7 @@ pub mod meta;
 pub mod methods;
 pub mod protocol;
 pub mod scope;
+pub mod screenshot;
 pub mod session;
 pub mod sessions;
 

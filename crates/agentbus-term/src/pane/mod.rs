@@ -218,6 +218,8 @@ trait Backend: Send + Sync {
     fn foreground_program(&self) -> Io<'_, Option<String>>;
     /// The visible rows, one string per row, no scrollback.
     fn visible_rows(&self) -> Vec<String>;
+    /// The visible screen, cell by cell, and the cursor.
+    fn snapshot(&self) -> Result<crate::Snapshot, TermError>;
     /// The tmux pane this is, if it is one.
     fn tmux(&self) -> Option<&PaneRef>;
     /// Lets the pane go instead of ending its program, if it is not ours
@@ -396,6 +398,19 @@ impl Pane {
     /// written after it, taken together so nothing falls between them.
     pub fn attach(&self) -> (Vec<u8>, broadcast::Receiver<PaneOutput>) {
         self.inner.backend.attach()
+    }
+
+    /// The visible screen, cell by cell, with the cursor: a hosted
+    /// pane's parsed screen, or a tmux pane's as tmux shows it (this runs
+    /// tmux: call it off the async threads).
+    pub fn snapshot(&self) -> Result<crate::Snapshot, TermError> {
+        self.inner.backend.snapshot()
+    }
+
+    /// Whether `other` is a handle to this very pane (not one started
+    /// later in the same block).
+    pub fn same_as(&self, other: &Pane) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
     }
 
     /// The current screen as repaint escape codes.

@@ -283,6 +283,10 @@ impl Backend for Pty {
         lock(&self.screen).repaint()
     }
 
+    fn snapshot(&self) -> Result<crate::Snapshot, TermError> {
+        Ok(lock(&self.screen).snapshot())
+    }
+
     fn attach(&self) -> (Vec<u8>, broadcast::Receiver<PaneOutput>) {
         // The parser sends under the screen lock: taken together here,
         // the repaint and the subscription agree.

@@ -237,6 +237,10 @@ impl Backend for TmuxPane {
         text_lines(&text)
     }
 
+    fn snapshot(&self) -> Result<crate::Snapshot, TermError> {
+        self.pane.server.screen(&self.pane.id).map_err(tmux_err)
+    }
+
     fn repaint(&self) -> Vec<u8> {
         let text = self
             .pane

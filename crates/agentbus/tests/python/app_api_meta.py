@@ -252,7 +252,7 @@ async def session_restore(args):
     r["again"] = code(await rpc.call("session:restore", {"name": "snap"}))
     r["agents"] = (await ok(rpc, "agent.list"))["agents"]
     await ok(rpc, "agent.send", {"agent_id": "alpha", "message": "echo restored-$MY_VAR-ok", "raw": True})
-    r["alpha_lines"] = await wait_output(rpc, "alpha", "restored-")
+    r["alpha_lines"] = await wait_output(rpc, "alpha", f"restored-{args.secret}-ok")
     r["alpha_meta"] = await ok(rpc, "getmeta", {"agent_id": "alpha"})
     await ws.close()
     return r
