@@ -13,7 +13,7 @@
 use super::protocol::{Call, INVALID_PARAMS, METHOD_NOT_FOUND, RpcError, answer};
 use super::scope::{self, Target};
 use super::session::{Caller, Session};
-use super::{agent, blocks, controller, events};
+use super::{agent, blocks, controller, events, files};
 use crate::auth::Identity;
 use crate::error::ApiError;
 use crate::state::{AppState, AuditRecord};
@@ -32,6 +32,7 @@ pub enum Family {
     Block,
     Controller,
     Event,
+    File,
     Auth,
 }
 
@@ -44,6 +45,7 @@ impl Family {
             "block" => Family::Block,
             "controller" => Family::Controller,
             "event" => Family::Event,
+            "file" => Family::File,
             _ => return None,
         })
     }
@@ -288,6 +290,20 @@ pub static TABLE: &[Method] = &[
     method!("eventunsuball", Event, events::unsubscribe_all),
     method!("eventreadhistory", Event, events::read_history),
     method!("eventrecv", Event, events::receive),
+    method!("fileread", File, files::read),
+    method!("filewrite", File, files::write),
+    method!("filecreate", File, files::create),
+    method!("filedelete", File, files::delete),
+    method!("fileappend", File, files::append),
+    method!("filecopy", File, files::copy),
+    method!("filemove", File, files::rename),
+    method!("filemkdir", File, files::mkdir),
+    method!("filelist", File, files::list),
+    method!("fileliststream", File, files::list_stream),
+    method!("filereadstream", File, files::read_stream),
+    method!("filestreamtar", File, files::stream_tar),
+    method!("fileinfo", File, files::info),
+    method!("filejoin", File, files::join),
     // Handled by the connection before dispatch; listed so they are known.
     method!("authenticate", Auth, unreachable_auth),
     method!("authenticatetoken", Auth, unreachable_auth),

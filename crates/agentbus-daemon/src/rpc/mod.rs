@@ -9,12 +9,14 @@
 //!   rate limit, audit);
 //! - [`scope`] — what an agent token may call, and on what;
 //! - one handler file per family: [`agent`] (`agent.*`), [`blocks`]
-//!   (`pane.open` and the block primitives), [`controller`], [`events`].
+//!   (`pane.open` and the block primitives), [`controller`], [`events`],
+//!   [`files`] (`file*`, beneath the configured roots).
 
 pub mod agent;
 pub mod blocks;
 pub mod controller;
 pub mod events;
+pub mod files;
 pub mod methods;
 pub mod protocol;
 pub mod scope;

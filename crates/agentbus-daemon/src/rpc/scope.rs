@@ -2,10 +2,11 @@
 //!
 //! A scope is `method[@target]`:
 //! - `method` is a method name (`agent.send`), a family (`agent.*`,
-//!   `pane.*`, `block.*`, `controller.*`, `event.*`) or `*`;
+//!   `pane.*`, `block.*`, `controller.*`, `event.*`, `file.*`) or `*`;
 //! - `target` is `self` (the token's own agent and its blocks), an agent
 //!   name or glob (`worker-*`), `block:<id>`, `scope:<event scope glob>`,
-//!   or `*`. Without one, any target.
+//!   `root:<root name glob>[:<path glob>]` (files beneath a root), or
+//!   `*`. Without one, any target.
 //!
 //! A call is allowed when one scope covers its method and every target it
 //! names. The instance key is not held to scopes.
@@ -27,6 +28,12 @@ pub enum Target {
     EventScope(String),
     /// Every event scope (`allscopes`).
     AllEventScopes,
+    /// A file: a root's name (empty when the call did not say which) and
+    /// the path beneath it, normalized (`.` for the root itself).
+    Path {
+        root: String,
+        path: String,
+    },
 }
 
 impl fmt::Display for Target {
@@ -36,6 +43,11 @@ impl fmt::Display for Target {
             Target::Block { id, .. } => write!(f, "block:{id}"),
             Target::EventScope(s) => write!(f, "scope:{s}"),
             Target::AllEventScopes => f.write_str("*"),
+            Target::Path { root, path } => write!(
+                f,
+                "root:{root}:{}",
+                agentbus_proto::ids::escape_for_display(path, 120)
+            ),
         }
     }
 }
@@ -54,6 +66,8 @@ enum TargetPattern {
     Block(String),
     EventScope(String),
     AgentGlob(String),
+    /// `root:<name glob>[:<path glob>]`.
+    Root(String, Option<String>),
 }
 
 /// One parsed scope.
@@ -102,7 +116,7 @@ impl Scope {
             MethodPattern::Any
         } else if let Some(fam) = m.strip_suffix(".*") {
             MethodPattern::Family(Family::parse(fam).ok_or_else(|| {
-                bad("families are agent.*, pane.*, block.*, controller.*, event.*")
+                bad("families are agent.*, pane.*, block.*, controller.*, event.*, file.*")
             })?)
         } else {
             MethodPattern::Exact(
@@ -117,13 +131,21 @@ impl Scope {
             Some("self") => Some(TargetPattern::Own),
             Some(t) if !glob_ok(t) => {
                 return Err(bad(
-                    "a target is self, *, an agent name or glob, block:<id> or scope:<scope>",
+                    "a target is self, *, an agent name or glob, block:<id>, scope:<scope> \
+                     or root:<root>[:<path>]",
                 ));
             }
             Some(t) => Some(if let Some(b) = t.strip_prefix("block:") {
                 TargetPattern::Block(b.to_string())
             } else if let Some(s) = t.strip_prefix("scope:") {
                 TargetPattern::EventScope(s.to_string())
+            } else if let Some(r) = t.strip_prefix("root:") {
+                match r.split_once(':') {
+                    Some((name, path)) => {
+                        TargetPattern::Root(name.to_string(), Some(path.to_string()))
+                    }
+                    None => TargetPattern::Root(r.to_string(), None),
+                }
             } else {
                 TargetPattern::AgentGlob(t.to_string())
             }),
@@ -153,7 +175,9 @@ impl Scope {
             TargetPattern::Any => true,
             TargetPattern::Own => a == me,
             TargetPattern::AgentGlob(g) => glob(g, a.as_str()),
-            TargetPattern::Block(_) | TargetPattern::EventScope(_) => false,
+            TargetPattern::Block(_) | TargetPattern::EventScope(_) | TargetPattern::Root(..) => {
+                false
+            }
         };
         match target {
             Target::Agent(a) => agent(a),
@@ -167,6 +191,15 @@ impl Scope {
                 _ => false,
             },
             Target::AllEventScopes => *p == TargetPattern::Any,
+            Target::Path { root, path } => match p {
+                TargetPattern::Any => true,
+                // A call that left its root to be chosen is covered only
+                // by a pattern for every root (it is refused later).
+                TargetPattern::Root(r, rest) => {
+                    glob(r, root) && rest.as_ref().is_none_or(|g| glob(g, path))
+                }
+                _ => false,
+            },
         }
     }
 }
@@ -229,10 +262,18 @@ mod tests {
             "controllerinput@block:0190*",
             "eventsub@scope:team-*",
             "agent.output@self",
+            "file.*@root:docs",
+            "fileread@root:docs:reports/*",
         ] {
             Scope::parse(ok).unwrap();
         }
-        for bad in ["agent.sned", "files.*", "agent.send@", "agent.send@a b"] {
+        for bad in [
+            "agent.sned",
+            "files.*",
+            "agent.send@",
+            "agent.send@a b",
+            "fileread@root:a b",
+        ] {
             let e = Scope::parse(bad).unwrap_err();
             assert!(e.contains(bad), "{e}");
         }
@@ -271,6 +312,62 @@ mod tests {
         );
         assert!(allowed(&["eventsub@scope:*"], "eventsub", &[Target::AllEventScopes]).is_err());
         assert!(allowed(&["eventsub"], "eventsub", &[Target::AllEventScopes]).is_ok());
+    }
+
+    #[test]
+    fn file_scopes_cover_their_root_and_path_only() {
+        let at = |root: &str, path: &str| Target::Path {
+            root: root.into(),
+            path: path.into(),
+        };
+        assert!(allowed(&["fileread@root:docs"], "fileread", &[at("docs", "a/b")]).is_ok());
+        assert!(allowed(&["file.*@root:docs"], "filewrite", &[at("docs", ".")]).is_ok());
+        assert!(allowed(&["fileread@root:docs"], "filewrite", &[at("docs", "a")]).is_err());
+        assert!(allowed(&["fileread@root:docs"], "fileread", &[at("work", "a")]).is_err());
+        assert!(allowed(&["fileread@root:docs"], "fileread", &[at("", "a")]).is_err());
+        assert!(
+            allowed(
+                &["fileread@root:docs:reports/*"],
+                "fileread",
+                &[at("docs", "reports/q1.txt")]
+            )
+            .is_ok()
+        );
+        assert!(
+            allowed(
+                &["fileread@root:docs:reports/*"],
+                "fileread",
+                &[at("docs", "secrets")]
+            )
+            .is_err()
+        );
+        // Both ends of a copy must be covered.
+        assert!(
+            allowed(
+                &["filecopy@root:docs"],
+                "filecopy",
+                &[at("docs", "a"), at("work", "a")]
+            )
+            .is_err()
+        );
+        // Agent-name patterns never cover a file, nor self.
+        assert!(
+            allowed(
+                &["file.*@*-x", "file.*@self"],
+                "fileread",
+                &[at("docs", "a")]
+            )
+            .is_err()
+        );
+        // Nor does a root pattern cover an agent.
+        assert!(
+            allowed(
+                &["agent.*@root:*"],
+                "agent.stop",
+                &[Target::Agent(a("bob"))]
+            )
+            .is_err()
+        );
     }
 
     #[test]
