@@ -439,11 +439,11 @@ pub fn file_type(st: &Stat) -> FileType {
 }
 
 pub fn mtime_ms(st: &Stat) -> i64 {
-    (st.st_mtime as i64) * 1000 + (st.st_mtime_nsec as i64) / 1_000_000
+    st.st_mtime * 1000 + (st.st_mtime_nsec as i64) / 1_000_000
 }
 
 pub fn perm(st: &Stat) -> u32 {
-    (st.st_mode as u32) & 0o7777
+    st.st_mode & 0o7777
 }
 
 /// A location beneath an open root.
@@ -1262,7 +1262,7 @@ mod tests {
         std::os::unix::fs::symlink(&outside, root_dir.join("out_dir")).unwrap();
         std::os::unix::fs::symlink(outside.join("secret"), root_dir.join("out_file")).unwrap();
         std::os::unix::fs::symlink("sub", root_dir.join("rel_link")).unwrap();
-        rustix::fs::mkfifoat(CWD, &root_dir.join("fifo"), Mode::from_raw_mode(0o600)).unwrap();
+        rustix::fs::mkfifoat(CWD, root_dir.join("fifo"), Mode::from_raw_mode(0o600)).unwrap();
         let root = Root {
             name: "r".into(),
             dir: root_dir.clone(),
