@@ -93,6 +93,11 @@ async fn every_method_works_and_each_error_has_its_code() {
     assert_eq!(r["both_data"], "INVALID_ARG");
     assert_eq!(r["bad_base64"], "INVALID_BASE64");
     assert_eq!(r["bad_mode"], "INVALID_ARG");
+    // No set-id file or directory is ever made.
+    assert_eq!(r["setuid_mode"], "INVALID_ARG");
+    assert_eq!(r["setgid_dir"], "INVALID_ARG");
+    assert_eq!(r["copy_strips_setuid"], 0o755);
+    assert_eq!(r["overwrite_strips_setuid"], 0o755);
     assert_eq!(r["write_dir"], "IS_A_DIRECTORY");
     assert_eq!(r["write_trailing_slash"], "INVALID_PATH");
     assert_eq!(r["write_through_file"], "NOT_A_DIRECTORY");
@@ -370,6 +375,34 @@ async fn reads_and_writes_over_the_caps_are_refused_with_the_sizes() {
     assert_eq!(r["list_capped"]["entries"].as_array().unwrap().len(), 5);
     assert_eq!(r["list_capped"]["truncated"], true);
     assert_eq!(r["list_over"], "INVALID_QUERY");
+}
+
+#[tokio::test]
+async fn a_move_between_filesystems_says_cross_device_and_copy_then_delete_works() {
+    use std::os::unix::fs::MetadataExt;
+    let b = base();
+    let Ok(shm) = tempfile::tempdir_in("/dev/shm") else {
+        eprintln!("no /dev/shm here: nothing to test");
+        return;
+    };
+    std::fs::create_dir_all(b.path().join("docs")).unwrap();
+    let dev = |p: &Path| std::fs::metadata(p).unwrap().dev();
+    if dev(&b.path().join("docs")) == dev(shm.path()) {
+        eprintln!("/dev/shm is on the same filesystem here: nothing to test");
+        return;
+    }
+    let extra = format!(
+        "[[files.roots]]\nname = \"shm\"\npath = \"{}\"\n",
+        shm.path().display()
+    );
+    let d = Daemon::start_with(&config(b.path(), &extra));
+    let r = files(&d, "xdev", b.path(), &[]).await;
+    assert_eq!(r["move"]["error"]["data"]["code"], "CROSS_DEVICE", "{r}");
+    assert!(s(&r["move"]["error"]["message"]).contains("filecopy then filedelete"));
+    assert_eq!(r["still_in_docs"], true);
+    assert_eq!(r["copy"], "ok");
+    assert_eq!(r["delete"], "ok");
+    assert_eq!(r["read_copy"], "across");
 }
 
 #[tokio::test]

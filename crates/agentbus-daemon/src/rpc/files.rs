@@ -456,6 +456,20 @@ impl Params for JoinParams {
     }
 }
 
+/// A mode asked for: permission bits and the sticky bit, never setuid or
+/// setgid.
+fn check_mode(mode: Option<u32>) -> Result<(), RpcError> {
+    match mode {
+        Some(m) if m & !beneath::MODE_BITS != 0 => Err(invalid(
+            "INVALID_ARG",
+            format!(
+                "mode {m:#o} is not allowed: give permission bits (at most 0o1777; no setuid or setgid)"
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
 fn answer_loc(loc: &Loc) -> Value {
     json!({ "root": loc.root, "path": loc.rel.show() })
 }
@@ -519,9 +533,7 @@ pub async fn read(ctx: Ctx, p: ReadParams) -> Result<Value, RpcError> {
 
 async fn write_or_create(ctx: Ctx, p: WriteParams, existing: Existing) -> Result<Value, RpcError> {
     let bytes = payload(p.data, p.data64, &ctx.state.config().files)?;
-    if p.mode.is_some_and(|m| m > 0o7777) {
-        return Err(invalid("INVALID_ARG", "mode must be at most 0o7777 (4095)"));
-    }
+    check_mode(p.mode)?;
     let base = answer_loc(&p.loc);
     let mode = p.mode;
     let w = on_root(&ctx, p.loc, move |at, _| {
@@ -571,9 +583,7 @@ pub async fn delete(ctx: Ctx, p: DeleteParams) -> Result<Value, RpcError> {
 
 /// `filemkdir`: one directory, or with `parents` every missing one.
 pub async fn mkdir(ctx: Ctx, p: MkdirParams) -> Result<Value, RpcError> {
-    if p.mode.is_some_and(|m| m > 0o7777) {
-        return Err(invalid("INVALID_ARG", "mode must be at most 0o7777 (4095)"));
-    }
+    check_mode(p.mode)?;
     let base = answer_loc(&p.loc);
     let (parents, mode) = (p.parents, p.mode.unwrap_or(0o755));
     let created = on_root(&ctx, p.loc, move |at, _| beneath::mkdir(at, parents, mode)).await?;
@@ -685,13 +695,20 @@ pub async fn list(ctx: Ctx, p: ListParams) -> Result<Value, RpcError> {
         let dir = at.open_dir()?;
         let mut names = std::collections::BinaryHeap::new();
         let mut total = 0u64;
-        for (name, _) in beneath::entries(&dir, &at.show())? {
+        // The `max` smallest names, whatever the directory's size.
+        beneath::each_entry(&dir, &at.show(), |name, _| {
             total += 1;
-            names.push(name);
-            if names.len() > max as usize {
+            if names.len() < max as usize {
+                names.push(name.to_vec());
+            } else if names
+                .peek()
+                .is_some_and(|top: &Vec<u8>| name < top.as_slice())
+            {
                 names.pop();
+                names.push(name.to_vec());
             }
-        }
+            Ok(())
+        })?;
         let names = names.into_sorted_vec();
         let entries: Vec<Value> = names.iter().filter_map(|n| entry(&dir, n)).collect();
         Ok((entries, total))
@@ -717,6 +734,25 @@ fn stream_id(ctx: &Ctx, method: &str) -> Result<Value, RpcError> {
         })
 }
 
+/// File streams running at once in the daemon: each holds a blocking
+/// thread while its reader reads.
+pub const MAX_STREAMS: usize = 64;
+
+fn stream_permit() -> Result<tokio::sync::OwnedSemaphorePermit, RpcError> {
+    static STREAMS: std::sync::OnceLock<std::sync::Arc<tokio::sync::Semaphore>> =
+        std::sync::OnceLock::new();
+    STREAMS
+        .get_or_init(|| std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_STREAMS)))
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| {
+            RpcError::app(
+                "BUSY",
+                format!("{MAX_STREAMS} file streams are running; try again when one has ended"),
+            )
+        })
+}
+
 /// Sends what `produce` (on a blocking thread) puts in the channel as
 /// `stream` notifications, in order (`seq` from 1). The channel holds two
 /// items and `Session::send` waits for room in the connection's queue:
@@ -726,8 +762,12 @@ async fn pump<S: Send + 'static>(
     rid: Value,
     produce: impl FnOnce(mpsc::Sender<Value>) -> Result<S, Fail> + Send + 'static,
 ) -> Result<(S, u64), RpcError> {
+    let permit = stream_permit()?;
     let (tx, mut rx) = mpsc::channel::<Value>(2);
-    let job = tokio::task::spawn_blocking(move || produce(tx));
+    let job = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        produce(tx)
+    });
     let mut seq = 0u64;
     loop {
         let data = tokio::select! {
@@ -778,13 +818,7 @@ pub async fn list_stream(ctx: Ctx, p: ListStreamParams) -> Result<Value, RpcErro
         let dir = at.open_dir()?;
         let mut total = 0u64;
         let mut pending = Vec::new();
-        let d = rustix::fs::Dir::read_from(&dir).map_err(|e| Fail::os(e, &at.show()))?;
-        for e in d {
-            let e = e.map_err(|e| Fail::os(e, &at.show()))?;
-            let n = e.file_name().to_bytes();
-            if n == b"." || n == b".." {
-                continue;
-            }
+        beneath::each_entry(&dir, &at.show(), |n, _| {
             if let Some(v) = entry(&dir, n) {
                 pending.push(v);
                 total += 1;
@@ -792,7 +826,8 @@ pub async fn list_stream(ctx: Ctx, p: ListStreamParams) -> Result<Value, RpcErro
             if pending.len() == batch as usize {
                 put(&tx, json!({ "entries": std::mem::take(&mut pending) }))?;
             }
-        }
+            Ok(())
+        })?;
         if !pending.is_empty() {
             put(&tx, json!({ "entries": pending }))?;
         }
@@ -945,8 +980,18 @@ pub async fn stream_tar(ctx: Ctx, p: TarParams) -> Result<Value, RpcError> {
 
 /// `filejoin`: joins and normalizes lexically; touches no disk.
 pub async fn join(ctx: Ctx, p: JoinParams) -> Result<Value, RpcError> {
-    if ctx.state.config().files.roots.is_empty() {
-        root_of(&ctx.state.config().files, &Loc::default())?;
+    let cfg = &ctx.state.config().files;
+    if cfg.roots.is_empty() {
+        root_of(cfg, &Loc::default())?;
+    }
+    if let Some(r) = &p.root {
+        root_of(
+            cfg,
+            &Loc {
+                root: r.clone(),
+                rel: RelPath::default(),
+            },
+        )?;
     }
     let joined = p.joined.unwrap_or_default();
     Ok(json!({ "root": p.root, "path": joined.show(), "is_root": joined.is_root() }))

@@ -96,6 +96,17 @@ async def tour(args):
     r["both_data"] = code(await rpc.call("filewrite", {"root": "docs", "path": "x", "data": "a", "data64": "YQ=="}))
     r["bad_base64"] = code(await rpc.call("filewrite", {"root": "docs", "path": "x", "data64": "!!!"}))
     r["bad_mode"] = code(await rpc.call("filewrite", {"root": "docs", "path": "x", "data": "a", "mode": 99999}))
+    r["setuid_mode"] = code(await rpc.call("filewrite", {"root": "docs", "path": "x", "data": "a", "mode": 0o4755}))
+    r["setgid_dir"] = code(await rpc.call("filemkdir", {"root": "docs", "path": "sg", "mode": 0o2755}))
+    with open(os.path.join(docs, "suid.sh"), "w") as f:
+        f.write("#!/bin/sh\n")
+    os.chmod(os.path.join(docs, "suid.sh"), 0o4755)
+    result(await rpc.call("filecopy", {"root": "docs", "path": "suid.sh", "to_path": "suid-copy.sh"}))
+    r["copy_strips_setuid"] = stat.S_IMODE(os.stat(os.path.join(docs, "suid-copy.sh")).st_mode)
+    result(await rpc.call("filewrite", {"root": "docs", "path": "suid.sh", "data": "#!/bin/sh\necho\n"}))
+    r["overwrite_strips_setuid"] = stat.S_IMODE(os.stat(os.path.join(docs, "suid.sh")).st_mode)
+    for n in ["suid.sh", "suid-copy.sh"]:
+        os.unlink(os.path.join(docs, n))
     r["write_dir"] = code(await rpc.call("filewrite", {"root": "docs", "path": "sub", "data": "a"}))
     r["write_trailing_slash"] = code(await rpc.call("filewrite", {"root": "docs", "path": "t.txt/", "data": "a"}))
     r["write_through_file"] = code(await rpc.call("filewrite", {"root": "docs", "path": "a.txt/b", "data": "a"}))
@@ -288,6 +299,23 @@ async def caps(args):
         open(os.path.join(docs, "f%d" % i), "w").close()
     r["list_capped"] = result(await rpc.call("filelist", {"root": "docs"}))
     r["list_over"] = code(await rpc.call("filelist", {"root": "docs", "max_entries": 6}))
+    await ws.close()
+    print(json.dumps(r))
+
+
+async def xdev(args):
+    """docs and shm are on different filesystems (the Rust test checks)."""
+    docs = os.path.join(args.base, "docs")
+    os.makedirs(docs, exist_ok=True)
+    with open(os.path.join(docs, "a.txt"), "w") as f:
+        f.write("across")
+    ws, rpc = await connect(args)
+    r = {}
+    r["move"] = await rpc.call("filemove", {"root": "docs", "path": "a.txt", "to_root": "shm", "to_path": "a.txt"})
+    r["still_in_docs"] = os.path.exists(os.path.join(docs, "a.txt"))
+    r["copy"] = code(await rpc.call("filecopy", {"root": "docs", "path": "a.txt", "to_root": "shm", "to_path": "a.txt"}))
+    r["delete"] = code(await rpc.call("filedelete", {"root": "docs", "path": "a.txt"}))
+    r["read_copy"] = result(await rpc.call("fileread", {"root": "shm", "path": "a.txt"}))["data"]
     await ws.close()
     print(json.dumps(r))
 

@@ -36,6 +36,10 @@ pub const MAX_NAME_BYTES: usize = 255;
 pub const MAX_DEPTH: usize = 128;
 /// Names of the temporary files a write makes next to its target.
 pub const TEMP_PREFIX: &str = ".agentbus-tmp-";
+/// The mode bits a file or directory made here may get: never setuid or
+/// setgid (a daemon running as root must not mint set-id files), as the
+/// kernel clears them when another user writes a set-id file.
+pub const MODE_BITS: u32 = 0o1777;
 
 /// Why a call failed: an App API error code and a message naming the
 /// file (by root name and relative path, never the host path).
@@ -648,7 +652,7 @@ pub fn write_atomic(
     if old.is_some() && existing == Existing::Refuse {
         return Err(Fail::os(Errno::EXIST, &what));
     }
-    let mode = old.or(mode).unwrap_or(0o644) & 0o7777;
+    let mode = old.or(mode).unwrap_or(0o644) & MODE_BITS;
     let mut tmp = Temp::new(&dir, &what)?;
     tmp.file.write_all(data).map_err(|e| io_fail(e, &what))?;
     tmp.finish(mode, &what)?;
@@ -770,6 +774,20 @@ pub fn delete(at: &At<'_>, recursive: bool) -> Result<Deleted, Fail> {
 /// the directory says (`Unknown` on filesystems that do not).
 pub fn entries(dir: &OwnedFd, what: &str) -> Result<Vec<(Vec<u8>, FileType)>, Fail> {
     let mut out = Vec::new();
+    each_entry(dir, what, |n, t| {
+        out.push((n.to_vec(), t));
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// Calls `f` with each name in a directory (without `.` and `..`) as it
+/// is read, holding none of them.
+pub fn each_entry(
+    dir: &OwnedFd,
+    what: &str,
+    mut f: impl FnMut(&[u8], FileType) -> Result<(), Fail>,
+) -> Result<(), Fail> {
     let d = Dir::read_from(dir).map_err(|e| Fail::os(e, what))?;
     for e in d {
         let e = e.map_err(|e| Fail::os(e, what))?;
@@ -777,9 +795,9 @@ pub fn entries(dir: &OwnedFd, what: &str) -> Result<Vec<(Vec<u8>, FileType)>, Fa
         if n == b"." || n == b".." {
             continue;
         }
-        out.push((n.to_vec(), e.file_type()));
+        f(n, e.file_type())?;
     }
-    Ok(out)
+    Ok(())
 }
 
 fn empty_tree(dir: &OwnedFd, what: &str, depth: usize, removed: &mut u64) -> Result<(), Fail> {
@@ -815,7 +833,7 @@ pub fn mkdir(at: &At<'_>, parents: bool, mode: u32) -> Result<bool, Fail> {
             Err(Fail::os(Errno::EXIST, &what))
         };
     };
-    let mode = Mode::from_raw_mode(mode & 0o7777);
+    let mode = Mode::from_raw_mode(mode & MODE_BITS);
     let parent = if parents {
         let mut cur = openat(at.root, ".", DIR, Mode::empty()).map_err(|e| Fail::os(e, &what))?;
         for (i, c) in dirs.iter().enumerate() {
@@ -893,7 +911,7 @@ pub fn copy(from: &At<'_>, to: &At<'_>, overwrite: bool, max: u64) -> Result<u64
     if copied > max {
         return Err(too_large(&what_from, copied, max, "files.max_write_bytes"));
     }
-    tmp.finish(perm(&st), &what_to)?;
+    tmp.finish(perm(&st) & MODE_BITS, &what_to)?;
     if overwrite {
         renameat(&dir, tmp.name.as_str(), &dir, name).map_err(|e| Fail::os(e, &what_to))?;
     } else {
@@ -1303,6 +1321,100 @@ mod tests {
         .unwrap_err();
         assert_eq!(e.code, "ROOT_UNAVAILABLE");
         assert!(e.message.contains("symlink"), "{e}");
+    }
+
+    /// Arbitrary paths (made of the names on disk, `..`, `.`, empty and
+    /// random components, absolute or not) against a real tree full of
+    /// symlinks out: whatever resolves, by either walk, never reads or
+    /// lists anything outside.
+    #[test]
+    fn arbitrary_paths_never_reach_outside_on_disk() {
+        use proptest::test_runner::{Config, TestRunner};
+        let t = tempfile::tempdir().unwrap();
+        let root_dir = t.path().join("root");
+        let outside = t.path().join("outside");
+        std::fs::create_dir_all(root_dir.join("sub")).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(outside.join("secret.txt"), b"OUT").unwrap();
+        std::fs::write(outside.join("a.txt"), b"OUT").unwrap();
+        std::fs::write(root_dir.join("a.txt"), b"in").unwrap();
+        std::fs::write(root_dir.join("sub/b.txt"), b"in").unwrap();
+        std::os::unix::fs::symlink(&outside, root_dir.join("out")).unwrap();
+        std::os::unix::fs::symlink("../outside", root_dir.join("up")).unwrap();
+        std::os::unix::fs::symlink("..", root_dir.join("sub/loop")).unwrap();
+        std::os::unix::fs::symlink("/", root_dir.join("sub/abs")).unwrap();
+        let roots = vec![Root {
+            name: "r".into(),
+            dir: root_dir.clone(),
+        }];
+        let fd = roots[0].open().unwrap();
+        let token = prop_oneof![
+            Just("..".to_string()),
+            Just(".".to_string()),
+            Just(String::new()),
+            Just("sub".to_string()),
+            Just("out".to_string()),
+            Just("up".to_string()),
+            Just("loop".to_string()),
+            Just("abs".to_string()),
+            Just("a.txt".to_string()),
+            Just("b.txt".to_string()),
+            Just("secret.txt".to_string()),
+            Just("outside".to_string()),
+            "\\PC{0,4}",
+        ];
+        let prefix = prop_oneof![
+            Just(String::new()),
+            Just("/".to_string()),
+            Just(format!("{}/", root_dir.display())),
+            Just(format!("{}/", t.path().display())),
+        ];
+        let strategy = (prefix, proptest::collection::vec(token, 0..8));
+        let (read, listed) = (
+            std::sync::atomic::AtomicUsize::new(0),
+            std::sync::atomic::AtomicUsize::new(0),
+        );
+        let mut runner = TestRunner::new(Config {
+            cases: 2000,
+            ..Config::default()
+        });
+        runner
+            .run(&strategy, |(prefix, parts)| {
+                let s = format!("{prefix}{}", parts.join("/"));
+                let Ok((name, rel)) = locate(&roots, None, &s) else {
+                    return Ok(());
+                };
+                prop_assert_eq!(name.as_str(), "r");
+                for walk_only in [false, true] {
+                    set_openat2(!walk_only);
+                    let at = At {
+                        root: fd.as_fd(),
+                        root_name: "r",
+                        rel: &rel,
+                    };
+                    if let Ok((mut f, _)) = at.open_file() {
+                        let mut got = Vec::new();
+                        f.read_to_end(&mut got).unwrap();
+                        prop_assert_eq!(&got[..], b"in", "{:?}", s);
+                        read.fetch_add(1, Ordering::Relaxed);
+                    }
+                    if let Ok(dir) = at.open_dir() {
+                        let names = entries(&dir, "x").unwrap();
+                        prop_assert!(
+                            names.iter().all(|(n, _)| n != b"secret.txt"),
+                            "{:?} listed outside",
+                            s
+                        );
+                        listed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                set_openat2(true);
+                Ok(())
+            })
+            .unwrap();
+        // The paths did reach files and directories inside.
+        let (read, listed) = (read.into_inner(), listed.into_inner());
+        assert!(read > 20 && listed > 100, "read {read}, listed {listed}");
     }
 
     #[test]
