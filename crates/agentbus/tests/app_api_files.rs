@@ -174,6 +174,9 @@ async fn every_method_works_and_each_error_has_its_code() {
     assert_eq!(r["delete_missing"], "NOT_FOUND");
     assert_eq!(r["delete_root"], "INVALID_PATH");
     assert_eq!(r["docs_still_there"], true);
+    assert_eq!(r["deep_delete"], "TOO_DEEP");
+    assert_eq!(r["deep_still_there"], true);
+    assert_eq!(r["deep_tar"], "TOO_DEEP");
     // Which root.
     assert_eq!(r["no_root"], "MISSING_ARG");
     assert_eq!(r["unknown_root"], "ROOT_NOT_FOUND");
@@ -403,6 +406,18 @@ async fn a_move_between_filesystems_says_cross_device_and_copy_then_delete_works
     assert_eq!(r["copy"], "ok");
     assert_eq!(r["delete"], "ok");
     assert_eq!(r["read_copy"], "across");
+}
+
+#[tokio::test]
+async fn streams_past_the_daemons_limit_are_busy_until_others_end() {
+    let b = base();
+    let d = Daemon::start_with(&config(b.path(), "[app_api]\nout_queue = 4\n"));
+    // Two connections of 32 stalled streams each: the limit of 64.
+    let r = files(&d, "busy", b.path(), &["--count", "2"]).await;
+    assert_eq!(r["over"]["data"]["code"], "BUSY", "{r}");
+    assert!(s(&r["over"]["message"]).contains("64"), "{r}");
+    assert_eq!(r["plain_read"], "ok");
+    assert_eq!(r["after"], "ok", "{r}");
 }
 
 #[tokio::test]

@@ -176,6 +176,15 @@ async def tour(args):
     r["delete_root"] = code(await rpc.call("filedelete", {"root": "docs", "path": ".", "recursive": True}))
     r["docs_still_there"] = os.path.isdir(docs)
 
+    # Trees deeper than 128 levels: refused, not recursed without end.
+    os.makedirs(os.path.join(docs, "deep", *(["d"] * 130)))
+    r["deep_delete"] = code(await rpc.call("filedelete", {"root": "docs", "path": "deep", "recursive": True}))
+    r["deep_still_there"] = os.path.isdir(os.path.join(docs, "deep", *(["d"] * 130)))
+    r["deep_tar"] = code(await rpc.call("filestreamtar", {"root": "docs", "path": "deep"}))
+    rpc.notes.clear()
+    import shutil
+    shutil.rmtree(os.path.join(docs, "deep"))
+
     # Root choice.
     r["no_root"] = code(await rpc.call("fileread", {"path": "a.txt"}))
     r["unknown_root"] = code(await rpc.call("fileread", {"root": "nope", "path": "a.txt"}))
@@ -316,6 +325,44 @@ async def xdev(args):
     r["copy"] = code(await rpc.call("filecopy", {"root": "docs", "path": "a.txt", "to_root": "shm", "to_path": "a.txt"}))
     r["delete"] = code(await rpc.call("filedelete", {"root": "docs", "path": "a.txt"}))
     r["read_copy"] = result(await rpc.call("fileread", {"root": "shm", "path": "a.txt"}))["data"]
+    await ws.close()
+    print(json.dumps(r))
+
+
+async def busy(args):
+    """Streams that nobody reads hold their permits: past the daemon's
+    limit a new stream is BUSY, and once they end it runs again."""
+    docs = os.path.join(args.base, "docs")
+    os.makedirs(docs, exist_ok=True)
+    with open(os.path.join(docs, "sparse.bin"), "wb") as f:
+        f.truncate(1 << 30)
+    url = args.url.replace("http://", "ws://", 1) + "/ws"
+    headers = {"Authorization": "Bearer " + args.key}
+    stalled = []
+    for c in range(args.count):
+        ws = await websockets.connect(url, additional_headers=headers, max_size=None, max_queue=1, close_timeout=0.5)
+        for i in range(32):
+            await ws.send(json.dumps({"jsonrpc": "2.0", "id": i, "method": "filereadstream",
+                                      "params": {"root": "docs", "path": "sparse.bin"}}))
+        stalled.append(ws)
+    r = {}
+    ws, rpc = await connect(args)
+    # Give the stalled streams time to start and fill their queues.
+    for _ in range(100):
+        a = await rpc.call("filereadstream", {"root": "docs", "path": "sparse.bin", "length": 10})
+        if code(a) == "BUSY":
+            break
+        await asyncio.sleep(0.1)
+    r["over"] = a.get("error")
+    r["plain_read"] = code(await rpc.call("fileread", {"root": "docs", "path": "sparse.bin", "length": 10}))
+    for s in stalled:
+        await s.close()
+    for _ in range(100):
+        a = await rpc.call("filereadstream", {"root": "docs", "path": "sparse.bin", "length": 10})
+        if code(a) != "BUSY":
+            break
+        await asyncio.sleep(0.1)
+    r["after"] = code(a)
     await ws.close()
     print(json.dumps(r))
 
@@ -521,7 +568,8 @@ async def slow(args):
     headers = {"Authorization": "Bearer " + args.key}
     # A small receive queue on our side too, so slowness reaches the daemon.
     ws = await websockets.connect(args.url.replace("http://", "ws://", 1) + "/ws",
-                                  additional_headers=headers, max_size=None, max_queue=4)
+                                  additional_headers=headers, max_size=None, max_queue=4,
+                                  close_timeout=1)
     r = {"rss_before_kb": rss_kb(args.pid)}
     await ws.send(json.dumps({"jsonrpc": "2.0", "id": "big", "method": "filereadstream",
                               "params": {"root": "docs", "path": "sparse.bin"}}))
