@@ -43,11 +43,22 @@ impl fmt::Display for Target {
             Target::Block { id, .. } => write!(f, "block:{id}"),
             Target::EventScope(s) => write!(f, "scope:{s}"),
             Target::AllEventScopes => f.write_str("*"),
-            Target::Path { root, path } => write!(
-                f,
-                "root:{root}:{}",
-                agentbus_proto::ids::escape_for_display(path, 120)
-            ),
+            Target::Path { root, path } => {
+                // A root as the caller wrote it may be any text.
+                let plain = root
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+                if plain && root.len() <= 64 {
+                    write!(f, "root:{root}:")?;
+                } else {
+                    write!(
+                        f,
+                        "root:{}:",
+                        agentbus_proto::ids::escape_for_display(root, 64)
+                    )?;
+                }
+                f.write_str(&agentbus_proto::ids::escape_for_display(path, 120))
+            }
         }
     }
 }
@@ -359,6 +370,10 @@ mod tests {
             )
             .is_err()
         );
+        // How the audit shows a file: root and path, any text escaped.
+        assert_eq!(at("docs", "a b.txt").to_string(), "root:docs:\"a b.txt\"");
+        let odd = at("x\ny", "p\nq").to_string();
+        assert!(!odd.contains('\n') && odd.starts_with("root:\""), "{odd}");
         // Nor does a root pattern cover an agent.
         assert!(
             allowed(
