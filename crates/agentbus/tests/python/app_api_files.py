@@ -346,14 +346,21 @@ async def busy(args):
                                       "params": {"root": "docs", "path": "sparse.bin"}}))
         stalled.append(ws)
     r = {}
+    await asyncio.sleep(0.5)
+    r["stalled_at_start"] = [s.state.name for s in stalled]
     ws, rpc = await connect(args)
     # Give the stalled streams time to start and fill their queues.
-    for _ in range(100):
+    seen = {}
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
         a = await rpc.call("filereadstream", {"root": "docs", "path": "sparse.bin", "length": 10})
+        seen[code(a)] = seen.get(code(a), 0) + 1
         if code(a) == "BUSY":
             break
         await asyncio.sleep(0.1)
     r["over"] = a.get("error")
+    r["probes"] = seen
+    r["stalled_open"] = [[s.state.name, s.close_code, s.close_reason] for s in stalled]
     r["plain_read"] = code(await rpc.call("fileread", {"root": "docs", "path": "sparse.bin", "length": 10}))
     for s in stalled:
         await s.close()
