@@ -1414,7 +1414,7 @@ mod tests {
             .unwrap();
         // The paths did reach files and directories inside.
         let (read, listed) = (read.into_inner(), listed.into_inner());
-        assert!(read > 20 && listed > 100, "read {read}, listed {listed}");
+        assert!(read >= 4 && listed >= 40, "read {read}, listed {listed}");
     }
 
     #[test]
