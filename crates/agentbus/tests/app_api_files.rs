@@ -422,6 +422,46 @@ async fn streams_past_the_daemons_limit_are_busy_until_others_end() {
 }
 
 #[tokio::test]
+async fn the_cli_calls_the_file_methods_and_prints_streams_as_json_lines() {
+    let b = base();
+    let docs = b.path().join("docs");
+    std::fs::create_dir_all(&docs).unwrap();
+    let d = Daemon::start_with(&config(b.path(), ""));
+    let json = |args: &[&str]| -> Vec<Value> {
+        let out = d.cli(args);
+        assert!(out.status.success(), "{out:?}");
+        // JSON values one after the other (the answer pretty-printed).
+        serde_json::Deserializer::from_slice(&out.stdout)
+            .into_iter::<Value>()
+            .map(Result::unwrap)
+            .collect()
+    };
+    let w = json(&[
+        "rpc",
+        "filewrite",
+        r#"{"root":"docs","path":"n.txt","data":"0123456789"}"#,
+    ]);
+    assert_eq!(w[0]["created"], true);
+    assert_eq!(
+        std::fs::read_to_string(docs.join("n.txt")).unwrap(),
+        "0123456789"
+    );
+    // A stream: each chunk a JSON line, then the answer.
+    let lines = json(&[
+        "rpc",
+        "filereadstream",
+        r#"{"root":"docs","path":"n.txt","chunk_bytes":4}"#,
+    ]);
+    assert_eq!(lines.len(), 4, "{lines:?}");
+    assert_eq!(lines[0]["data64"], "MDEyMw==");
+    assert_eq!(lines[2]["offset"], 8);
+    assert_eq!(lines[3]["bytes"], 10);
+    let lines = json(&["rpc", "fileliststream", r#"{"root":"docs"}"#]);
+    assert_eq!(lines[0]["entries"][0]["name"], "n.txt");
+    assert_eq!(lines[1]["entries"], 1);
+}
+
+#[tokio::test]
 async fn without_roots_every_file_method_says_how_to_set_them() {
     let b = base();
     let d = Daemon::start();
