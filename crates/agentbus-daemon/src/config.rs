@@ -24,6 +24,7 @@ pub struct Config {
     pub app_api: AppApiConfig,
     pub conn: ConnConfig,
     pub screenshot: ScreenshotConfig,
+    pub files: FilesConfig,
     /// Per-provider overrides of the built-in paste/submit profiles.
     pub profiles: BTreeMap<Provider, ProfileOverride>,
 }
@@ -277,6 +278,83 @@ impl ScreenshotConfig {
             return Err(ConfigError::Invalid(
                 "screenshot.bold_font needs screenshot.font (the regular face) set too".into(),
             ));
+        }
+        Ok(())
+    }
+}
+
+/// The App API's file methods (`file*`, docs/app-api.md): the
+/// directories they may act beneath, and their limits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FilesConfig {
+    /// Largest file (or range) `fileread` returns, in bytes; the streams
+    /// have no cap.
+    pub max_read_bytes: u64,
+    /// Largest `filewrite` / `filecreate` / `fileappend` data, and
+    /// largest file `filecopy` copies, in bytes. A write is also bounded
+    /// by `daemon.max_body_bytes` (the largest frame).
+    pub max_write_bytes: u64,
+    /// Most entries `filelist` returns (`truncated: true` beyond).
+    pub max_entries: usize,
+    /// The roots, as `[[files.roots]]` tables of `name` (1-64 of A-Z a-z
+    /// 0-9 _ -) and `path` (an absolute directory, not a symlink itself).
+    /// None: every file method is refused (`FILES_DISABLED`).
+    pub roots: Vec<FileRoot>,
+}
+
+/// One directory the file methods may act beneath.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRoot {
+    /// How calls and scopes name it (`root: "docs"`, `fileread@root:docs`).
+    pub name: String,
+    /// Its directory: absolute, without `..`. Symlinks above it are
+    /// followed as the system does; the directory itself must not be one.
+    pub path: PathBuf,
+}
+
+impl Default for FilesConfig {
+    fn default() -> Self {
+        Self {
+            max_read_bytes: 16 << 20,
+            max_write_bytes: 16 << 20,
+            max_entries: 10_000,
+            roots: Vec::new(),
+        }
+    }
+}
+
+impl FilesConfig {
+    fn validate(&self) -> Result<(), String> {
+        if self.max_read_bytes == 0 || self.max_write_bytes == 0 {
+            return Err("files.max_read_bytes and files.max_write_bytes must be at least 1".into());
+        }
+        if !(1..=1_000_000).contains(&self.max_entries) {
+            return Err("files.max_entries must be 1 to 1000000".into());
+        }
+        let mut seen = std::collections::HashSet::new();
+        for r in &self.roots {
+            let name_ok = (1..=64).contains(&r.name.len())
+                && r.name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+            if !name_ok {
+                return Err(format!(
+                    "files.roots: name {:?} must be 1-64 of A-Z a-z 0-9 _ -",
+                    r.name
+                ));
+            }
+            if !seen.insert(&r.name) {
+                return Err(format!("files.roots: the name {} is used twice", r.name));
+            }
+            if crate::rpc::files::beneath::clean_abs(&r.path).is_none() {
+                return Err(format!(
+                    "files.roots: the path of {} ({}) must be absolute, without ..",
+                    r.name,
+                    r.path.display()
+                ));
+            }
         }
         Ok(())
     }
@@ -695,6 +773,7 @@ impl Config {
             return bad("conn.ssh must not be empty and conn.connect_timeout_s must be 1 to 300");
         }
         self.screenshot.validate()?;
+        self.files.validate().map_err(ConfigError::Invalid)?;
         let all_scopes = self
             .policy
             .app_scopes
@@ -841,6 +920,32 @@ mod tests {
         let bad = Config::from_toml("[policy]\napp_scopes = [\"agent.sned\"]\n").unwrap();
         let e = bad.validate().unwrap_err().to_string();
         assert!(e.contains("no method named agent.sned"), "{e}");
+    }
+
+    #[test]
+    fn file_roots_are_checked_at_load_and_grant_no_default_scope() {
+        let c = Config::from_toml(
+            "[files]\nmax_read_bytes = 10\n[[files.roots]]\nname = \"docs\"\npath = \"/srv/docs\"\n",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.files.roots[0].name, "docs");
+        assert_eq!(Config::from_toml(&c.to_toml()).unwrap(), c);
+        for bad in [
+            "[[files.roots]]\nname = \"a b\"\npath = \"/x\"\n",
+            "[[files.roots]]\nname = \"a\"\npath = \"rel\"\n",
+            "[[files.roots]]\nname = \"a\"\npath = \"/x/../y\"\n",
+            "[[files.roots]]\nname = \"a\"\npath = \"/x\"\n[[files.roots]]\nname = \"a\"\npath = \"/y\"\n",
+            "[files]\nmax_entries = 0\n",
+        ] {
+            let e = Config::from_toml(bad).unwrap().validate().unwrap_err();
+            assert!(e.to_string().contains("files."), "{e}");
+        }
+        assert!(Config::default().files.roots.is_empty());
+        // No default scope names a file method or covers every method.
+        for s in DEFAULT_APP_SCOPES {
+            assert!(!s.starts_with("file") && !s.starts_with('*'), "{s}");
+        }
     }
 
     #[test]

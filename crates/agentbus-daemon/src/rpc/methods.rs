@@ -13,7 +13,7 @@
 use super::protocol::{Call, INVALID_PARAMS, METHOD_NOT_FOUND, RpcError, answer};
 use super::scope::{self, Target};
 use super::session::{Caller, Session};
-use super::{agent, blocks, conn, controller, events, meta, screenshot, sessions};
+use super::{agent, blocks, conn, controller, events, files, meta, screenshot, sessions};
 use crate::auth::Identity;
 use crate::error::ApiError;
 use crate::state::{AppState, AuditRecord};
@@ -35,6 +35,7 @@ pub enum Family {
     Session,
     Meta,
     Conn,
+    File,
     Auth,
 }
 
@@ -50,6 +51,7 @@ impl Family {
             "session" => Family::Session,
             "meta" => Family::Meta,
             "conn" => Family::Conn,
+            "file" => Family::File,
             _ => return None,
         })
     }
@@ -322,6 +324,20 @@ pub static TABLE: &[Method] = &[
     method!("connstatus", Conn, conn::status),
     method!("connlist", Conn, conn::list),
     method!("connlistaws", Conn, conn::list_aws),
+    method!("fileread", File, files::read),
+    method!("filewrite", File, files::write),
+    method!("filecreate", File, files::create),
+    method!("filedelete", File, files::delete),
+    method!("fileappend", File, files::append),
+    method!("filecopy", File, files::copy),
+    method!("filemove", File, files::rename),
+    method!("filemkdir", File, files::mkdir),
+    method!("filelist", File, files::list),
+    method!("fileliststream", File, files::list_stream),
+    method!("filereadstream", File, files::read_stream),
+    method!("filestreamtar", File, files::stream_tar),
+    method!("fileinfo", File, files::info),
+    method!("filejoin", File, files::join),
     // Handled by the connection before dispatch; listed so they are known.
     method!("authenticate", Auth, unreachable_auth),
     method!("authenticatetoken", Auth, unreachable_auth),

@@ -12,13 +12,14 @@
 //!   (`pane.open` and the block primitives), [`controller`] (and its
 //!   [`screenshot`]), [`events`], [`sessions`] (`session:*`), [`meta`]
 //!   (metadata, views, config), [`conn`] (`conn*`: ssh connections, AWS
-//!   profiles).
+//!   profiles), [`files`] (`file*`, beneath the configured roots).
 
 pub mod agent;
 pub mod blocks;
 pub mod conn;
 pub mod controller;
 pub mod events;
+pub mod files;
 pub mod meta;
 pub mod methods;
 pub mod protocol;

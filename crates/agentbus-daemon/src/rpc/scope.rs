@@ -3,11 +3,12 @@
 //! A scope is `method[@target]`:
 //! - `method` is a method name (`agent.send`), a family (`agent.*`,
 //!   `pane.*`, `block.*`, `controller.*`, `event.*`, `session.*`,
-//!   `meta.*`, `conn.*`) or `*`;
+//!   `meta.*`, `conn.*`, `file.*`) or `*`;
 //! - `target` is `self` (the token's own agent and its blocks), an agent
 //!   name or glob (`worker-*`), `block:<id>`, `scope:<event scope glob>`,
 //!   `host:<glob>` (an ssh destination's host; with an `@`, its
-//!   `user@host`), or `*`. Without one, any target.
+//!   `user@host`), `root:<root name glob>[:<path glob>]` (files beneath a
+//!   root), or `*`. Without one, any target.
 //!
 //! A call is allowed when one scope covers its method and every target it
 //! names. The instance key is not held to scopes.
@@ -42,6 +43,12 @@ pub enum Target {
     },
     /// Every known connection (`connlist`, `connstatus` without a host).
     AllHosts,
+    /// A file: a root's name (empty when the call did not say which) and
+    /// the path beneath it, normalized (`.` for the root itself).
+    Path {
+        root: String,
+        path: String,
+    },
 }
 
 impl fmt::Display for Target {
@@ -57,6 +64,22 @@ impl fmt::Display for Target {
             } => write!(f, "host:{u}@{host}"),
             Target::Host { host, user: None } => write!(f, "host:{host}"),
             Target::AllHosts => f.write_str("host:*"),
+            Target::Path { root, path } => {
+                // A root as the caller wrote it may be any text.
+                let plain = root
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+                if plain && root.len() <= 64 {
+                    write!(f, "root:{root}:")?;
+                } else {
+                    write!(
+                        f,
+                        "root:{}:",
+                        agentbus_proto::ids::escape_for_display(root, 64)
+                    )?;
+                }
+                f.write_str(&agentbus_proto::ids::escape_for_display(path, 120))
+            }
         }
     }
 }
@@ -76,6 +99,8 @@ enum TargetPattern {
     EventScope(String),
     AgentGlob(String),
     Host(String),
+    /// `root:<name glob>[:<path glob>]`.
+    Root(String, Option<String>),
 }
 
 /// One parsed scope.
@@ -126,7 +151,7 @@ impl Scope {
             MethodPattern::Any
         } else if let Some(fam) = m.strip_suffix(".*") {
             MethodPattern::Family(Family::parse(fam).ok_or_else(|| {
-                bad("families are agent.*, pane.*, block.*, controller.*, event.*, session.*, meta.*, conn.*")
+                bad("families are agent.*, pane.*, block.*, controller.*, event.*, session.*, meta.*, conn.*, file.*")
             })?)
         } else {
             MethodPattern::Exact(
@@ -142,7 +167,8 @@ impl Scope {
             Some("self") => Some(TargetPattern::Own),
             Some(t) if !glob_ok(t) => {
                 return Err(bad(
-                    "a target is self, *, an agent name or glob, block:<id>, scope:<scope> or host:<glob>",
+                    "a target is self, *, an agent name or glob, block:<id>, scope:<scope>, \
+                     host:<glob> or root:<root>[:<path>]",
                 ));
             }
             Some(t) => Some(if let Some(b) = t.strip_prefix("block:") {
@@ -151,6 +177,13 @@ impl Scope {
                 TargetPattern::EventScope(s.to_string())
             } else if let Some(h) = t.strip_prefix("host:") {
                 TargetPattern::Host(h.to_ascii_lowercase())
+            } else if let Some(r) = t.strip_prefix("root:") {
+                match r.split_once(':') {
+                    Some((name, path)) => {
+                        TargetPattern::Root(name.to_string(), Some(path.to_string()))
+                    }
+                    None => TargetPattern::Root(r.to_string(), None),
+                }
             } else {
                 TargetPattern::AgentGlob(t.to_string())
             }),
@@ -180,9 +213,10 @@ impl Scope {
             TargetPattern::Any => true,
             TargetPattern::Own => a == me,
             TargetPattern::AgentGlob(g) => glob(g, a.as_str()),
-            TargetPattern::Block(_) | TargetPattern::EventScope(_) | TargetPattern::Host(_) => {
-                false
-            }
+            TargetPattern::Block(_)
+            | TargetPattern::EventScope(_)
+            | TargetPattern::Host(_)
+            | TargetPattern::Root(..) => false,
         };
         match target {
             Target::Agent(a) => agent(a),
@@ -210,6 +244,15 @@ impl Scope {
             Target::AllHosts => {
                 matches!(p, TargetPattern::Any) || matches!(p, TargetPattern::Host(g) if g == "*")
             }
+            Target::Path { root, path } => match p {
+                TargetPattern::Any => true,
+                // A call that left its root to be chosen is covered only
+                // by a pattern for every root (it is refused later).
+                TargetPattern::Root(r, rest) => {
+                    glob(r, root) && rest.as_ref().is_none_or(|g| glob(g, path))
+                }
+                _ => false,
+            },
         }
     }
 }
@@ -274,10 +317,18 @@ mod tests {
             "agent.output@self",
             "conn.*@host:web-*",
             "connstatus@host:[::1]",
+            "file.*@root:docs",
+            "fileread@root:docs:reports/*",
         ] {
             Scope::parse(ok).unwrap();
         }
-        for bad in ["agent.sned", "files.*", "agent.send@", "agent.send@a b"] {
+        for bad in [
+            "agent.sned",
+            "files.*",
+            "agent.send@",
+            "agent.send@a b",
+            "fileread@root:a b",
+        ] {
             let e = Scope::parse(bad).unwrap_err();
             assert!(e.contains(bad), "{e}");
         }
@@ -403,6 +454,66 @@ mod tests {
         assert!(allowed(&["connlist@host:*"], "connlist", &[Target::AllHosts]).is_ok());
         assert!(Scope::parse("conn.*@host:Deploy@Web-1").is_ok());
         assert!(Scope::parse("conn.*@web@1").is_err());
+    }
+
+    #[test]
+    fn file_scopes_cover_their_root_and_path_only() {
+        let at = |root: &str, path: &str| Target::Path {
+            root: root.into(),
+            path: path.into(),
+        };
+        assert!(allowed(&["fileread@root:docs"], "fileread", &[at("docs", "a/b")]).is_ok());
+        assert!(allowed(&["file.*@root:docs"], "filewrite", &[at("docs", ".")]).is_ok());
+        assert!(allowed(&["fileread@root:docs"], "filewrite", &[at("docs", "a")]).is_err());
+        assert!(allowed(&["fileread@root:docs"], "fileread", &[at("work", "a")]).is_err());
+        assert!(allowed(&["fileread@root:docs"], "fileread", &[at("", "a")]).is_err());
+        assert!(
+            allowed(
+                &["fileread@root:docs:reports/*"],
+                "fileread",
+                &[at("docs", "reports/q1.txt")]
+            )
+            .is_ok()
+        );
+        assert!(
+            allowed(
+                &["fileread@root:docs:reports/*"],
+                "fileread",
+                &[at("docs", "secrets")]
+            )
+            .is_err()
+        );
+        // Both ends of a copy must be covered.
+        assert!(
+            allowed(
+                &["filecopy@root:docs"],
+                "filecopy",
+                &[at("docs", "a"), at("work", "a")]
+            )
+            .is_err()
+        );
+        // Agent-name patterns never cover a file, nor self.
+        assert!(
+            allowed(
+                &["file.*@*-x", "file.*@self"],
+                "fileread",
+                &[at("docs", "a")]
+            )
+            .is_err()
+        );
+        // How the audit shows a file: root and path, any text escaped.
+        assert_eq!(at("docs", "a b.txt").to_string(), "root:docs:\"a b.txt\"");
+        let odd = at("x\ny", "p\nq").to_string();
+        assert!(!odd.contains('\n') && odd.starts_with("root:\""), "{odd}");
+        // Nor does a root pattern cover an agent.
+        assert!(
+            allowed(
+                &["agent.*@root:*"],
+                "agent.stop",
+                &[Target::Agent(a("bob"))]
+            )
+            .is_err()
+        );
     }
 
     #[test]

@@ -28,7 +28,8 @@ pub async fn rpc(client: &Client, a: RpcArgs) -> anyhow::Result<ExitCode> {
     let params: Value = serde_json::from_str(&a.params)
         .with_context(|| format!("params must be JSON: {}", a.params))?;
     let app = AppClient::connect(client).await?;
-    let streaming = a.method == "agent.output" && params["follow"] == json!(true);
+    let streaming = (a.method == "agent.output" && params["follow"] == json!(true))
+        || ["filereadstream", "fileliststream", "filestreamtar"].contains(&a.method.as_str());
     if !streaming {
         let answer = app.call(&a.method, params).await?;
         print_json(&answer)?;
@@ -40,7 +41,8 @@ pub async fn rpc(client: &Client, a: RpcArgs) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    // A follow streams lines until it ends; print them as they come.
+    // A follow streams lines until it ends, a file stream its chunks
+    // (one JSON line each); print them as they come.
     let call = app.call(&a.method, params);
     tokio::pin!(call);
     loop {
@@ -57,8 +59,13 @@ pub async fn rpc(client: &Client, a: RpcArgs) -> anyhow::Result<ExitCode> {
 
 fn print_stream(n: &crate::app_client::Notification) {
     if n.method == "stream" {
-        for line in n.params["data"]["lines"].as_array().into_iter().flatten() {
-            outln!("{}", line.as_str().unwrap_or_default());
+        match n.params["data"]["lines"].as_array() {
+            Some(lines) => {
+                for line in lines {
+                    outln!("{}", line.as_str().unwrap_or_default());
+                }
+            }
+            None => outln!("{}", n.params["data"]),
         }
     } else {
         outln!("{}", json!({"method": n.method, "params": n.params}));
