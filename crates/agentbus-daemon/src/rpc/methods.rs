@@ -535,6 +535,91 @@ mod tests {
         }
     }
 
+    /// The App API catalog as AgentMux documents it: every name is served.
+    const CATALOG: [&str; 60] = [
+        "agent.open",
+        "agent.send",
+        "agent.stop",
+        "agent.status",
+        "agent.list",
+        "agent.output",
+        "agent.process-list",
+        "agent.tracked-blocks",
+        "agent.kill-process",
+        "agent.kill-tree",
+        "pane.open",
+        "session:archive",
+        "session:restore",
+        "session:export",
+        "session:digest",
+        "createblock",
+        "createsubblock",
+        "deleteblock",
+        "deletesubblock",
+        "blockinfo",
+        "blockslist",
+        "controllerinput",
+        "controllerresync",
+        "controllerrestart",
+        "controllerstop",
+        "captureblockscreenshot",
+        "fileread",
+        "filewrite",
+        "filecreate",
+        "filedelete",
+        "fileappend",
+        "filecopy",
+        "filemove",
+        "filemkdir",
+        "filelist",
+        "fileliststream",
+        "filereadstream",
+        "filestreamtar",
+        "fileinfo",
+        "filejoin",
+        "eventpublish",
+        "eventrecv",
+        "eventsub",
+        "eventunsub",
+        "eventunsuball",
+        "eventreadhistory",
+        "connconnect",
+        "conndisconnect",
+        "connensure",
+        "connlist",
+        "connlistaws",
+        "connstatus",
+        "getmeta",
+        "setmeta",
+        "setview",
+        "getfullconfig",
+        "getvar",
+        "setvar",
+        "authenticate",
+        "authenticatetoken",
+    ];
+
+    #[test]
+    fn every_method_of_the_catalog_is_served_and_documented() {
+        let doc = include_str!("../../../../docs/app-api.md");
+        let missing: Vec<&str> = CATALOG
+            .iter()
+            .copied()
+            .filter(|m| find(m).is_none())
+            .collect();
+        assert!(missing.is_empty(), "not served: {missing:?}");
+        assert_eq!(TABLE.len(), CATALOG.len(), "served beyond the catalog");
+        let undocumented: Vec<&str> = TABLE
+            .iter()
+            .map(|m| m.name)
+            .filter(|m| !doc.contains(&format!("`{m}`")))
+            .collect();
+        assert!(
+            undocumented.is_empty(),
+            "not in docs/app-api.md: {undocumented:?}"
+        );
+    }
+
     #[test]
     fn the_table_has_each_name_once() {
         let mut names: Vec<&str> = TABLE.iter().map(|m| m.name).collect();
