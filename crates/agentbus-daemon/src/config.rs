@@ -174,6 +174,12 @@ pub struct AppApiConfig {
     /// Frames queued for one connection's socket; events beyond it are
     /// dropped for that connection and counted in a `lagged` notice.
     pub out_queue: usize,
+    /// Bytes those frames may hold together; a frame larger than this is
+    /// sent alone.
+    pub out_queue_bytes: usize,
+    /// A client that takes no frame for this long is closed (its calls
+    /// and subscriptions end, and what was queued for it is freed).
+    pub write_deadline_s: u64,
     /// Calls one connection may have running at once; reading its next
     /// frame waits beyond that.
     pub max_in_flight: usize,
@@ -225,6 +231,8 @@ impl Default for AppApiConfig {
     fn default() -> Self {
         Self {
             out_queue: 256,
+            out_queue_bytes: 64 << 20,
+            write_deadline_s: 30,
             max_in_flight: 32,
             max_batch: 32,
             ping_interval_s: 20,
@@ -726,7 +734,8 @@ impl Config {
         toml::to_string(self).unwrap_or_else(|e| format!("# failed to render config: {e}\n"))
     }
 
-    fn validate(&self) -> Result<(), ConfigError> {
+    /// Checks the values together (ranges, roots apart from the data dir).
+    pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: &str| Err(ConfigError::Invalid(m.to_string()));
         if self.daemon.listen.parse::<std::net::SocketAddr>().is_err() {
             return Err(ConfigError::Invalid(format!(
@@ -746,6 +755,11 @@ impl Config {
         if self.mailbox.max_wait_s > 600 || self.mailbox.quota < 1 {
             return bad("mailbox.max_wait_s must be at most 600 and mailbox.quota at least 1");
         }
+        if self.mailbox.default_ttl_s > self.mailbox.max_ttl_s {
+            return bad(
+                "mailbox.default_ttl_s must not be longer than mailbox.max_ttl_s (a message that did not say would be refused)",
+            );
+        }
         if !(self.limits.sender_per_s > 0.0
             && self.limits.sender_burst >= 1.0
             && self.limits.pair_per_minute >= 1)
@@ -758,8 +772,15 @@ impl Config {
             return bad("retention.sweep_interval_s and retention.batch must be at least 1");
         }
         let a = &self.app_api;
-        if a.out_queue == 0 || a.max_in_flight == 0 || a.pull_queue == 0 {
-            return bad("app_api.out_queue, max_in_flight and pull_queue must be at least 1");
+        if a.out_queue == 0
+            || a.max_in_flight == 0
+            || a.pull_queue == 0
+            || a.out_queue_bytes < 65_536
+            || a.write_deadline_s == 0
+        {
+            return bad(
+                "app_api.out_queue, max_in_flight, pull_queue and write_deadline_s must be at least 1, and app_api.out_queue_bytes at least 65536",
+            );
         }
         if a.ping_interval_s == 0 || a.auth_timeout_s == 0 || a.sysinfo_interval_ms < 100 {
             return bad(
@@ -774,6 +795,20 @@ impl Config {
         }
         self.screenshot.validate()?;
         self.files.validate().map_err(ConfigError::Invalid)?;
+        // A root that holds the data dir would hand out the instance key.
+        for dir in [self.daemon.data_dir.clone(), self.registry_dir()] {
+            let dir = std::path::absolute(&dir).unwrap_or(dir);
+            for r in &self.files.roots {
+                if dir.starts_with(&r.path) || r.path.starts_with(&dir) {
+                    return Err(ConfigError::Invalid(format!(
+                        "files.roots: {} ({}) holds or lies inside {}, which keeps the daemon's keys and tokens; name a directory apart from it",
+                        r.name,
+                        r.path.display(),
+                        dir.display()
+                    )));
+                }
+            }
+        }
         let all_scopes = self
             .policy
             .app_scopes
@@ -946,6 +981,28 @@ mod tests {
         for s in DEFAULT_APP_SCOPES {
             assert!(!s.starts_with("file") && !s.starts_with('*'), "{s}");
         }
+    }
+
+    #[test]
+    fn a_file_root_may_not_hold_the_data_dir_nor_lie_in_it() {
+        for root in [
+            "/home/me",
+            "/home/me/.agentbus",
+            "/home/me/.agentbus/sessions",
+            "/",
+        ] {
+            let c = Config::from_toml(&format!(
+                "[daemon]\ndata_dir = \"/home/me/.agentbus\"\n[[files.roots]]\nname = \"r\"\npath = \"{root}\"\n"
+            ))
+            .unwrap();
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains("keys and tokens"), "{root}: {e}");
+        }
+        let ok = Config::from_toml(
+            "[daemon]\ndata_dir = \"/home/me/.agentbus\"\n[[files.roots]]\nname = \"r\"\npath = \"/home/me/src\"\n",
+        )
+        .unwrap();
+        ok.validate().unwrap();
     }
 
     #[test]

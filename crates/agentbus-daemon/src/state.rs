@@ -156,8 +156,13 @@ impl AppState {
         let limiter = Limiter::new(config.limits.clone())
             .with_call_rate(config.app_api.calls_per_s, config.app_api.calls_burst);
         let (shutdown, _) = watch::channel(false);
-        let saved = crate::vars::load(&config.daemon.data_dir);
-        let live = crate::vars::apply(&config, &saved);
+        let mut saved = crate::vars::load(&config.daemon.data_dir);
+        let mut live = crate::vars::apply(&config, &saved);
+        if let Err(e) = live.validate() {
+            tracing::warn!(error = %e, "the saved live settings do not fit this config together; the config's values are used");
+            saved.clear();
+            live = config.clone();
+        }
         Self {
             inner: Arc::new(Inner {
                 config: std::sync::Mutex::new(Arc::new(live)),
@@ -215,8 +220,14 @@ impl AppState {
             let var = crate::vars::check(name, &value)?;
             next.insert(var.name.to_string(), value);
         }
-        crate::vars::save(&self.inner.base_config.daemon.data_dir, &next)?;
         let live = crate::vars::apply(&self.inner.base_config, &next);
+        live.validate().map_err(|e| {
+            crate::vars::VarError::Invalid(
+                crate::vars::find(name).map_or("", |v| v.name),
+                e.to_string(),
+            )
+        })?;
+        crate::vars::save(&self.inner.base_config.daemon.data_dir, &next)?;
         *saved = next;
         *agentbus_proto::sync::lock(&self.inner.config) = Arc::new(live);
         Ok(())

@@ -137,7 +137,7 @@ pub static VARS: &[Var] = &[
         "mailbox.max_wait_s",
         mailbox.max_wait_s,
         u64,
-        0..=3_600,
+        0..=600,
         "longest a mailbox read may wait for mail"
     ),
     var!(

@@ -353,3 +353,59 @@ async fn a_session_archived_on_one_daemon_restores_on_another_with_the_same_dige
         .unwrap_or_default();
     assert_eq!(bodies, vec!["task 0", "task 1", "task 2"], "{inbox}");
 }
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_closed_and_others_are_served() {
+    let roots = tempfile::Builder::new()
+        .prefix("stalled-")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .unwrap();
+    std::fs::write(roots.path().join("big.bin"), vec![7u8; 2 << 20]).unwrap();
+    let d = Daemon::start_with(&format!(
+        "[app_api]\nout_queue_bytes = 65536\nwrite_deadline_s = 2\nping_interval_s = 60\n\
+         [[files.roots]]\nname = \"big\"\npath = \"{}\"\n",
+        roots.path().display()
+    ));
+    let mut child = std::process::Command::new(common::python())
+        .arg(format!(
+            "{}/tests/python/app_api_meta.py",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .args(d.app_api_args("stalled", &["--hold", "30"]))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stats = async || d.get("/v1/stats", &Cred::Key).await.1;
+    common::eventually("the stalled client's socket", 20, async || {
+        (stats().await["app_api_connections"] == 1).then_some(())
+    })
+    .await;
+    // Another client is served while that one stalls ...
+    let r = scenario(&d, "getvar", &[]).await;
+    assert_eq!(r["name"], "mailbox.max_body_bytes", "{r}");
+    // ... and the daemon closes the stalled one after its write deadline.
+    common::eventually("the stalled socket closed by the daemon", 20, async || {
+        (stats().await["app_api_connections"] == 0).then_some(())
+    })
+    .await;
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[tokio::test]
+async fn subscriptions_per_socket_and_settings_together_are_bounded() {
+    let d = Daemon::start();
+    let r = scenario(&d, "limits", &[]).await;
+    assert_eq!(r["subs_ok"], 256, "{r}");
+    assert_eq!(r["subs_refused"], json!(["TOO_MANY_SUBSCRIPTIONS"]));
+    assert_eq!(r["after_unsub"], "ok");
+    assert_eq!(r["ttl_over_max"]["code"], "INVALID_VALUE", "{r}");
+    assert!(
+        r["ttl_over_max"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("ttl"),
+        "{r}"
+    );
+    assert_eq!(r["ttl_after"], false);
+}

@@ -457,9 +457,17 @@ impl Conns {
         }
         args.push("-S".into());
         args.push(ssh_path(ctl));
+        // Options on the command line win over the ssh config: whatever
+        // the user's config says, a connection a caller asked for forwards
+        // neither the user's ssh-agent nor X nor ports, nor runs a local
+        // command.
         for o in [
             "BatchMode=yes".to_string(),
             format!("ConnectTimeout={}", c.connect_timeout_s),
+            "ForwardAgent=no".to_string(),
+            "ForwardX11=no".to_string(),
+            "ClearAllForwardings=yes".to_string(),
+            "PermitLocalCommand=no".to_string(),
         ] {
             args.push("-o".into());
             args.push(o);
@@ -740,6 +748,9 @@ impl Conns {
         argv.extend([
             "-o".into(),
             "ControlMaster=no".into(),
+            // With the master gone, fail rather than connect on our own.
+            "-o".into(),
+            "ProxyCommand=false".into(),
             "-tt".into(),
             "--".into(),
             dest.ssh_arg(),

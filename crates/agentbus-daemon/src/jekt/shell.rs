@@ -29,6 +29,12 @@ pub(crate) async fn is_shell_pane(record: &PaneRecord) -> bool {
     if record.provider == Provider::Shell {
         return true;
     }
+    // A pane on an ssh host: locally its foreground is `ssh`, so what reads
+    // the terminal on the far side cannot be seen. Unless it was opened as
+    // an agent CLI, it counts as a shell.
+    if record.conn.is_some() && matches!(record.provider, Provider::Generic | Provider::Raw) {
+        return true;
+    }
     // The common case costs one look: a foreground led by a program that
     // is not a shell is that program's.
     let Some(leader) = record.pane.foreground_program().await else {

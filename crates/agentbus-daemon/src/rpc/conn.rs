@@ -226,7 +226,7 @@ pub async fn list(ctx: Ctx, _: ListParams) -> Result<Value, RpcError> {
 #[serde(deny_unknown_fields)]
 pub struct AwsParams {}
 
-impl Params for AwsParams {}
+super::methods::instance_wide!(AwsParams);
 
 /// `connlistaws`: the AWS profiles of the daemon's user: names, region,
 /// files, sign-in hints; never a key.

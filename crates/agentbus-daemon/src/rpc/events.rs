@@ -134,6 +134,9 @@ impl PullQueue {
     }
 }
 
+/// Most subscriptions one socket may hold.
+const MAX_SUBS_PER_SOCKET: usize = 256;
+
 pub async fn subscribe(ctx: Ctx, p: SubParams) -> Result<Value, RpcError> {
     if p.scopes.is_empty() && !p.allscopes {
         return Err(missing("eventsub needs scopes, or allscopes: true"));
@@ -149,6 +152,14 @@ pub async fn subscribe(ctx: Ctx, p: SubParams) -> Result<Value, RpcError> {
         may_read_output(&ctx, &p)?;
     }
     let session = ctx.session.clone();
+    if lock(&session.subs).len() >= MAX_SUBS_PER_SOCKET {
+        return Err(RpcError::app(
+            "TOO_MANY_SUBSCRIPTIONS",
+            format!(
+                "a socket may hold {MAX_SUBS_PER_SOCKET} subscriptions; unsubscribe some (eventunsub) first"
+            ),
+        ));
+    }
     let sub_id = session.next_sub_id();
     let cancel = session.cancel.child_token();
     let pull = (p.mode == Mode::Pull).then(|| {

@@ -9,7 +9,7 @@
 //! error rather than a silent no-op.
 
 use super::blocks::{check_view_args, exists, invalid_arg, parse_view, start_sysinfo};
-use super::methods::{Ctx, NoParams, Params, missing, targets_by};
+use super::methods::{Ctx, InstanceParams, instance_wide, missing, targets_by};
 use super::protocol::{INVALID_PARAMS, RpcError};
 use crate::blocks::View;
 use crate::error::ApiError;
@@ -24,7 +24,7 @@ pub const MAX_META_BYTES: usize = 64 * 1024;
 const MAX_KEY_CHARS: usize = 128;
 
 /// Keys the daemon reports and sets itself.
-const BLOCK_READ_ONLY: &[&str] = &["view", "doc"];
+const BLOCK_READ_ONLY: &[&str] = &["view", "doc", "conn"];
 const AGENT_READ_ONLY: &[&str] = &["provider", "command", "cwd", "block_id", "pid", "state"];
 /// Keys anyone may set on any block or agent.
 const COMMON: &[&str] = &["title", "description", "tags"];
@@ -399,7 +399,7 @@ pub async fn set_view(ctx: Ctx, p: SetViewParams) -> Result<Value, RpcError> {
     Ok(json!({ "block_id": id, "view": view, "previous": current, "changed": view != current }))
 }
 
-pub async fn get_full_config(ctx: Ctx, _: NoParams) -> Result<Value, RpcError> {
+pub async fn get_full_config(ctx: Ctx, _: InstanceParams) -> Result<Value, RpcError> {
     let config = ctx.state.config();
     Ok(json!({
         "config": crate::vars::redacted(&config),
@@ -423,8 +423,7 @@ pub struct SetVarParams {
     value: Value,
 }
 
-impl Params for GetVarParams {}
-impl Params for SetVarParams {}
+instance_wide!(GetVarParams, SetVarParams);
 
 fn var_error(e: crate::vars::VarError) -> RpcError {
     match e {

@@ -491,6 +491,33 @@ pub struct NoParams {}
 
 impl Params for NoParams {}
 
+/// Params of a method that takes none and acts on the whole daemon.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceParams {}
+
+impl Params for InstanceParams {
+    fn targets(&mut self, _: &AppState) -> Result<Vec<Target>, RpcError> {
+        Ok(vec![Target::Instance])
+    }
+}
+
+/// Implements [`Params`] for params types of methods that act on the
+/// whole daemon.
+macro_rules! instance_wide {
+    ($($t:ty),+ $(,)?) => {$(
+        impl $crate::rpc::methods::Params for $t {
+            fn targets(
+                &mut self,
+                _: &$crate::state::AppState,
+            ) -> Result<Vec<$crate::rpc::scope::Target>, $crate::rpc::protocol::RpcError> {
+                Ok(vec![$crate::rpc::scope::Target::Instance])
+            }
+        }
+    )+};
+}
+pub(crate) use instance_wide;
+
 /// Params of a method that takes only a block.
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]

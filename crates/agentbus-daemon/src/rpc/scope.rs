@@ -35,6 +35,10 @@ pub enum Target {
     EventScope(String),
     /// Every event scope (`allscopes`).
     AllEventScopes,
+    /// The whole daemon: methods that read or change more than one agent's
+    /// things (sessions, the config and live settings). Only a scope with
+    /// no target, or `@*`, covers it; `@self` does not.
+    Instance,
     /// An ssh destination (`conn*`, a pane opened with `conn`): its host
     /// and user.
     Host {
@@ -58,6 +62,7 @@ impl fmt::Display for Target {
             Target::Block { id, .. } => write!(f, "block:{id}"),
             Target::EventScope(s) => write!(f, "scope:{s}"),
             Target::AllEventScopes => f.write_str("*"),
+            Target::Instance => f.write_str("instance"),
             Target::Host {
                 host,
                 user: Some(u),
@@ -229,7 +234,7 @@ impl Scope {
                 TargetPattern::EventScope(g) => glob(g, s),
                 _ => false,
             },
-            Target::AllEventScopes => *p == TargetPattern::Any,
+            Target::AllEventScopes | Target::Instance => *p == TargetPattern::Any,
             // A glob with `@` is matched against `user@host` (a
             // destination without a user has none to match); without,
             // against the host alone.
@@ -514,6 +519,25 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn instance_wide_methods_need_an_unrestricted_scope() {
+        for method in ["session:restore", "setvar", "getfullconfig"] {
+            let t = [Target::Instance];
+            assert!(
+                allowed(&[&format!("{method}@self")], method, &t).is_err(),
+                "{method}"
+            );
+            assert!(allowed(&["*@self"], method, &t).is_err(), "{method}");
+            assert!(allowed(&[&format!("{method}@worker-*")], method, &t).is_err());
+            assert!(allowed(&[method], method, &t).is_ok(), "{method}");
+            assert!(
+                allowed(&[&format!("{method}@*")], method, &t).is_ok(),
+                "{method}"
+            );
+            assert!(allowed(&["*"], method, &t).is_ok(), "{method}");
+        }
     }
 
     #[test]

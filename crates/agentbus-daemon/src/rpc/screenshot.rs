@@ -104,16 +104,11 @@ pub async fn capture(ctx: Ctx, p: ShotParams) -> Result<Value, RpcError> {
     let pane = record.pane.clone();
     let format = p.format;
     let cfg = ctx.state.config().screenshot.clone();
-    let _turn = if format == Format::Text {
-        None
-    } else {
-        Some(
-            DRAWING
-                .acquire()
-                .await
-                .map_err(|e| RpcError::app("INTERNAL", e.to_string()))?,
-        )
-    };
+    // Text of a large screen costs memory too: every format takes a turn.
+    let _turn = DRAWING
+        .acquire()
+        .await
+        .map_err(|e| RpcError::app("INTERNAL", e.to_string()))?;
     let work = tokio::task::spawn_blocking(move || {
         let shot = pane.snapshot().map_err(|e| {
             let code = match e {

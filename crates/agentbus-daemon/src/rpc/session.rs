@@ -5,8 +5,13 @@
 //! writer task. Answers wait for room (a client that does not read its
 //! answers slows only its own calls); events never wait: when the queue
 //! is full they are dropped for this connection and counted, and the next
-//! frame that fits is a `lagged` notice. So a reader that stops reading
-//! costs the daemon at most the queue, never the publisher's time.
+//! frame that fits is a `lagged` notice. The queue is bounded twice: in
+//! frames (`app_api.out_queue`) and in bytes (`app_api.out_queue_bytes`,
+//! a frame larger than that waits until the queue is empty), and a frame
+//! the client does not take within `app_api.write_deadline_s` closes the
+//! socket. So
+//! a reader that stops reading costs the daemon at most the queue, never
+//! the publisher's time.
 //!
 //! When the socket closes, the connection's cancel token fires: its
 //! subscriptions and streams end and are freed.
@@ -98,8 +103,14 @@ pub struct Sub {
     pub pull: Option<Arc<super::events::PullQueue>>,
 }
 
+/// A queued frame and its share of the byte budget, given back once sent.
+type Queued = (Message, tokio::sync::OwnedSemaphorePermit);
+
 pub struct Session {
-    out: mpsc::Sender<Message>,
+    out: mpsc::Sender<Queued>,
+    /// The byte budget of the out-queue.
+    bytes: Arc<Semaphore>,
+    budget: u32,
     caller: RwLock<Option<Caller>>,
     pub subs: Mutex<HashMap<String, Sub>>,
     next_sub: AtomicU64,
@@ -122,19 +133,43 @@ impl Session {
         format!("sub-{}", self.next_sub.fetch_add(1, Ordering::Relaxed) + 1)
     }
 
+    /// The budget a frame of `len` bytes takes (a larger frame than the
+    /// whole budget takes all of it).
+    fn share(&self, len: usize) -> u32 {
+        u32::try_from(len).unwrap_or(u32::MAX).clamp(1, self.budget)
+    }
+
     /// Queues a frame, waiting for room; false once the connection is gone.
     pub async fn send(&self, v: &Value) -> bool {
         let text = v.to_string();
+        let share = self.share(text.len());
+        let queued = async {
+            let Ok(permit) = self.bytes.clone().acquire_many_owned(share).await else {
+                return false;
+            };
+            self.out
+                .send((Message::Text(text.into()), permit))
+                .await
+                .is_ok()
+        };
         tokio::select! {
-            r = self.out.send(Message::Text(text.into())) => r.is_ok(),
+            r = queued => r,
             _ = self.cancel.cancelled() => false,
         }
     }
 
     /// Queues a frame if there is room now.
     pub fn try_send(&self, v: &Value) -> bool {
+        let text = v.to_string();
+        let Ok(permit) = self
+            .bytes
+            .clone()
+            .try_acquire_many_owned(self.share(text.len()))
+        else {
+            return false;
+        };
         self.out
-            .try_send(Message::Text(v.to_string().into()))
+            .try_send((Message::Text(text.into()), permit))
             .is_ok()
     }
 }
@@ -150,9 +185,14 @@ pub async fn serve(state: AppState, socket: WebSocket, caller: Option<Caller>) {
     let _live = crate::state::Live::new(&state.app_api().connections);
     let config = state.config().app_api.clone();
     let (mut sink, mut stream) = socket.split();
-    let (out, mut out_rx) = mpsc::channel::<Message>(config.out_queue);
+    let (out, mut out_rx) = mpsc::channel::<Queued>(config.out_queue);
+    let budget = u32::try_from(config.out_queue_bytes)
+        .unwrap_or(u32::MAX)
+        .max(1);
     let session = Arc::new(Session {
         out,
+        bytes: Arc::new(Semaphore::new(budget as usize)),
+        budget,
         caller: RwLock::new(None),
         subs: Mutex::new(HashMap::new()),
         next_sub: AtomicU64::new(0),
@@ -165,6 +205,7 @@ pub async fn serve(state: AppState, socket: WebSocket, caller: Option<Caller>) {
     // The writer: the queue, and a ping every interval; a connection not
     // heard from for three intervals is closed.
     let ping_every = Duration::from_secs(config.ping_interval_s);
+    let write_deadline = Duration::from_secs(config.write_deadline_s);
     let writer_session = session.clone();
     let mut shutdown = state.shutdown_signal();
     let writer = tokio::spawn(async move {
@@ -174,7 +215,14 @@ pub async fn serve(state: AppState, socket: WebSocket, caller: Option<Caller>) {
         loop {
             tokio::select! {
                 m = out_rx.recv() => match m {
-                    Some(m) => if sink.send(m).await.is_err() { break },
+                    Some((m, _share)) => match tokio::time::timeout(write_deadline, sink.send(m)).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) => break,
+                        Err(_) => {
+                            tracing::debug!("app api client took no frame for {write_deadline:?}; closing");
+                            break;
+                        }
+                    },
                     None => break,
                 },
                 _ = ping.tick() => {
@@ -183,15 +231,17 @@ pub async fn serve(state: AppState, socket: WebSocket, caller: Option<Caller>) {
                         tracing::debug!("app api connection silent; closing");
                         break;
                     }
-                    if sink.send(Message::Ping(Vec::new().into())).await.is_err() { break }
+                    if !matches!(tokio::time::timeout(write_deadline, sink.send(Message::Ping(Vec::new().into()))).await, Ok(Ok(()))) { break }
                 }
                 _ = s.cancel.cancelled() => break,
                 _ = crate::state::shutdown_requested(&mut shutdown) => break,
             }
         }
-        // Sends our close frame (or the reply to the client's) and flushes.
-        let _ = sink.close().await;
+        // The connection's calls and subscriptions end now; then our close
+        // frame (or the reply to the client's) is sent and flushed, if the
+        // client takes it in time.
         s.cancel.cancel();
+        let _ = tokio::time::timeout(write_deadline, sink.close()).await;
     });
     let in_flight = Arc::new(Semaphore::new(config.max_in_flight));
     let max_batch = config.max_batch.clamp(1, config.max_in_flight.max(1));

@@ -15,7 +15,7 @@
 //! layout, programs, meta and mail give the same digest on any daemon.
 
 use super::blocks::{check_view_args, start_sysinfo, start_unnamed};
-use super::methods::{Ctx, NoParams, Params};
+use super::methods::{Ctx, InstanceParams, instance_wide};
 use super::protocol::{INVALID_PARAMS, RpcError};
 use crate::blocks::View;
 use crate::panes::Launch;
@@ -262,7 +262,9 @@ pub fn digest_of(e: &Export) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(text.as_bytes())))
 }
 
-pub async fn export(ctx: Ctx, _: NoParams) -> Result<Export, RpcError> {
+instance_wide!(DigestParams, ArchiveParams, RestoreParams);
+
+pub async fn export(ctx: Ctx, _: InstanceParams) -> Result<Export, RpcError> {
     build_export(&ctx.state).await
 }
 
@@ -273,8 +275,6 @@ pub struct DigestParams {
     #[serde(default)]
     canonical: bool,
 }
-
-impl Params for DigestParams {}
 
 pub async fn digest(ctx: Ctx, p: DigestParams) -> Result<Value, RpcError> {
     let e = build_export(&ctx.state).await?;
@@ -320,8 +320,6 @@ pub struct ArchiveParams {
     #[serde(default)]
     return_bundle: bool,
 }
-
-impl Params for ArchiveParams {}
 
 /// A bundle name: 1 to 64 of `A-Z a-z 0-9 . _ -`, not starting with a dot.
 fn bundle_path(ctx: &Ctx, name: &str) -> Result<std::path::PathBuf, RpcError> {
@@ -477,8 +475,6 @@ pub struct RestoreParams {
     env: BTreeMap<String, BTreeMap<String, String>>,
 }
 
-impl Params for RestoreParams {}
-
 fn bad_bundle(m: impl Into<String>) -> RpcError {
     RpcError::app("INVALID_BUNDLE", m)
 }
@@ -574,8 +570,22 @@ fn workspace_empty(ctx: &Ctx) -> bool {
     ctx.state.agents().all_panes().is_empty() && ctx.state.blocks().all().is_empty()
 }
 
+/// One restore at a time: a second waits, then finds the workspace full.
+static RESTORING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The trust a restored message keeps: what the bundle claims was proven
+/// on another daemon, which this one cannot check, so it is only claimed.
+fn restored_trust(t: &agentbus_proto::jekt::Trust) -> agentbus_proto::jekt::Trust {
+    use agentbus_proto::jekt::Trust;
+    match t {
+        Trust::NetworkClaimed => Trust::NetworkClaimed,
+        _ => Trust::SelfDeclared,
+    }
+}
+
 pub async fn restore(ctx: Ctx, mut p: RestoreParams) -> Result<Value, RpcError> {
     let bundle = read_bundle(&ctx, &mut p).await?;
+    let _one = RESTORING.lock().await;
     if !workspace_empty(&ctx) {
         return Err(RpcError::app(
             "WORKSPACE_NOT_EMPTY",
@@ -593,6 +603,28 @@ pub async fn restore(ctx: Ctx, mut p: RestoreParams) -> Result<Value, RpcError> 
         )));
     }
     let order = parents_first(&export.blocks)?;
+    for env in p.env.values() {
+        crate::panes::check_env(state, env)?;
+    }
+    for a in &export.agents {
+        super::meta::check_new(View::Term, &a.meta)?;
+    }
+    let config = state.config();
+    if let Some(mail) = &bundle.mail {
+        if let Some(m) = mail
+            .iter()
+            .find(|m| m.body.len() > config.mailbox.max_body_bytes)
+        {
+            return Err(bad_bundle(format!(
+                "message {} has {} bytes; this daemon takes at most {} (mailbox.max_body_bytes)",
+                m.id,
+                m.body.len(),
+                config.mailbox.max_body_bytes
+            )));
+        }
+    }
+    // Each block's meta as it will be: what its view needs checked again.
+    let mut metas: HashMap<BlockId, Map<String, Value>> = HashMap::new();
     for b in &order {
         if let Some(t) = &b.tab_id
             && !super::meta::valid_tab(t)
@@ -603,28 +635,33 @@ pub async fn restore(ctx: Ctx, mut p: RestoreParams) -> Result<Value, RpcError> 
             )));
         }
         let mut free = b.meta.clone();
-        for k in ["file", "url", "doc"] {
+        for k in ["file", "url", "doc", "conn"] {
             free.remove(k);
         }
         super::meta::check_new(b.view, &free)?;
+        if let Some(conn) = b.controller.as_ref().and_then(|c| c.conn.clone()) {
+            free.insert("conn".into(), json!(conn));
+        }
         let text = |k: &str| b.meta.get(k).and_then(Value::as_str);
         match b.view {
             // The file may not exist on this machine yet: only its shape.
-            View::Editor => {
-                if !text("file")
-                    .is_some_and(|f| !f.is_empty() && f.len() <= 4096 && !f.contains('\0'))
-                {
+            View::Editor => match text("file") {
+                Some(f) if !f.is_empty() && f.len() <= 4096 && !f.contains('\0') => {
+                    free.insert("file".into(), json!(f));
+                }
+                _ => {
                     return Err(bad_bundle(format!(
                         "editor block {} has no valid file",
                         b.block_id
                     )));
                 }
-            }
+            },
             View::Browser | View::Help => {
                 check_view_args(b.view, None, text("url"), &mut free)?;
             }
             View::Term | View::Sysinfo => {}
         }
+        metas.insert(b.block_id, free);
     }
     let mut new_ids: HashMap<BlockId, BlockId> = HashMap::new();
     let mut missing_env: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -708,9 +745,10 @@ pub async fn restore(ctx: Ctx, mut p: RestoreParams) -> Result<Value, RpcError> 
             }
             None => BlockId::new(),
         };
+        let meta = metas.remove(&b.block_id).unwrap_or_default();
         state
             .blocks()
-            .insert(id, b.view, b.tab_id.clone(), parent, b.meta.clone());
+            .insert(id, b.view, b.tab_id.clone(), parent, meta);
         if b.view == View::Sysinfo {
             start_sysinfo(state, id);
         }
@@ -746,14 +784,18 @@ pub async fn restore(ctx: Ctx, mut p: RestoreParams) -> Result<Value, RpcError> 
                 id: m.id,
                 recipient: m.to.clone(),
                 sender: m.from.clone(),
-                trust: m.trust.clone(),
+                trust: restored_trust(&m.trust),
                 kind: m.kind,
                 body: m.body.clone(),
                 thread_id: m.thread_id.clone(),
                 reply_to: m.reply_to,
                 priority: m.priority,
                 created_ms: m.created_ms,
-                expires_ms: m.expires_ms,
+                expires_ms: m.expires_ms.min(
+                    now_ms()
+                        + i64::try_from(config.mailbox.max_ttl_s).unwrap_or(i64::MAX / 2_000)
+                            * 1000,
+                ),
                 receipt: m.receipt_requested,
                 request_id: None,
             })

@@ -12,7 +12,8 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from app_api import code, connect  # noqa: E402
+from app_api import code, connect, ws_url  # noqa: E402
+import websockets  # noqa: E402
 
 
 async def ok(rpc, method, params=None):
@@ -258,6 +259,37 @@ async def session_restore(args):
     return r
 
 
+async def stalled(args):
+    """A client that asks for big answers and then never reads: at most one
+    frame is buffered on this side, so the daemon's writes stall."""
+    headers = {"Authorization": "Bearer " + args.key}
+    ws = await websockets.connect(ws_url(args.url), additional_headers=headers, max_size=None, max_queue=1)
+    for i in range(40):
+        await ws.send(json.dumps({"jsonrpc": "2.0", "id": i, "method": "fileread",
+                                  "params": {"root": "big", "path": "big.bin", "encoding": "base64"}}))
+    print(json.dumps({"sent": 40}), flush=True)
+    await asyncio.sleep(args.hold)
+    return {"held_s": args.hold}
+
+
+async def limits(args):
+    ws, rpc = await connect(args)
+    r = {}
+    codes = []
+    for _ in range(260):
+        codes.append(code(await rpc.call("eventsub", {"event": "x", "scopes": ["team"]})))
+    r["subs_ok"] = codes.count("ok")
+    r["subs_refused"] = sorted(set(c for c in codes if c != "ok"))
+    await ok(rpc, "eventunsuball")
+    r["after_unsub"] = code(await rpc.call("eventsub", {"event": "x", "scopes": ["team"]}))
+    # Settings that do not fit together are refused, and nothing changes.
+    a = await rpc.call("setvar", {"name": "mailbox.default_ttl_s", "value": 3000000})
+    r["ttl_over_max"] = {"code": code(a), "message": a.get("error", {}).get("message", "")}
+    r["ttl_after"] = (await ok(rpc, "getvar", {"name": "mailbox.default_ttl_s"}))["set"]
+    await ws.close()
+    return r
+
+
 async def main():
     p = argparse.ArgumentParser()
     p.add_argument("scenario")
@@ -267,9 +299,11 @@ async def main():
     p.add_argument("--extra")
     p.add_argument("--file")
     p.add_argument("--secret", default="")
+    p.add_argument("--hold", type=float, default=20)
     args = p.parse_args()
     run = {"meta": meta, "config": config, "getvar": getvar, "raw": raw,
-           "session_build": session_build, "session_restore": session_restore}[args.scenario]
+           "session_build": session_build, "session_restore": session_restore,
+           "stalled": stalled, "limits": limits}[args.scenario]
     report = await run(args)
     print(json.dumps(report))
 
