@@ -201,14 +201,32 @@ async fn a_connection_carries_panes_to_the_host_and_ends_cleanly() {
     let marker = d.data_dir().join("words-marker");
     let data_dir = d.data_dir().display().to_string();
     let marker_arg = marker.display().to_string();
+    let peer = d.open("peer", "shell", &["sh"]).await;
+    let peer_token = d.own_token("peer", &peer).await;
     let r = run_python(
         "app_api_conn.py",
         d.app_api_args(
             "lifecycle",
-            &["--data-dir", &data_dir, "--marker", &marker_arg],
+            &[
+                "--data-dir",
+                &data_dir,
+                "--marker",
+                &marker_arg,
+                "--token",
+                &peer_token,
+            ],
         ),
     )
     .await;
+    // A generic pane on a host is a shell pane to an agent token.
+    assert_eq!(r["peer_send"]["code"], "FORBIDDEN", "{r}");
+    assert!(
+        r["peer_send"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("shell"),
+        "{r}"
+    );
     assert_eq!(r["list_before"], json!({"connections": []}), "{r}");
     // connconnect → connected, as `ssh -O check` says, with its master.
     let c = &r["connect"]["result"];

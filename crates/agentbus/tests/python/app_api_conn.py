@@ -98,6 +98,13 @@ async def lifecycle(args):
     sent = await rpc.call("agent.send", {"agent_id": "remote-worker", "message": "jekt-over-ssh-7731"})
     r["send"] = sent
     r["after_send"] = await output_until(rpc, {"agent_id": "remote-worker"}, "jekt-over-ssh-7731")
+    # What reads that terminal on the far side cannot be seen from here: an
+    # agent token may not jekt it (it may be a shell), the admin may.
+    if args.token:
+        ws2, rpc2 = await connect(args, args.token)
+        peer = await rpc2.call("agent.send", {"agent_id": "remote-worker", "message": "touch /tmp/x"})
+        r["peer_send"] = {"code": code(peer), "message": peer.get("error", {}).get("message", "")}
+        await ws2.close()
 
     # A term block on the host: hostile words reach the program unchanged.
     words = [w.replace("{marker}", args.marker) for w in HOSTILE_WORDS]
