@@ -412,9 +412,10 @@ async fn a_move_between_filesystems_says_cross_device_and_copy_then_delete_works
 async fn streams_past_the_daemons_limit_are_busy_until_others_end() {
     let b = base();
     let d = Daemon::start_with(&config(b.path(), "[app_api]\nout_queue = 4\n"));
-    // Three connections of 32 streams nobody reads: 64 run (the limit),
-    // the rest are BUSY, and so is one more.
-    let r = files(&d, "busy", b.path(), &["--count", "3"]).await;
+    // Connections of 32 streams nobody reads: 64 run (the limit), the
+    // rest are BUSY, and so is one more. 17 sockets of 4 streams each (a socket runs at most 4) pass the
+    // daemon's 64.
+    let r = files(&d, "busy", b.path(), &["--count", "17"]).await;
     assert_eq!(r["over"]["data"]["code"], "BUSY", "{r}");
     assert!(s(&r["over"]["message"]).contains("64"), "{r}");
     assert_eq!(r["plain_read"], "ok");

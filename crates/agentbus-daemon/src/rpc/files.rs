@@ -738,7 +738,37 @@ fn stream_id(ctx: &Ctx, method: &str) -> Result<Value, RpcError> {
 /// thread while its reader reads.
 pub const MAX_STREAMS: usize = 64;
 
-fn stream_permit() -> Result<tokio::sync::OwnedSemaphorePermit, RpcError> {
+/// File streams one socket may run at once, so that one client cannot
+/// hold them all.
+pub const MAX_STREAMS_PER_SOCKET: u32 = 4;
+
+/// A turn for a file stream: one of this socket's and one of the daemon's.
+fn stream_permit(
+    ctx: &Ctx,
+) -> Result<
+    (
+        tokio::sync::OwnedSemaphorePermit,
+        tokio::sync::OwnedSemaphorePermit,
+    ),
+    RpcError,
+> {
+    let mine = ctx
+        .session
+        .file_streams
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| {
+            RpcError::app(
+                "BUSY",
+                format!(
+                    "this socket has {MAX_STREAMS_PER_SOCKET} file streams running; try again when one has ended"
+                ),
+            )
+        })?;
+    Ok((mine, daemon_stream_permit()?))
+}
+
+fn daemon_stream_permit() -> Result<tokio::sync::OwnedSemaphorePermit, RpcError> {
     static STREAMS: std::sync::OnceLock<std::sync::Arc<tokio::sync::Semaphore>> =
         std::sync::OnceLock::new();
     STREAMS
@@ -762,7 +792,7 @@ async fn pump<S: Send + 'static>(
     rid: Value,
     produce: impl FnOnce(mpsc::Sender<Value>) -> Result<S, Fail> + Send + 'static,
 ) -> Result<(S, u64), RpcError> {
-    let permit = stream_permit()?;
+    let permit = stream_permit(ctx)?;
     let (tx, mut rx) = mpsc::channel::<Value>(2);
     let job = tokio::task::spawn_blocking(move || {
         let _permit = permit;

@@ -110,6 +110,8 @@ pub struct Session {
     out: mpsc::Sender<Queued>,
     /// The byte budget of the out-queue.
     bytes: Arc<Semaphore>,
+    /// File streams this socket may run at once.
+    pub file_streams: Arc<Semaphore>,
     budget: u32,
     caller: RwLock<Option<Caller>>,
     pub subs: Mutex<HashMap<String, Sub>>,
@@ -192,6 +194,9 @@ pub async fn serve(state: AppState, socket: WebSocket, caller: Option<Caller>) {
     let session = Arc::new(Session {
         out,
         bytes: Arc::new(Semaphore::new(budget as usize)),
+        file_streams: Arc::new(Semaphore::new(
+            super::files::MAX_STREAMS_PER_SOCKET as usize,
+        )),
         budget,
         caller: RwLock::new(None),
         subs: Mutex::new(HashMap::new()),

@@ -610,18 +610,18 @@ pub async fn restore(ctx: Ctx, mut p: RestoreParams) -> Result<Value, RpcError> 
         super::meta::check_new(View::Term, &a.meta)?;
     }
     let config = state.config();
-    if let Some(mail) = &bundle.mail {
-        if let Some(m) = mail
-            .iter()
-            .find(|m| m.body.len() > config.mailbox.max_body_bytes)
-        {
-            return Err(bad_bundle(format!(
-                "message {} has {} bytes; this daemon takes at most {} (mailbox.max_body_bytes)",
-                m.id,
-                m.body.len(),
-                config.mailbox.max_body_bytes
-            )));
-        }
+    let too_big = bundle
+        .mail
+        .iter()
+        .flatten()
+        .find(|m| m.body.len() > config.mailbox.max_body_bytes);
+    if let Some(m) = too_big {
+        return Err(bad_bundle(format!(
+            "message {} has {} bytes; this daemon takes at most {} (mailbox.max_body_bytes)",
+            m.id,
+            m.body.len(),
+            config.mailbox.max_body_bytes
+        )));
     }
     // Each block's meta as it will be: what its view needs checked again.
     let mut metas: HashMap<BlockId, Map<String, Value>> = HashMap::new();

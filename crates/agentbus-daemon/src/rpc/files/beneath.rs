@@ -644,7 +644,7 @@ pub fn write_atomic(
     }
     let (dir, name) = at.parent()?;
     let old = match statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW) {
-        Ok(st) if file_type(&st) == FileType::RegularFile => Some(perm(&st)),
+        Ok(st) if file_type(&st) == FileType::RegularFile => Some(st),
         Ok(st) => return Err(not_regular(file_type(&st), &what)),
         Err(Errno::NOENT) => None,
         Err(e) => return Err(Fail::os(e, &what)),
@@ -652,8 +652,18 @@ pub fn write_atomic(
     if old.is_some() && existing == Existing::Refuse {
         return Err(Fail::os(Errno::EXIST, &what));
     }
-    let mode = old.or(mode).unwrap_or(0o644) & MODE_BITS;
+    let mode = old.as_ref().map(perm).or(mode).unwrap_or(0o644) & MODE_BITS;
     let mut tmp = Temp::new(&dir, &what)?;
+    // A replaced file keeps its owner (a daemon run as root must not
+    // turn a user's file into root's); where that is not allowed, the
+    // write goes on as the daemon's user.
+    if let Some(st) = &old {
+        let _ = rustix::fs::fchown(
+            &tmp.file,
+            Some(rustix::fs::Uid::from_raw(st.st_uid)),
+            Some(rustix::fs::Gid::from_raw(st.st_gid)),
+        );
+    }
     tmp.file.write_all(data).map_err(|e| io_fail(e, &what))?;
     tmp.finish(mode, &what)?;
     match existing {
@@ -1447,10 +1457,22 @@ mod tests {
             std::fs::Permissions::from_mode(0o640),
         )
         .unwrap();
+        // Another owner (possible when the tests run as root): kept.
+        let other = rustix::process::geteuid().is_root().then(|| {
+            std::os::unix::fs::chown(t.path().join("a.txt"), Some(4321), Some(4321)).unwrap();
+        });
         let w = write_atomic(&here, b"two", Some(0o600), Existing::Replace).unwrap();
         assert!(!w.created);
         let m = std::fs::metadata(t.path().join("a.txt")).unwrap();
         assert_eq!(m.permissions().mode() & 0o777, 0o640);
+        if other.is_some() {
+            use std::os::unix::fs::MetadataExt;
+            assert_eq!(
+                (m.uid(), m.gid()),
+                (4321, 4321),
+                "a replaced file keeps its owner"
+            );
+        }
         assert_eq!(std::fs::read(t.path().join("a.txt")).unwrap(), b"two");
         assert_eq!(append(&here, b"+3", false).unwrap(), 5);
         // No temporary file is left behind.
