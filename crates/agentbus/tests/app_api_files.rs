@@ -480,16 +480,7 @@ async fn agent_tokens_get_no_file_method_by_default_and_only_what_a_scope_grants
     let b = base();
     let d = Daemon::start_with(&config(b.path(), ""));
     let token = d.register("alice").await;
-    let minted = d.cli(&[
-        "token",
-        "create",
-        "--agent",
-        "alice",
-        "--scope",
-        "fileread@root:docs",
-    ]);
-    assert!(minted.status.success(), "{minted:?}");
-    let extra = String::from_utf8(minted.stdout).unwrap().trim().to_string();
+    let extra = d.mint_token("alice", &["fileread@root:docs"]);
     let r = files(
         &d,
         "scoped",

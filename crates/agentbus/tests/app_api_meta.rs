@@ -189,18 +189,7 @@ async fn raw_input_types_exactly_and_needs_its_own_scope() {
     let d = Daemon::start();
     let me = d.open("me", "shell", &["sh"]).await;
     let token = d.own_token("me", &me).await;
-    let minted = d.cli(&[
-        "token",
-        "create",
-        "--agent",
-        "me",
-        "--scope",
-        "agent.send",
-        "--scope",
-        "agent.send:raw@rawsh",
-    ]);
-    assert!(minted.status.success(), "{minted:?}");
-    let extra = String::from_utf8(minted.stdout).unwrap().trim().to_string();
+    let extra = d.mint_token("me", &["agent.send", "agent.send:raw@rawsh"]);
     let r = scenario(&d, "raw", &["--token", &token, "--extra", &extra]).await;
     assert_eq!(r["typed"]["status"], "typed", "{r}");
     assert_eq!(r["typed"]["raw"], true);

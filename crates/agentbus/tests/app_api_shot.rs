@@ -274,31 +274,21 @@ async fn a_subscriber_that_never_reads_neither_slows_the_pane_nor_grows_the_daem
     .await;
 }
 
-fn mint(d: &Daemon, scopes: &[&str]) -> String {
-    let mut args = vec!["token", "create", "--agent", "worker"];
-    for s in scopes {
-        args.extend(["--scope", s]);
-    }
-    let out = d.cli(&args);
-    assert!(out.status.success(), "{out:?}");
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
 #[tokio::test]
 async fn agent_tokens_read_output_and_screens_only_where_their_scopes_say() {
     let d = Daemon::start();
     let worker = d.open("worker", "shell", &["sh"]).await;
     let other = d.open("other", "shell", &["sh"]).await;
     let own = d.own_token("worker", &worker).await;
-    let extra = mint(
-        &d,
+    let extra = d.mint_token(
+        "worker",
         &[
             "eventsub@self",
             "agent.output@self",
             "captureblockscreenshot@self",
         ],
     );
-    let subonly = mint(&d, &["eventsub"]);
+    let subonly = d.mint_token("worker", &["eventsub"]);
     let own_block = worker["block_id"].as_str().unwrap();
     let other_block = other["block_id"].as_str().unwrap();
     let r = run_python(

@@ -278,6 +278,18 @@ impl Daemon {
     }
 
     /// Runs the CLI against this daemon (through its data dir).
+    /// Mints an extra App API token for `agent` held to `scopes`
+    /// (`agentbus token create`) and returns its secret.
+    pub fn mint_token(&self, agent: &str, scopes: &[&str]) -> String {
+        let mut args = vec!["token", "create", "--agent", agent];
+        for s in scopes {
+            args.extend(["--scope", s]);
+        }
+        let out = self.cli(&args);
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
     pub fn cli(&self, args: &[&str]) -> Output {
         self.cli_env(args, &[])
     }

@@ -489,29 +489,32 @@ async def procs(args):
     return r
 
 
-async def main():
+def run_scenarios(scenarios, *options):
+    """Runs the scenario named on the command line, with the options every
+    scenario script takes (--url, --key, --token, --extra) and `options`
+    ((flag, argparse keywords) pairs), and prints its report, if it returns
+    one, as the last line."""
     p = argparse.ArgumentParser()
-    p.add_argument("scenario")
+    p.add_argument("scenario", choices=sorted(scenarios))
     p.add_argument("--url", required=True)
     p.add_argument("--key", required=True)
     p.add_argument("--token")
     p.add_argument("--extra")
-    p.add_argument("--own-block")
-    p.add_argument("--other-block")
-    p.add_argument("--block")
-    p.add_argument("--pid", type=int)
-    p.add_argument("--count", type=int, default=2000)
-    p.add_argument("--size", type=int, default=16000)
-    p.add_argument("--burst", type=int, default=60)
-    p.add_argument("--hold", type=float, default=1.0)
-    p.add_argument("--victim")
-    p.add_argument("--victim-block")
+    for flag, kw in options:
+        p.add_argument(flag, **kw)
     args = p.parse_args()
-    fn = {"e2e": e2e, "protocol": protocol, "lag": lag, "hold_open": hold_open,
-          "scopes": scopes, "procs": procs, "blocks": blocks,
-          "hostile": hostile, "batches": batches}[args.scenario]
-    print(json.dumps(await fn(args)), flush=True)
+    report = asyncio.run(scenarios[args.scenario](args))
+    if report is not None:
+        print(json.dumps(report), flush=True)
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    run_scenarios(
+        {"e2e": e2e, "protocol": protocol, "lag": lag, "hold_open": hold_open,
+         "scopes": scopes, "procs": procs, "blocks": blocks,
+         "hostile": hostile, "batches": batches},
+        ("--own-block", {}), ("--other-block", {}), ("--block", {}),
+        ("--pid", {"type": int}), ("--count", {"type": int, "default": 2000}),
+        ("--size", {"type": int, "default": 16000}), ("--burst", {"type": int, "default": 60}),
+        ("--hold", {"type": float, "default": 1.0}), ("--victim", {}), ("--victim-block", {}),
+    )

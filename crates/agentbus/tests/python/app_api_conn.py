@@ -6,13 +6,12 @@ line printed.
     app_api_conn.py <scenario> --url URL --key KEY [--host H] [--data-dir D] ...
 """
 
-import argparse
 import asyncio
 import json
 import os
 import time
 
-from app_api import code, connect
+from app_api import code, connect, run_scenarios
 
 
 def err(answer):
@@ -268,22 +267,10 @@ async def aws(args):
     return r
 
 
-async def main():
-    p = argparse.ArgumentParser()
-    p.add_argument("scenario")
-    p.add_argument("--url", required=True)
-    p.add_argument("--key", required=True)
-    p.add_argument("--host", default="testhost")
-    p.add_argument("--port", type=int)
-    p.add_argument("--data-dir")
-    p.add_argument("--marker", default="/nonexistent/marker")
-    p.add_argument("--token")
-    p.add_argument("--extra")
-    args = p.parse_args()
-    fn = {"lifecycle": lifecycle, "refused": refused, "hostile": hostile,
-          "scopes": scopes, "aws": aws, "nossh": nossh}[args.scenario]
-    print(json.dumps(await fn(args)), flush=True)
-
-
 if __name__ == "__main__":
-    asyncio.run(main())
+    run_scenarios(
+        {"lifecycle": lifecycle, "refused": refused, "hostile": hostile,
+         "scopes": scopes, "aws": aws, "nossh": nossh},
+        ("--host", {"default": "testhost"}), ("--port", {"type": int}), ("--data-dir", {}),
+        ("--marker", {"default": "/nonexistent/marker"}),
+    )

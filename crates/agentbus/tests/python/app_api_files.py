@@ -9,7 +9,6 @@ work = BASE/work, linked = BASE/linkroot (a symlink to BASE/docs),
 gone = BASE/missing. BASE/outside is outside every root.
 """
 
-import argparse
 import asyncio
 import base64
 import hashlib
@@ -22,7 +21,7 @@ import time
 
 import websockets
 
-from app_api import Rpc, code, connect
+from app_api import Rpc, code, connect, run_scenarios
 
 
 def result(answer):
@@ -622,22 +621,12 @@ async def slow(args):
     print(json.dumps(r))
 
 
-async def main():
-    p = argparse.ArgumentParser()
-    p.add_argument("scenario")
-    p.add_argument("--url", required=True)
-    p.add_argument("--key", required=True)
-    p.add_argument("--base", required=True)
-    p.add_argument("--token")
-    p.add_argument("--extra")
-    p.add_argument("--pid", type=int)
-    p.add_argument("--count", type=int, default=3000)
-    p.add_argument("--secs", type=float, default=3.0)
-    p.add_argument("--size", type=int, default=200 * 1024 * 1024)
-    p.add_argument("--all-methods", action="store_true")
-    args = p.parse_args()
-    await globals()[args.scenario](args)
-
-
 if __name__ == "__main__":
-    asyncio.run(main())
+    run_scenarios(
+        {name: f for name, f in globals().items()
+         if asyncio.iscoroutinefunction(f) and not name.startswith("_")},
+        ("--base", {"required": True}), ("--pid", {"type": int}),
+        ("--count", {"type": int, "default": 3000}), ("--secs", {"type": float, "default": 3.0}),
+        ("--size", {"type": int, "default": 200 * 1024 * 1024}),
+        ("--all-methods", {"action": "store_true"}),
+    )

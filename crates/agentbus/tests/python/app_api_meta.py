@@ -5,14 +5,13 @@ the last line printed is a JSON report for the Rust test.
     app_api_meta.py <scenario> --url http://127.0.0.1:PORT --key KEY [...]
 """
 
-import argparse
 import asyncio
 import json
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from app_api import code, connect, ws_url  # noqa: E402
+from app_api import code, connect, run_scenarios, ws_url  # noqa: E402
 import websockets  # noqa: E402
 
 
@@ -290,23 +289,10 @@ async def limits(args):
     return r
 
 
-async def main():
-    p = argparse.ArgumentParser()
-    p.add_argument("scenario")
-    p.add_argument("--url", required=True)
-    p.add_argument("--key", required=True)
-    p.add_argument("--token")
-    p.add_argument("--extra")
-    p.add_argument("--file")
-    p.add_argument("--secret", default="")
-    p.add_argument("--hold", type=float, default=20)
-    args = p.parse_args()
-    run = {"meta": meta, "config": config, "getvar": getvar, "raw": raw,
-           "session_build": session_build, "session_restore": session_restore,
-           "stalled": stalled, "limits": limits}[args.scenario]
-    report = await run(args)
-    print(json.dumps(report))
-
-
 if __name__ == "__main__":
-    asyncio.run(main())
+    run_scenarios(
+        {"meta": meta, "config": config, "getvar": getvar, "raw": raw,
+         "session_build": session_build, "session_restore": session_restore,
+         "stalled": stalled, "limits": limits},
+        ("--file", {}), ("--secret", {"default": ""}), ("--hold", {"type": float, "default": 20}),
+    )

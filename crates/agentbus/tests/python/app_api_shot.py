@@ -10,7 +10,6 @@ write.
     app_api_shot.py <scenario> --url http://127.0.0.1:PORT --key KEY [...]
 """
 
-import argparse
 import asyncio
 import base64
 import json
@@ -22,7 +21,7 @@ import zlib
 
 import websockets
 
-from app_api import code, connect, rss_kb
+from app_api import code, connect, rss_kb, run_scenarios
 
 
 def read_png(data):
@@ -352,23 +351,11 @@ async def scopes(args):
     return r
 
 
-async def main():
-    p = argparse.ArgumentParser()
-    p.add_argument("scenario")
-    p.add_argument("--url", required=True)
-    p.add_argument("--key", required=True)
-    p.add_argument("--agent", default="painter")
-    p.add_argument("--token")
-    p.add_argument("--extra")
-    p.add_argument("--subonly")
-    p.add_argument("--own-block")
-    p.add_argument("--other-block")
-    p.add_argument("--pid", type=int)
-    p.add_argument("--size", type=int, default=40_000_000)
-    args = p.parse_args()
-    fn = {"shot": shot, "tmux_output": tmux_output, "errors": errors, "output": output, "lag": lag, "scopes": scopes}[args.scenario]
-    print(json.dumps(await fn(args)), flush=True)
-
-
 if __name__ == "__main__":
-    asyncio.run(main())
+    run_scenarios(
+        {"shot": shot, "tmux_output": tmux_output, "errors": errors, "output": output,
+         "lag": lag, "scopes": scopes},
+        ("--agent", {"default": "painter"}), ("--subonly", {}), ("--own-block", {}),
+        ("--other-block", {}), ("--pid", {"type": int}),
+        ("--size", {"type": int, "default": 40_000_000}),
+    )
