@@ -183,6 +183,27 @@ impl Blocks {
             .unwrap_or_default()
     }
 
+    /// Runs `f` on agent `id`'s metadata under the table's lock; what it
+    /// leaves is kept only if it succeeds.
+    pub fn with_agent_meta<E>(
+        &self,
+        id: &AgentId,
+        f: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mut all = self
+            .agent_meta
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut meta = all.get(id).cloned().unwrap_or_default();
+        f(&mut meta)?;
+        if meta.is_empty() {
+            all.remove(id);
+        } else {
+            all.insert(id.clone(), meta);
+        }
+        Ok(())
+    }
+
     pub fn set_agent_meta(&self, id: &AgentId, meta: serde_json::Map<String, serde_json::Value>) {
         if let Ok(mut m) = self.agent_meta.write() {
             if meta.is_empty() {

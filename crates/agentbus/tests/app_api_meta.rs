@@ -65,6 +65,8 @@ async fn metadata_and_views_of_blocks_and_agents() {
     // A refused change changes nothing, not even the keys before it.
     assert_eq!(r["after_bad"]["meta"]["title"], "Notes");
     assert!(r["after_bad"]["meta"].get("x:big").is_none());
+    assert_eq!(r["concurrent_block"].as_array().unwrap().len(), 30, "{r}");
+    assert_eq!(r["concurrent_agent"].as_array().unwrap().len(), 30, "{r}");
     let agent = &r["get_agent"]["meta"];
     assert_eq!(r["get_agent"]["agent_id"], "worker", "{r}");
     assert_eq!(agent["description"], "builds things");

@@ -591,8 +591,14 @@ impl Conns {
             return Ok((Status::Connected, pid, None));
         }
         let said = tidy(&ran.said);
-        if ran.said.contains("Connection refused") || ran.said.contains("No such file") {
-            // Nobody behind the socket: a master that died.
+        // Nobody behind the socket: a master that died. ssh's words alone
+        // do not tell (a missing -F file is "No such file" too), so the
+        // socket itself is asked before it is removed.
+        let stale = matches!(
+            std::os::unix::net::UnixStream::connect(ctl),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused
+        );
+        if stale {
             let _ = std::fs::remove_file(ctl);
             return Ok((
                 Status::Disconnected,

@@ -251,13 +251,44 @@ fn set_block_meta(ctx: &Ctx, id: BlockId, changes: Map<String, Value>) -> Result
         return Err(super::not_found_block(&id).into());
     }
     let pane = ctx.state.agents().pane(&id).is_some();
-    let current = ctx
-        .state
-        .blocks()
-        .update(&id, pane, |e| (e.view, e.meta.clone(), e.tab_id.clone()));
-    let Some((view, mut meta, mut tab)) = current else {
-        return Err(super::not_found_block(&id).into());
-    };
+    // Checked outside the table's lock (a file's check reads the disk),
+    // then written only if nobody changed the block meanwhile; else again.
+    for _ in 0..8 {
+        let current = ctx
+            .state
+            .blocks()
+            .update(&id, pane, |e| (e.view, e.meta.clone(), e.tab_id.clone()));
+        let Some(seen) = current else {
+            return Err(super::not_found_block(&id).into());
+        };
+        let (meta, tab) = merge_block(seen.0, seen.1.clone(), seen.2.clone(), changes.clone())?;
+        let written = ctx.state.blocks().update(&id, pane, |e| {
+            let unchanged = e.view == seen.0 && e.meta == seen.1 && e.tab_id == seen.2;
+            if unchanged {
+                e.meta = meta;
+                e.tab_id = tab;
+            }
+            unchanged
+        });
+        match written {
+            Some(true) => return Ok(()),
+            Some(false) => continue,
+            None => return Err(super::not_found_block(&id).into()),
+        }
+    }
+    Err(RpcError::app(
+        "BUSY",
+        format!("block {id}'s metadata kept changing under this call; try again"),
+    ))
+}
+
+/// `changes` applied to a block's `meta` and `tab` as its `view` allows.
+fn merge_block(
+    view: View,
+    mut meta: Map<String, Value>,
+    mut tab: Option<String>,
+    changes: Map<String, Value>,
+) -> Result<(Map<String, Value>, Option<String>), RpcError> {
     let own: &[&str] = match view {
         View::Editor => &["tab_id", "file"],
         View::Browser => &["tab_id", "url"],
@@ -297,23 +328,17 @@ fn set_block_meta(ctx: &Ctx, id: BlockId, changes: Map<String, Value>) -> Result
             _ => Ok(false),
         },
     )?;
-    ctx.state.blocks().update(&id, pane, |e| {
-        e.meta = meta;
-        e.tab_id = tab;
-    });
-    Ok(())
+    Ok((meta, tab))
 }
 
 fn set_agent_meta(ctx: &Ctx, id: &AgentId, changes: Map<String, Value>) -> Result<(), RpcError> {
     if ctx.state.agent_info(id).is_none() {
         return Err(ApiError::agent_not_found(id).into());
     }
-    let mut meta = ctx.state.blocks().agent_meta(id);
-    merge(&mut meta, changes, AGENT_READ_ONLY, &[], |_, _, _| {
-        Ok(false)
-    })?;
-    ctx.state.blocks().set_agent_meta(id, meta);
-    Ok(())
+    // Read, changed and written under the one lock: no update is lost.
+    ctx.state.blocks().with_agent_meta(id, |meta| {
+        merge(meta, changes, AGENT_READ_ONLY, &[], |_, _, _| Ok(false))
+    })
 }
 
 pub async fn set_meta(ctx: Ctx, p: SetMetaParams) -> Result<Value, RpcError> {

@@ -67,6 +67,11 @@ async def meta(args):
         a = await rpc.call("setmeta", {"block_id": editor, "meta": m})
         r["bad"][name] = {"code": code(a), "message": a.get("error", {}).get("message", "")}
     r["after_bad"] = await ok(rpc, "getmeta", {"block_id": editor})
+    # Changes made at once all land: none is lost to another.
+    await asyncio.gather(*[ok(rpc, "setmeta", {"block_id": browser, "meta": {f"x:n{i}": i}}) for i in range(30)])
+    await asyncio.gather(*[ok(rpc, "setmeta", {"agent_id": "worker", "meta": {f"x:n{i}": i}}) for i in range(30)])
+    r["concurrent_block"] = sorted(k for k in (await ok(rpc, "getmeta", {"block_id": browser}))["meta"] if k.startswith("x:n"))
+    r["concurrent_agent"] = sorted(k for k in (await ok(rpc, "getmeta", {"agent_id": "worker"}))["meta"] if k.startswith("x:n"))
     r["set_agent"] = await ok(rpc, "setmeta", {"agent_id": "worker", "meta": {
         "description": "builds things", "x:k": {"a": 1}}})
     r["get_agent"] = await ok(rpc, "getmeta", {"agent_id": "Worker"})
