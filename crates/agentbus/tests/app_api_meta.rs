@@ -218,6 +218,16 @@ async fn raw_input_types_exactly_and_needs_its_own_scope() {
     );
     assert_eq!(r["raw_scope"]["code"], "ok", "{r}");
     assert!(!lines.contains("send_only-5"), "{lines}");
+    // Raw input is audited as such, allowed or refused.
+    let (_, b) = d.get("/v1/audit?limit=1000", &Cred::Key).await;
+    let raw: Vec<&str> = b["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["target"] == "agent.send:raw")
+        .filter_map(|e| e["outcome"].as_str())
+        .collect();
+    assert!(raw.contains(&"ok") && raw.contains(&"forbidden"), "{raw:?}");
 }
 
 #[tokio::test]

@@ -67,6 +67,9 @@ pub struct Ctx {
     pub request_id: Option<Value>,
     /// The call's targets as the audit log names them, once checked.
     shown: Arc<OnceLock<String>>,
+    /// A capability the call used beside its method (`agent.send:raw`):
+    /// the audit log names the call by it.
+    used: Arc<OnceLock<&'static str>>,
 }
 
 impl Ctx {
@@ -90,10 +93,11 @@ impl Ctx {
     /// its own name (`agent.send:raw`), on the same targets.
     pub fn authorize_also(
         &self,
-        capability: &str,
+        capability: &'static str,
         family: Family,
         targets: &[Target],
     ) -> Result<(), RpcError> {
+        let _ = self.used.set(capability);
         self.authorize(capability, family, targets)
     }
 
@@ -420,8 +424,12 @@ pub async fn dispatch(
 ) -> Option<Value> {
     let Call { id, method, params } = call;
     let shown = Arc::new(OnceLock::new());
+    let used = Arc::new(OnceLock::new());
     let result = match counted {
-        Ok(()) => run(state, session, &caller, &id, &method, params, shown.clone()).await,
+        Ok(()) => {
+            let marks = (shown.clone(), used.clone());
+            run(state, session, &caller, &id, &method, params, marks).await
+        }
         Err(e) => Err(e),
     };
     let outcome = match &result {
@@ -443,7 +451,7 @@ pub async fn dispatch(
     let mut record = AuditRecord::new(
         caller.identity.actor(),
         "rpc",
-        Some(super::truncate(&method, 64)),
+        Some(super::truncate(used.get().copied().unwrap_or(&method), 64)),
         &outcome,
     );
     if !detail.is_empty() {
@@ -465,7 +473,7 @@ async fn run(
     id: &Option<Value>,
     name: &str,
     params: Value,
-    shown: Arc<OnceLock<String>>,
+    (shown, used): (Arc<OnceLock<String>>, Arc<OnceLock<&'static str>>),
 ) -> Result<Value, RpcError> {
     let Some(method) = find(name) else {
         let name = agentbus_proto::ids::escape_for_display(name, 64);
@@ -480,6 +488,7 @@ async fn run(
         caller: caller.clone(),
         request_id: id.clone(),
         shown,
+        used,
     };
     (method.handler)(ctx, params).await
 }
