@@ -174,6 +174,11 @@ impl Agents {
         self.read().panes.get(block).cloned()
     }
 
+    /// The first name bound to `block`, if any (the one shown for it).
+    pub fn first_name(&self, block: &BlockId) -> Option<AgentId> {
+        self.names_of(block).into_iter().next()
+    }
+
     pub fn names_of(&self, block: &BlockId) -> Vec<AgentId> {
         self.read()
             .agents

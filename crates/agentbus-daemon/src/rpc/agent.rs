@@ -226,7 +226,7 @@ async fn send_raw(ctx: &Ctx, mut p: SendParams) -> Result<Value, RpcError> {
         "status": "typed",
         "raw": true,
         "block_id": record.block,
-        "agent_id": ctx.state.agents().names_of(&record.block).into_iter().next(),
+        "agent_id": ctx.state.agents().first_name(&record.block),
         "wrote": bytes.len(),
     }))
 }
@@ -332,12 +332,7 @@ pub async fn output(ctx: Ctx, p: OutputParams) -> Result<Value, RpcError> {
     check_range("lines", n, 1..=MAX_LINES)?;
     let record = pane_of(&ctx, p.agent_id, p.block_id)?;
     let pane = &record.pane;
-    let agent = ctx
-        .state
-        .agents()
-        .names_of(&record.block)
-        .into_iter()
-        .next();
+    let agent = ctx.state.agents().first_name(&record.block);
     if !p.follow {
         let (first, lines) = pane.numbered_lines(n as usize, p.after_line);
         let next = first + lines.len() as u64 - 1;

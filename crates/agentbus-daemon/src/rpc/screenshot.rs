@@ -95,12 +95,7 @@ fn render_error(e: &RenderError) -> RpcError {
 /// `width`, `height`, cell size and `font`.
 pub async fn capture(ctx: Ctx, p: ShotParams) -> Result<Value, RpcError> {
     let record = pane_of(&ctx, p.agent_id, p.block_id)?;
-    let agent = ctx
-        .state
-        .agents()
-        .names_of(&record.block)
-        .into_iter()
-        .next();
+    let agent = ctx.state.agents().first_name(&record.block);
     let pane = record.pane.clone();
     let format = p.format;
     let cfg = ctx.state.config().screenshot.clone();

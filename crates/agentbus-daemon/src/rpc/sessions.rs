@@ -770,11 +770,7 @@ pub async fn restore(ctx: Ctx, mut p: RestoreParams) -> Result<Value, RpcError> 
     }
     state.agents().remember(offline);
     for a in &export.agents {
-        let mut meta = Map::new();
-        for (k, v) in &a.meta {
-            meta.insert(k.clone(), v.clone());
-        }
-        state.blocks().set_agent_meta(&a.agent_id, meta);
+        state.blocks().set_agent_meta(&a.agent_id, a.meta.clone());
     }
     let mut messages = 0;
     if let Some(mail) = &bundle.mail {
