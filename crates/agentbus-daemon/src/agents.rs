@@ -383,6 +383,7 @@ fn describe(
         held_jekts: held.count(&rec.id) as u32,
         readiness: None,
         tmux: None,
+        unread_mail: None,
     };
     let Some(p) = pane else { return info };
     info.tmux = p.pane.tmux().map(|t| agentbus_proto::api::TmuxPane {

@@ -41,6 +41,11 @@ pub enum Identity {
     /// This instance's poller, delivering what the relay handed over.
     /// Never the caller of an HTTP request.
     Relay,
+    /// The browser dashboard of a person logged in with a link from
+    /// `agentbus ui` (the session's short id): may do what the instance
+    /// key does over HTTP, from this daemon's own page only (see
+    /// [`crate::ui`]); named `ui:<id>` in the audit log.
+    Dashboard(String),
 }
 
 /// The routes a forward token opens: a jekt, and mail, for an agent of
@@ -61,7 +66,14 @@ impl Identity {
             Identity::Agent(a) => format!("agent:{a}"),
             Identity::Peer => "peer".into(),
             Identity::Relay => "relay".into(),
+            Identity::Dashboard(id) => format!("ui:{id}"),
         }
+    }
+
+    /// The instance key, or a dashboard session (which stands for the
+    /// person who holds it).
+    pub fn is_admin(&self) -> bool {
+        matches!(self, Identity::Admin | Identity::Dashboard(_))
     }
 
     /// Who a jekt or message is from, and what may be claimed about it:
@@ -75,7 +87,7 @@ impl Identity {
                 ))),
                 _ => Ok((me.to_string(), Trust::HostVerified)),
             },
-            Identity::Admin => Ok((
+            Identity::Admin | Identity::Dashboard(_) => Ok((
                 claimed.map_or_else(|| DEFAULT_ADMIN_SENDER.to_string(), ToString::to_string),
                 Trust::SelfDeclared,
             )),
@@ -110,7 +122,7 @@ impl Identity {
     pub fn is_limited(&self, limits: &crate::config::LimitsConfig) -> bool {
         match self {
             Identity::Agent(_) => true,
-            Identity::Admin => limits.apply_to_admin,
+            Identity::Admin | Identity::Dashboard(_) => limits.apply_to_admin,
             Identity::Peer | Identity::Relay => false,
         }
     }
@@ -311,6 +323,20 @@ pub fn presented_credential(headers: &HeaderMap) -> Option<&str> {
 /// Middleware for every route but `/healthz` and `/version`: resolves the
 /// caller or answers 401 (and audits the refusal, never the secret).
 pub async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    if presented_credential(req.headers()).is_none() {
+        match crate::ui::dashboard_session(&state, req.method(), req.headers()) {
+            Ok(Some(session)) => {
+                req.extensions_mut().insert(Identity::Dashboard(session.id));
+                return next.run(req).await;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                let target = route_of(req.method(), req.uri().path());
+                state.audit_refusal("ui", &target, e.code, &e.message).await;
+                return e.into_response();
+            }
+        }
+    }
     let credential = match presented_credential(req.headers()) {
         None => Err("missing credential"),
         Some(c) => state.auth().lookup(c).ok_or("invalid credential"),
@@ -402,15 +428,17 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
     }
 }
 
-/// Only the instance key; an agent token gets 403 (audited).
-pub struct AdminOnly;
+/// Only the instance key (or a dashboard session, which stands for the
+/// person who holds it); an agent token gets 403 (audited). Carries how
+/// the audit log names the caller.
+pub struct AdminOnly(pub String);
 
 impl FromRequestParts<AppState> for AdminOnly {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         match Caller::from_request_parts(parts, state).await?.0 {
-            Identity::Admin => Ok(AdminOnly),
+            id if id.is_admin() => Ok(AdminOnly(id.actor())),
             agent => {
                 let target = route_of(&parts.method, parts.uri.path());
                 state

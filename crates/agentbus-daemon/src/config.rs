@@ -25,6 +25,7 @@ pub struct Config {
     pub conn: ConnConfig,
     pub screenshot: ScreenshotConfig,
     pub files: FilesConfig,
+    pub ui: UiConfig,
     /// Per-provider overrides of the built-in paste/submit profiles.
     pub profiles: BTreeMap<Provider, ProfileOverride>,
 }
@@ -262,6 +263,26 @@ pub struct ScreenshotConfig {
     /// The largest picture drawn, in pixels (width x height); larger asks
     /// are refused (`SCREENSHOT_TOO_LARGE`), `format: "text"` still works.
     pub max_pixels: u64,
+}
+
+/// The browser dashboard (`/`, `agentbus ui`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UiConfig {
+    /// How long a login link from `agentbus ui` may wait to be opened.
+    pub link_ttl_s: u64,
+    /// How long a dashboard session lasts after its login, whatever is
+    /// done in it.
+    pub session_ttl_s: u64,
+}
+
+impl Default for UiConfig {
+    fn default() -> Self {
+        Self {
+            link_ttl_s: 120,
+            session_ttl_s: 12 * 3600,
+        }
+    }
 }
 
 impl Default for ScreenshotConfig {
@@ -794,6 +815,13 @@ impl Config {
             return bad("conn.ssh must not be empty and conn.connect_timeout_s must be 1 to 300");
         }
         self.screenshot.validate()?;
+        if !(10..=3600).contains(&self.ui.link_ttl_s)
+            || !(60..=30 * 86_400).contains(&self.ui.session_ttl_s)
+        {
+            return bad(
+                "ui.link_ttl_s must be 10 to 3600 and ui.session_ttl_s 60 to 2592000 (30 days)",
+            );
+        }
         self.files.validate().map_err(ConfigError::Invalid)?;
         // A root that holds the data dir would hand out the instance key.
         for dir in [self.daemon.data_dir.clone(), self.registry_dir()] {

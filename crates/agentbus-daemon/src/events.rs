@@ -72,7 +72,7 @@ impl EventBus {
     /// Stamps and publishes one of agentbus's own events.
     pub fn publish(&self, kind: EventKind) -> Arc<Event> {
         let keep = match kind {
-            EventKind::MessageReceived { .. } => 0,
+            EventKind::MessageReceived { .. } | EventKind::AgentStatus { .. } => 0,
             _ => self.persist_builtin,
         };
         self.emit(Event::new(kind), keep)

@@ -221,6 +221,7 @@ impl Daemon {
         } = self;
         tokio::spawn(crate::events::log_events(state.events().subscribe()));
         tokio::spawn(crate::retention::run(state.clone()));
+        tokio::spawn(crate::agent_state::run(state.clone()));
         let registry = tokio::spawn(crate::registry::maintain(state.clone()));
         let marks = tokio::spawn(crate::mailbox::flush_marks(state.clone()));
         let refusals = tokio::spawn(crate::refusals::flush(state.clone()));

@@ -40,6 +40,7 @@
 //!   the extractors that name what is wrong with a request;
 //! - [`state`] — the shared handle all of the above hang off.
 
+pub mod agent_state;
 pub mod agents;
 pub mod auth;
 pub mod blocks;
@@ -68,6 +69,7 @@ pub mod signing;
 pub mod state;
 pub mod tls;
 pub mod tracker;
+pub mod ui;
 pub mod vars;
 
 pub use config::Config;

@@ -507,7 +507,7 @@ pub async fn ack(
     }
     let mine = match caller {
         Identity::Agent(me) => Some(me.clone()),
-        Identity::Admin => None,
+        Identity::Admin | Identity::Dashboard(_) => None,
         Identity::Peer | Identity::Relay => {
             return Err(ApiError::forbidden("a forward token cannot ack mail"));
         }
@@ -592,7 +592,7 @@ pub async fn search(
             Some(me.clone())
         }
         (Identity::Agent(me), None) => Some(me.clone()),
-        (Identity::Admin, a) => a,
+        (Identity::Admin | Identity::Dashboard(_), a) => a,
         (Identity::Peer | Identity::Relay, _) => {
             return Err(ApiError::forbidden("a forward token cannot search mail"));
         }

@@ -82,6 +82,7 @@ struct Inner {
     // One pooled client for calls to peers (and the relay).
     http: reqwest::Client,
     conns: crate::conn::Conns,
+    ui: crate::ui::Ui,
 }
 
 /// Resolves once shutdown has begun. The borrow guard `wait_for` returns
@@ -163,6 +164,7 @@ impl AppState {
             saved.clear();
             live = config.clone();
         }
+        let ui = crate::ui::Ui::new(&config.daemon.data_dir);
         Self {
             inner: Arc::new(Inner {
                 config: std::sync::Mutex::new(Arc::new(live)),
@@ -188,6 +190,7 @@ impl AppState {
                 poller,
                 http,
                 conns: crate::conn::Conns::default(),
+                ui,
             }),
         }
     }
@@ -303,6 +306,32 @@ impl AppState {
             .list(self.config().jekt.idle_quiet_ms, self.held())
     }
 
+    /// [`Self::agent_list`] with each agent's unread mail counted.
+    pub async fn agent_list_with_mail(&self) -> Vec<AgentInfo> {
+        let mut agents = self.agent_list();
+        let open = self
+            .read_store(|s| s.open_mailboxes())
+            .await
+            .unwrap_or_default();
+        let open: std::collections::HashMap<String, i64> = open.into_iter().collect();
+        for a in &mut agents {
+            a.unread_mail = Some(open.get(a.agent_id.as_str()).copied().unwrap_or(0) as u64);
+        }
+        agents
+    }
+
+    /// [`Self::agent_info`] with the agent's unread mail counted.
+    pub async fn agent_info_with_mail(&self, id: &AgentId) -> Option<AgentInfo> {
+        let mut info = self.agent_info(id)?;
+        let who = id.clone();
+        let open = self
+            .read_store(move |s| s.open_messages(&who))
+            .await
+            .unwrap_or(0);
+        info.unread_mail = Some(open as u64);
+        Some(info)
+    }
+
     pub fn agent_info(&self, id: &AgentId) -> Option<AgentInfo> {
         self.agents()
             .info(id, self.config().jekt.idle_quiet_ms, self.held())
@@ -315,6 +344,11 @@ impl AppState {
     /// The SSH connections (`conn*` methods).
     pub fn conns(&self) -> &crate::conn::Conns {
         &self.inner.conns
+    }
+
+    /// The browser dashboard's sessions.
+    pub fn ui(&self) -> &crate::ui::Ui {
+        &self.inner.ui
     }
 
     pub fn tracker(&self) -> &Tracker {

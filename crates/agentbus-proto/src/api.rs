@@ -421,6 +421,10 @@ pub struct AgentInfo {
     /// The tmux pane the agent lives in, when it is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tmux: Option<TmuxPane>,
+    /// Messages in its mailbox not acknowledged yet (in `/v1/agents` and
+    /// `/v1/agents/{id}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unread_mail: Option<u64>,
 }
 
 /// An existing tmux pane, named so it cannot be mistaken for another:

@@ -21,6 +21,27 @@ pub enum EventKind {
     },
     #[serde(rename = "agent:unregistered")]
     AgentUnregistered { agent_id: AgentId },
+    /// What a list of agents shows of one, published when it changes
+    /// (its last activity at most every few seconds), and once for every
+    /// agent when a listener comes to a daemon nobody was listening to.
+    /// Never kept in history.
+    #[serde(rename = "agent:state")]
+    AgentStatus {
+        agent_id: AgentId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        block_id: Option<BlockId>,
+        state: crate::api::AgentState,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        readiness: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pid: Option<u32>,
+        /// Unix ms of the pane's last output.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        last_activity_ms: Option<i64>,
+        held_jekts: u32,
+        /// Messages in its mailbox not acknowledged yet.
+        unread_mail: u64,
+    },
     #[serde(rename = "block:created")]
     BlockCreated {
         block_id: BlockId,
@@ -120,9 +141,10 @@ pub enum EventKind {
 }
 
 /// Type names agentbus itself publishes; clients may not publish these.
-pub const BUILTIN_TYPES: [&str; 10] = [
+pub const BUILTIN_TYPES: [&str; 11] = [
     "agent:output",
     "agent:registered",
+    "agent:state",
     "agent:unregistered",
     "block:created",
     "block:deleted",
@@ -139,6 +161,7 @@ impl EventKind {
         match self {
             EventKind::AgentRegistered { .. } => "agent:registered",
             EventKind::AgentUnregistered { .. } => "agent:unregistered",
+            EventKind::AgentStatus { .. } => "agent:state",
             EventKind::AgentOutput { .. } => "agent:output",
             EventKind::BlockCreated { .. } => "block:created",
             EventKind::BlockDeleted { .. } => "block:deleted",
@@ -163,6 +186,9 @@ impl EventKind {
         let (agent, block) = match self {
             EventKind::AgentRegistered { agent_id, block_id } => (Some(agent_id), *block_id),
             EventKind::AgentUnregistered { agent_id } => (Some(agent_id), None),
+            EventKind::AgentStatus {
+                agent_id, block_id, ..
+            } => (Some(agent_id), *block_id),
             EventKind::BlockCreated {
                 block_id, agent_id, ..
             }

@@ -125,7 +125,7 @@ impl<'a> Sender<'a> {
         match self.caller {
             Identity::Peer => Delivery::Channel,
             Identity::Relay => Delivery::Wan,
-            Identity::Admin | Identity::Agent(_) => Delivery::Host,
+            Identity::Admin | Identity::Dashboard(_) | Identity::Agent(_) => Delivery::Host,
         }
     }
 

@@ -52,7 +52,7 @@ impl<S: Send + Sync> FromRequestParts<S> for AgentPath {
 
 async fn list(State(state): State<AppState>, _: Caller) -> Json<AgentList> {
     Json(AgentList {
-        agents: state.agent_list(),
+        agents: state.agent_list_with_mail().await,
     })
 }
 
@@ -96,10 +96,10 @@ async fn directory(State(state): State<AppState>, _: Caller) -> Json<Directory> 
 
 async fn open(
     State(state): State<AppState>,
-    _: AdminOnly,
+    AdminOnly(actor): AdminOnly,
     ApiJson(req): ApiJson<OpenRequest>,
 ) -> Result<(StatusCode, Json<OpenResponse>), ApiError> {
-    let resp = panes::open(&state, "admin", req).await?;
+    let resp = panes::open(&state, actor.as_str(), req).await?;
     let status = if resp.created {
         StatusCode::CREATED
     } else {
@@ -115,7 +115,8 @@ async fn status(
 ) -> Result<Json<AgentInfo>, ApiError> {
     caller.own_or_admin(&id, "status")?;
     state
-        .agent_info(&id)
+        .agent_info_with_mail(&id)
+        .await
         .map(Json)
         .ok_or_else(|| ApiError::agent_not_found(&id))
 }
@@ -148,16 +149,18 @@ async fn output(
 
 async fn stop(
     State(state): State<AppState>,
-    _: AdminOnly,
+    AdminOnly(actor): AdminOnly,
     AgentPath(id): AgentPath,
     ApiJsonOrDefault(req): ApiJsonOrDefault<StopRequest>,
 ) -> Result<Json<StopResponse>, ApiError> {
-    panes::stop(&state, "admin", &id, req.force).await.map(Json)
+    panes::stop(&state, actor.as_str(), &id, req.force)
+        .await
+        .map(Json)
 }
 
 async fn resize(
     State(state): State<AppState>,
-    _: AdminOnly,
+    AdminOnly(actor): AdminOnly,
     AgentPath(id): AgentPath,
     ApiJson(req): ApiJson<ResizeRequest>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
@@ -171,7 +174,7 @@ async fn resize(
         })?;
     state
         .audit(
-            AuditRecord::new("admin", "resize", Some(id.as_str()), "ok")
+            AuditRecord::new(actor.as_str(), "resize", Some(id.as_str()), "ok")
                 .detail(format!("{}x{}", req.rows, req.cols)),
         )
         .await;

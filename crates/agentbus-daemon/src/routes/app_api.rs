@@ -43,7 +43,7 @@ const MAX_SCOPES: usize = 64;
 
 async fn create(
     State(state): State<AppState>,
-    _: AdminOnly,
+    AdminOnly(actor): AdminOnly,
     ApiJson(req): ApiJson<CreateRequest>,
 ) -> Result<(StatusCode, Json<Created>), ApiError> {
     if req.scopes.is_empty() || req.scopes.len() > MAX_SCOPES {
@@ -67,9 +67,17 @@ async fn create(
         .map_err(|e| ApiError::bad_request("invalid_scope", e))?;
     state
         .audit(
-            AuditRecord::new("admin", "token", Some(req.agent_id.as_str()), "created").detail(
-                format!("{} scopes={}", info.token_id, info.scopes.join(",")),
-            ),
+            AuditRecord::new(
+                actor.as_str(),
+                "token",
+                Some(req.agent_id.as_str()),
+                "created",
+            )
+            .detail(format!(
+                "{} scopes={}",
+                info.token_id,
+                info.scopes.join(",")
+            )),
         )
         .await;
     Ok((StatusCode::CREATED, Json(Created { token, info })))
@@ -81,7 +89,7 @@ async fn list(State(state): State<AppState>, _: AdminOnly) -> Json<serde_json::V
 
 async fn revoke(
     State(state): State<AppState>,
-    _: AdminOnly,
+    AdminOnly(actor): AdminOnly,
     Path(token_id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     if !state.auth().revoke_extra(&token_id) {
@@ -94,7 +102,7 @@ async fn revoke(
         ));
     }
     state
-        .audit(AuditRecord::new("admin", "token", None, "revoked").detail(token_id.clone()))
+        .audit(AuditRecord::new(actor.as_str(), "token", None, "revoked").detail(token_id.clone()))
         .await;
     Ok(Json(
         serde_json::json!({ "token_id": token_id, "revoked": true }),

@@ -7,9 +7,14 @@
 //! then the output stream follows, with nothing lost or doubled between
 //! them. A client too slow to keep up is repainted rather than buffered
 //! without bound. Detaching only closes the socket; the program runs on.
+//!
+//! `input=false` makes a view only: keys and resizes from the client are
+//! dropped. That is the default for the browser dashboard, whose typing
+//! switch reconnects with `input=true`; the audit log names who attached,
+//! whether they could type, and how many bytes they typed.
 
 use super::agents::AgentPath;
-use crate::auth::AdminOnly;
+use crate::auth::{AdminOnly, Caller};
 use crate::error::{ApiError, ApiQuery};
 use crate::panes;
 use crate::state::{AppState, AuditRecord};
@@ -27,11 +32,15 @@ use tokio::sync::broadcast::error::RecvError;
 pub(super) struct AttachParams {
     rows: Option<u16>,
     cols: Option<u16>,
+    /// Whether the client's keys reach the pane (default: yes for the
+    /// instance key, no for a dashboard session).
+    input: Option<bool>,
 }
 
 pub(super) async fn attach(
     State(state): State<AppState>,
-    _: AdminOnly,
+    AdminOnly(actor): AdminOnly,
+    Caller(caller): Caller,
     AgentPath(id): AgentPath,
     ApiQuery(p): ApiQuery<AttachParams>,
     ws: WebSocketUpgrade,
@@ -43,17 +52,26 @@ pub(super) async fn attach(
             format!("{id}'s program has exited"),
         ));
     }
-    // A tmux pane keeps tmux's size; the attached view mirrors it.
-    if let (Some(rows), Some(cols), None) = (p.rows, p.cols, record.pane.tmux()) {
+    let input = p
+        .input
+        .unwrap_or(!matches!(caller, crate::auth::Identity::Dashboard(_)));
+    // A tmux pane keeps tmux's size; the attached view mirrors it. A
+    // view only never changes the pane.
+    if let (true, Some(rows), Some(cols), None) = (input, p.rows, p.cols, record.pane.tmux()) {
         record
             .pane
             .resize(rows, cols)
             .map_err(|e| ApiError::bad_request("invalid_size", e.to_string()))?;
     }
+    let mode = if input { "typing" } else { "view only" };
     state
-        .audit(AuditRecord::new("admin", "attach", Some(id.as_str()), "ok"))
+        .audit(AuditRecord::new(actor.as_str(), "attach", Some(id.as_str()), "ok").detail(mode))
         .await;
-    Ok(ws.on_upgrade(move |socket| serve(state, record.pane, socket)))
+    let typist = input.then(|| Typist {
+        actor,
+        agent: id.to_string(),
+    });
+    Ok(ws.on_upgrade(move |socket| serve(state, record.pane, socket, typist)))
 }
 
 fn control(msg: &AttachControl) -> Message {
@@ -62,7 +80,13 @@ fn control(msg: &AttachControl) -> Message {
 
 use crate::state::shutdown_requested;
 
-async fn serve(state: AppState, pane: Pane, socket: WebSocket) {
+/// Who may type through an attached socket (none for a view only).
+struct Typist {
+    actor: String,
+    agent: String,
+}
+
+async fn serve(state: AppState, pane: Pane, socket: WebSocket, typist: Option<Typist>) {
     let (mut sink, mut stream) = socket.split();
     let (repaint, mut output) = pane.attach();
     if sink.send(Message::Binary(repaint.into())).await.is_err() {
@@ -71,11 +95,19 @@ async fn serve(state: AppState, pane: Pane, socket: WebSocket) {
     // Keys go in on their own task: a key waits for any jekt in progress,
     // and output must keep flowing meanwhile.
     let keys_pane = pane.clone();
+    let may_type = typist.is_some();
+    let typed = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let typed_count = typed.clone();
     let mut keys = tokio::spawn(async move {
         while let Some(Ok(msg)) = stream.next().await {
             match msg {
-                Message::Binary(bytes) if keys_pane.write_input(&bytes).await.is_err() => break,
-                Message::Binary(_) => {}
+                Message::Binary(_) | Message::Text(_) if !may_type => {}
+                Message::Binary(bytes) => {
+                    if keys_pane.write_input(&bytes).await.is_err() {
+                        break;
+                    }
+                    typed_count.fetch_add(bytes.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                }
                 Message::Text(text) => {
                     if let Ok(AttachControl::Resize { rows, cols }) = serde_json::from_str(&text) {
                         let _ = keys_pane.resize(rows, cols);
@@ -113,4 +145,15 @@ async fn serve(state: AppState, pane: Pane, socket: WebSocket) {
     }
     keys.abort();
     let _ = sink.close().await;
+    let typed = typed.load(std::sync::atomic::Ordering::Relaxed);
+    if let Some(t) = typist
+        && typed > 0
+    {
+        state
+            .audit(
+                AuditRecord::new(t.actor, "type", Some(&t.agent), "ok")
+                    .detail(format!("{typed} bytes typed while attached")),
+            )
+            .await;
+    }
 }

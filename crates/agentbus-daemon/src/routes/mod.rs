@@ -12,6 +12,7 @@ mod messages;
 mod meta;
 mod reactive;
 mod stats;
+mod ui;
 
 use crate::auth;
 use crate::error::ApiError;
@@ -73,6 +74,7 @@ fn table() -> Table {
     let t = events::add(t);
     let t = stats::add(t);
     let t = app_api::add(t);
+    let t = ui::add(t);
     agents::add(t)
 }
 

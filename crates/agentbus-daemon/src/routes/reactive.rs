@@ -69,7 +69,7 @@ async fn inject(
 /// Points the poller at a relay, or with both fields empty stops it.
 async fn poller_config(
     State(state): State<AppState>,
-    _: AdminOnly,
+    AdminOnly(actor): AdminOnly,
     ApiJson(req): ApiJson<PollerConfigRequest>,
 ) -> Result<Json<PollerStatus>, ApiError> {
     let (url, token) = (req.agentmux_url.trim(), req.agentmux_token.trim());
@@ -92,7 +92,7 @@ async fn poller_config(
         .map_or_else(|| "stopped".to_string(), |t| format!("url={}", t.url));
     state.poller().set_target(target)?;
     state
-        .audit(AuditRecord::new("admin", "poller", None, "configured").detail(detail))
+        .audit(AuditRecord::new(actor.as_str(), "poller", None, "configured").detail(detail))
         .await;
     Ok(Json(state.poller().status()))
 }
@@ -107,18 +107,18 @@ async fn poller_stats(State(state): State<AppState>, _: Caller) -> Json<PollerSt
 
 async fn register(
     State(state): State<AppState>,
-    _: AdminOnly,
+    AdminOnly(actor): AdminOnly,
     ApiJson(req): ApiJson<RegisterRequest>,
 ) -> Result<Json<RegisterResponse>, ApiError> {
-    panes::register(&state, "admin", req).await.map(Json)
+    panes::register(&state, actor.as_str(), req).await.map(Json)
 }
 
 async fn unregister(
     State(state): State<AppState>,
-    _: AdminOnly,
+    AdminOnly(actor): AdminOnly,
     ApiJson(req): ApiJson<UnregisterRequest>,
 ) -> Result<Json<UnregisterResponse>, ApiError> {
-    panes::unregister(&state, "admin", &req.agent_id)
+    panes::unregister(&state, actor.as_str(), &req.agent_id)
         .await
         .map(Json)
 }

@@ -80,9 +80,9 @@ impl Caller {
                     token_id: None,
                 })
             }
-            (Identity::Peer | Identity::Relay, _) => Err(ApiError::forbidden(
-                "a forward token does not open the App API",
-            )),
+            (Identity::Peer | Identity::Relay | Identity::Dashboard(_), _) => Err(
+                ApiError::forbidden("a forward token does not open the App API"),
+            ),
         }
     }
 

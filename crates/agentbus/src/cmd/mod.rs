@@ -21,6 +21,7 @@ pub(crate) mod relay;
 mod setup;
 pub(crate) mod tmux;
 mod trust;
+mod ui;
 
 use crate::client::Client;
 use clap::{Args, Parser, Subcommand};
@@ -106,6 +107,8 @@ pub enum Command {
     Tmux(tmux::TmuxArgs),
     /// Read the audit log
     Audit(audit::AuditArgs),
+    /// Open the browser dashboard: print (and open) a one-time login link
+    Ui(ui::UiArgs),
     /// This instance's signing key, and the instances whose signed relay items it trusts
     Trust(trust::TrustArgs),
     /// Show the effective configuration
@@ -181,6 +184,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Unregister(a) => agents::unregister(&client()?, a).await,
         Command::Tmux(a) => tmux::run(a, dir),
         Command::Audit(a) => audit::run(&client()?, a).await,
+        Command::Ui(a) => ui::run(&client()?, a).await,
         Command::Rpc(a) => app::rpc(&client()?, a).await,
         Command::Ps(a) => app::ps(&client()?, a).await,
         Command::Token(a) => app::token(&client()?, a).await,

@@ -1,0 +1,465 @@
+//! The browser dashboard: its page and assets (compiled into the
+//! binary), its login, and the rules a browser session is held to.
+//!
+//! A dashboard session is a cookie (HttpOnly, SameSite=Strict) that
+//! stands for the person who ran `agentbus ui`; the instance key never
+//! reaches the page. Because SameSite does not tell one loopback port
+//! from another, the cookie is accepted only on requests that come from
+//! this daemon's own page: the `Host` is a loopback name, an `Origin`
+//! (always sent on WebSocket upgrades and on anything but a plain GET)
+//! is exactly `http://<Host>`, `Sec-Fetch-Site` (when the browser sends
+//! it) is `same-origin`, and every request that is not a GET carries the
+//! session's CSRF token in `X-CSRF-Token`. The page is served with a
+//! Content-Security-Policy that lets it load only its own scripts and
+//! styles and connect only to this daemon.
+
+mod sessions;
+
+pub use sessions::{Session, UiSessions};
+
+use crate::auth::{Caller, Identity, is_loopback_origin};
+use crate::error::{ApiError, ApiQuery};
+use crate::state::{AppState, AuditRecord};
+use agentbus_proto::now_ms;
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+/// The header a state-changing request of the page carries.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+
+/// Everything the dashboard keeps: the cookie's name and the sessions.
+pub struct Ui {
+    cookie: String,
+    pub sessions: UiSessions,
+}
+
+impl Ui {
+    /// The cookie's name carries a digest of the data dir: browsers keep
+    /// one cookie jar for every port of 127.0.0.1, so two daemons of one
+    /// user must not overwrite each other's session.
+    pub fn new(data_dir: &std::path::Path) -> Self {
+        let tag = hex::encode(Sha256::digest(data_dir.as_os_str().as_encoded_bytes()));
+        Ui {
+            cookie: format!("agentbus_ui_{}", &tag[..12]),
+            sessions: UiSessions::default(),
+        }
+    }
+
+    pub fn cookie_name(&self) -> &str {
+        &self.cookie
+    }
+}
+
+/// The value of cookie `name` in the request's `Cookie` headers.
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim())
+}
+
+fn cross_origin(why: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        "cross_origin",
+        format!("a dashboard session is accepted only from this daemon's own page: {why}"),
+    )
+}
+
+/// The `Host` the request names, if it is a loopback one.
+fn loopback_host(headers: &HeaderMap) -> Option<&str> {
+    let host = headers.get(header::HOST)?.to_str().ok()?;
+    is_loopback_origin(&format!("http://{host}")).then_some(host)
+}
+
+/// The dashboard session a request's cookie opens, held to the page's
+/// rules (see the module's comment). `Ok(None)`: no session cookie.
+pub fn dashboard_session(
+    state: &AppState,
+    method: &Method,
+    headers: &HeaderMap,
+) -> Result<Option<Session>, ApiError> {
+    let Some(secret) = cookie(headers, state.ui().cookie_name()) else {
+        return Ok(None);
+    };
+    let Some(session) = state.ui().sessions.session(secret, now_ms()) else {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "ui_session_ended",
+            "this dashboard session has expired or was logged out: run `agentbus ui` for a new login link",
+        ));
+    };
+    let host = loopback_host(headers).ok_or_else(|| cross_origin("Host is not a loopback name"))?;
+    let origin = headers
+        .get(header::ORIGIN)
+        .map(|o| o.to_str().unwrap_or(""));
+    if let Some(origin) = origin
+        && !origin.eq_ignore_ascii_case(&format!("http://{host}"))
+    {
+        return Err(cross_origin("the request comes from another origin"));
+    }
+    if let Some(site) = headers.get("sec-fetch-site")
+        && site.as_bytes() != b"same-origin"
+    {
+        return Err(cross_origin(
+            "the browser says the request is not same-origin",
+        ));
+    }
+    let upgrade = headers
+        .get(header::UPGRADE)
+        .is_some_and(|u| u.as_bytes().eq_ignore_ascii_case(b"websocket"));
+    if upgrade && origin.is_none() {
+        return Err(cross_origin("a WebSocket upgrade without an Origin"));
+    }
+    if !matches!(*method, Method::GET | Method::HEAD) {
+        let token = headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok());
+        if !token.is_some_and(|t| session.csrf_matches(t)) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "csrf",
+                "a dashboard request that changes something must carry the session's X-CSRF-Token",
+            ));
+        }
+    }
+    Ok(Some(session))
+}
+
+/// The policy of every dashboard page: scripts and styles of its own
+/// (the styles xterm.js adds at run time carry the page's nonce),
+/// connections to this daemon only, no frames, no plugins, no forms to
+/// elsewhere.
+fn content_security_policy(nonce: &str) -> String {
+    format!(
+        "default-src 'none'; script-src 'self'; style-src 'self' 'nonce-{nonce}'; \
+         img-src 'self' data:; font-src 'self'; connect-src 'self'; base-uri 'none'; \
+         form-action 'self'; frame-ancestors 'none'"
+    )
+}
+
+/// Headers every dashboard response carries.
+fn harden(mut resp: Response, nonce: &str) -> Response {
+    let h = resp.headers_mut();
+    let set = |h: &mut HeaderMap, k: &'static str, v: &str| {
+        if let Ok(v) = HeaderValue::from_str(v) {
+            h.insert(k, v);
+        }
+    };
+    set(
+        h,
+        "content-security-policy",
+        &content_security_policy(nonce),
+    );
+    set(h, "x-content-type-options", "nosniff");
+    set(h, "referrer-policy", "no-referrer");
+    set(h, "x-frame-options", "DENY");
+    set(h, "cross-origin-opener-policy", "same-origin");
+    set(h, "cross-origin-resource-policy", "same-origin");
+    resp
+}
+
+/// The page and its assets, compiled in. xterm.js is vendored
+/// (`scripts/vendor-xterm.sh` brings it from npm; its license and digests
+/// sit beside it): the build fetches nothing.
+const ASSETS: [(&str, &str, &[u8]); 5] = [
+    (
+        "app.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../ui/app.js"),
+    ),
+    (
+        "app.css",
+        "text/css; charset=utf-8",
+        include_bytes!("../../ui/app.css"),
+    ),
+    (
+        "xterm.mjs",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../ui/vendor/xterm/xterm.mjs"),
+    ),
+    (
+        "xterm.css",
+        "text/css; charset=utf-8",
+        include_bytes!("../../ui/vendor/xterm/xterm.css"),
+    ),
+    (
+        "favicon.svg",
+        "image/svg+xml",
+        include_bytes!("../../ui/favicon.svg"),
+    ),
+];
+
+const INDEX: &str = include_str!("../../ui/index.html");
+
+fn html(status: StatusCode, body: String, nonce: &str) -> Response {
+    let resp = (
+        status,
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        body,
+    )
+        .into_response();
+    harden(resp, nonce)
+}
+
+/// `GET /`: the dashboard. Open: the page holds no data; it asks for
+/// everything with the session cookie, and shows how to log in when
+/// there is none.
+pub async fn index() -> Response {
+    let nonce = crate::auth::new_secret()[..32].to_string();
+    html(StatusCode::OK, INDEX.replace("{{nonce}}", &nonce), &nonce)
+}
+
+/// `GET /ui/assets/{file}`.
+pub async fn asset(Path(file): Path<String>) -> Response {
+    match ASSETS.iter().find(|(name, ..)| *name == file) {
+        Some((_, kind, bytes)) => harden(
+            (
+                [
+                    (header::CONTENT_TYPE, *kind),
+                    (header::CACHE_CONTROL, "no-cache"),
+                ],
+                *bytes,
+            )
+                .into_response(),
+            "",
+        ),
+        None => ApiError::not_found("no_asset", format!("the dashboard has no asset {file:?}"))
+            .into_response(),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginParams {
+    code: String,
+}
+
+/// A small page for a login that did not happen.
+fn login_page(status: StatusCode, title: &str, text: &str) -> Response {
+    let esc = |s: &str| {
+        s.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+    };
+    let body = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>agentbus: {}</title>\
+         <link rel=\"stylesheet\" href=\"/ui/assets/app.css\"></head><body class=\"notice\">\
+         <h1>{}</h1><p>{}</p><p><code>agentbus ui</code> prints a new link.</p></body></html>",
+        esc(title),
+        esc(title),
+        esc(text)
+    );
+    html(status, body, "")
+}
+
+/// `GET /ui/login?code=...`: the one-time link from `agentbus ui`.
+/// Trades the code for a session cookie and sends the browser to `/`;
+/// the code then works no more.
+pub async fn login(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiQuery(p): ApiQuery<LoginParams>,
+) -> Response {
+    if loopback_host(&headers).is_none() {
+        return login_page(
+            StatusCode::FORBIDDEN,
+            "Not this address",
+            "Open the login link as agentbus printed it (a loopback address).",
+        );
+    }
+    let ttl_s = state.config().ui.session_ttl_s;
+    let Some((secret, session)) =
+        state
+            .ui()
+            .sessions
+            .redeem(&p.code, now_ms(), (ttl_s * 1000) as i64)
+    else {
+        state
+            .audit_refusal(
+                "anonymous",
+                "GET /ui/login",
+                "unauthorized",
+                "login link unknown, used or expired",
+            )
+            .await;
+        return login_page(
+            StatusCode::UNAUTHORIZED,
+            "This login link does not work",
+            "It was used already, it expired, or all sessions were logged out.",
+        );
+    };
+    state
+        .audit(AuditRecord::new(
+            format!("ui:{}", session.id),
+            "ui",
+            None,
+            "login",
+        ))
+        .await;
+    let cookie = format!(
+        "{}={secret}; Path=/; HttpOnly; SameSite=Strict; Max-Age={ttl_s}",
+        state.ui().cookie_name()
+    );
+    let resp = (
+        StatusCode::SEE_OTHER,
+        [
+            (header::LOCATION, "/".to_string()),
+            (header::SET_COOKIE, cookie),
+            (header::CACHE_CONTROL, "no-store".to_string()),
+        ],
+    )
+        .into_response();
+    harden(resp, "")
+}
+
+fn session_of(state: &AppState, caller: &Identity) -> Result<Session, ApiError> {
+    let Identity::Dashboard(id) = caller else {
+        return Err(ApiError::bad_request(
+            "not_a_dashboard_session",
+            "this route is the dashboard's own: open it from the page `agentbus ui` logs in to",
+        ));
+    };
+    state.ui().sessions.by_id(id, now_ms()).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "ui_session_ended",
+            "this dashboard session has ended",
+        )
+    })
+}
+
+/// `GET /ui/session`: what the page needs to act: its CSRF token, when
+/// the session ends, and which daemon this is.
+pub async fn session(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+) -> Result<Response, ApiError> {
+    let s = session_of(&state, &caller)?;
+    let body = Json(serde_json::json!({
+        "session": s.id,
+        "csrf": s.csrf,
+        "expires_ms": s.expires_ms,
+        "url": state.url(),
+        "version": env!("CARGO_PKG_VERSION"),
+    }));
+    let mut resp = body.into_response();
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(resp)
+}
+
+/// `POST /ui/logout`: ends this session and clears its cookie.
+pub async fn logout(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+) -> Result<Response, ApiError> {
+    let s = session_of(&state, &caller)?;
+    state.ui().sessions.end(&s.id);
+    state
+        .audit(AuditRecord::new(caller.actor(), "ui", None, "logout"))
+        .await;
+    let clear = format!(
+        "{}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0",
+        state.ui().cookie_name()
+    );
+    Ok((
+        [(header::SET_COOKIE, clear)],
+        Json(serde_json::json!({ "ended": true })),
+    )
+        .into_response())
+}
+
+/// Only the instance key itself: a dashboard session may not mint more
+/// sessions nor end the others.
+fn instance_key_only(caller: &Identity) -> Result<(), ApiError> {
+    match caller {
+        Identity::Admin => Ok(()),
+        other => Err(ApiError::forbidden(format!(
+            "dashboard logins are managed with the instance key (`agentbus ui`), not by {}",
+            other.actor()
+        ))),
+    }
+}
+
+/// `POST /v1/ui/links`: a one-time login link (what `agentbus ui` prints).
+pub async fn new_link(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    instance_key_only(&caller)?;
+    let now = now_ms();
+    let expires = now + (state.config().ui.link_ttl_s * 1000) as i64;
+    let code = state.ui().sessions.new_link(now, expires);
+    state
+        .audit(
+            AuditRecord::new(caller.actor(), "ui", None, "link").detail(format!(
+                "login link valid {} s",
+                state.config().ui.link_ttl_s
+            )),
+        )
+        .await;
+    Ok(Json(serde_json::json!({
+        "url": format!("{}/ui/login?code={code}", state.url()),
+        "expires_ms": expires,
+    })))
+}
+
+/// `DELETE /v1/ui/sessions`: logs every dashboard out, and voids the
+/// links not used yet.
+pub async fn end_all(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    instance_key_only(&caller)?;
+    let ended = state.ui().sessions.end_all(now_ms());
+    state
+        .audit(
+            AuditRecord::new(caller.actor(), "ui", None, "logout_all")
+                .detail(format!("{ended} sessions ended")),
+        )
+        .await;
+    Ok(Json(serde_json::json!({ "ended": ended })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cookies_are_found_by_exact_name() {
+        let mut h = HeaderMap::new();
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; agentbus_ui_x=s3; b=2"),
+        );
+        h.append(header::COOKIE, HeaderValue::from_static("agentbus_ui_y=t"));
+        assert_eq!(cookie(&h, "agentbus_ui_x"), Some("s3"));
+        assert_eq!(cookie(&h, "agentbus_ui_y"), Some("t"));
+        assert_eq!(cookie(&h, "agentbus_ui"), None);
+    }
+
+    #[test]
+    fn every_asset_has_a_type_and_the_page_names_only_served_assets() {
+        for (name, kind, bytes) in ASSETS {
+            assert!(!bytes.is_empty() && !kind.is_empty(), "{name}");
+        }
+        for part in INDEX.split("/ui/assets/").skip(1) {
+            let name = part.split('"').next().unwrap();
+            assert!(
+                ASSETS.iter().any(|(n, ..)| *n == name),
+                "{name} is not served"
+            );
+        }
+        assert!(INDEX.contains("{{nonce}}"));
+    }
+}
