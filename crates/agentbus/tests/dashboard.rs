@@ -526,3 +526,118 @@ async fn the_page_is_served_from_the_binary_with_a_strict_policy() {
         .unwrap();
     assert_eq!(r.status(), 401);
 }
+
+/// Sends `keys` through an attach socket opened with `headers` and
+/// `query`, then closes it.
+async fn type_through_attach(
+    d: &Daemon,
+    agent: &str,
+    query: &str,
+    headers: &[(&str, &str)],
+    keys: &[u8],
+) {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
+    let url = format!(
+        "{}/v1/agents/{agent}/attach{query}",
+        d.url.replace("http://", "ws://")
+    );
+    let mut req = url.into_client_request().unwrap();
+    for (k, v) in headers {
+        req.headers_mut().insert(
+            reqwest::header::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            v.parse().unwrap(),
+        );
+    }
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    let first = ws.next().await.unwrap().unwrap();
+    assert!(matches!(first, Message::Binary(_)), "a repaint first");
+    ws.send(Message::Binary(keys.to_vec().into()))
+        .await
+        .unwrap();
+    ws.send(Message::Text(
+        r#"{"type":"resize","rows":5,"cols":20}"#.into(),
+    ))
+    .await
+    .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let _ = ws.close(None).await;
+}
+
+#[tokio::test]
+async fn a_dashboard_view_types_nothing_unless_its_switch_asks_and_typing_is_audited() {
+    let d = Daemon::start();
+    let sink = d.open_sink("alice", "generic", false).await;
+    let cookie = log_in(&d).await;
+    let origin = d.url.clone();
+    let page = [("cookie", cookie.as_str()), ("origin", origin.as_str())];
+    // The default for a session is a view only: keys and resizes dropped.
+    type_through_attach(&d, "alice", "", &page, b"viewkeys\r").await;
+    type_through_attach(
+        &d,
+        "alice",
+        "?input=false&rows=5&cols=20",
+        &page,
+        b"viewkeys2\r",
+    )
+    .await;
+    let (_, info) = d.get("/v1/agents/alice", &Cred::Key).await;
+    assert_ne!(info["rows"], 5, "a view only resized the pane: {info}");
+    // The typing switch: the keys reach the program.
+    type_through_attach(&d, "alice", "?input=true", &page, b"switchkeys\r").await;
+    eventually(
+        "keys typed with the switch on reach the pane",
+        10,
+        async || {
+            String::from_utf8_lossy(&sink.bytes())
+                .contains("switchkeys")
+                .then_some(())
+        },
+    )
+    .await;
+    let typed = String::from_utf8_lossy(&sink.bytes()).to_string();
+    assert!(!typed.contains("viewkeys"), "a view only typed: {typed:?}");
+    // The instance key's terminal types by default, as `agentbus attach` does.
+    type_through_attach(
+        &d,
+        "alice",
+        "",
+        &[("x-authkey", d.key.as_str())],
+        b"clikeys\r",
+    )
+    .await;
+    eventually("the CLI's keys reach the pane", 10, async || {
+        String::from_utf8_lossy(&sink.bytes())
+            .contains("clikeys")
+            .then_some(())
+    })
+    .await;
+    // Audited: who attached, in which mode, and what they typed.
+    let entries = eventually("typing is audited", 10, async || {
+        let (_, a) = d.get("/v1/audit?agent=alice&limit=100", &Cred::Key).await;
+        let e = a["entries"].as_array().unwrap().clone();
+        e.iter()
+            .any(|x| x["kind"] == "type" && x["actor"] == "admin")
+            .then_some(e)
+    })
+    .await;
+    let row = |kind: &str, actor_ui: bool, detail: &str| {
+        entries.iter().any(|e| {
+            e["kind"] == kind
+                && e["actor"].as_str().unwrap().starts_with("ui:") == actor_ui
+                && e["detail"].as_str().unwrap_or("").contains(detail)
+        })
+    };
+    assert!(row("attach", true, "view only"), "{entries:?}");
+    assert!(row("attach", true, "typing"), "{entries:?}");
+    assert!(row("type", true, "11 bytes typed"), "{entries:?}");
+    assert!(row("attach", false, "typing"), "{entries:?}");
+    let ui_types = entries
+        .iter()
+        .filter(|e| e["kind"] == "type" && e["actor"].as_str().unwrap().starts_with("ui:"))
+        .count();
+    assert_eq!(
+        ui_types, 1,
+        "a view only has nothing to audit as typed: {entries:?}"
+    );
+}

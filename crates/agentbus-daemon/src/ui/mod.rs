@@ -462,4 +462,19 @@ mod tests {
         }
         assert!(INDEX.contains("{{nonce}}"));
     }
+
+    /// The vendored xterm.js is byte for byte what npm published
+    /// (`scripts/vendor-xterm.sh` wrote the digests when it fetched it).
+    #[test]
+    fn the_vendored_terminal_is_what_npm_published() {
+        let sums = include_str!("../../ui/vendor/xterm/SHA256SUMS");
+        let mut checked = 0;
+        for line in sums.lines() {
+            let (sum, file) = line.split_once("  ").unwrap();
+            let (_, _, bytes) = ASSETS.iter().find(|(n, ..)| *n == file).unwrap();
+            assert_eq!(hex::encode(Sha256::digest(bytes)), sum, "{file}");
+            checked += 1;
+        }
+        assert_eq!(checked, 2);
+    }
 }

@@ -192,8 +192,8 @@ mod tests {
     fn links_and_sessions_are_bounded() {
         let s = UiSessions::default();
         let first = s.new_link(0, 1_000);
-        for _ in 0..MAX_LINKS {
-            s.new_link(0, 1_000);
+        for i in 0..MAX_LINKS {
+            s.new_link(0, 1_001 + i as i64);
         }
         assert!(
             s.redeem(&first, 1, 1_000).is_none(),

@@ -90,7 +90,7 @@ const browser = await chromium.launch({
   args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage'],
 });
 try {
-  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  const context = await browser.newContext({ viewport: { width: 1440, height: 900 } });
   // Every request and WebSocket the dashboard's pages make, with headers.
   const requests = [];
   context.on('request', async (r) => {
@@ -196,6 +196,7 @@ try {
   // The agents list learns of the unread message from the event stream.
   await page.waitForFunction(() => document.querySelector('#agents tr[data-agent="bob"]').cells[6].textContent === '1', null, { timeout: 10_000 });
   report.unread_live = true;
+  await page.evaluate(() => window.scrollTo(0, 0));
   await page.screenshot({ path: `${cfg.shots}/dashboard.png` });
   await page.click('#tabs button[data-tab="mail"]');
   await page.fill('#mailbox-form [name=agent]', 'bob');
