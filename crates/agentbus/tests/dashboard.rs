@@ -641,3 +641,88 @@ async fn a_dashboard_view_types_nothing_unless_its_switch_asks_and_typing_is_aud
         "a view only has nothing to audit as typed: {entries:?}"
     );
 }
+
+/// The next `agent:state` event for `agent` on an NDJSON event stream
+/// that satisfies `want`.
+async fn next_state(
+    resp: &mut reqwest::Response,
+    buf: &mut String,
+    agent: &str,
+    want: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        while let Some(i) = buf.find('\n') {
+            let line: String = buf.drain(..=i).collect();
+            let Ok(e) = serde_json::from_str::<Value>(&line) else {
+                continue;
+            };
+            if e["type"] == "agent:state" && e["data"]["agent_id"] == agent && want(&e["data"]) {
+                return e;
+            }
+        }
+        let chunk = tokio::time::timeout_at(deadline, resp.chunk())
+            .await
+            .expect("an agent:state event in time")
+            .unwrap()
+            .unwrap();
+        buf.push_str(&String::from_utf8_lossy(&chunk));
+    }
+}
+
+#[tokio::test]
+async fn agent_state_events_follow_what_the_agents_list_shows() {
+    let d = Daemon::start();
+    d.open("carol", "generic", &["cat"]).await;
+    let mut resp = d
+        .http
+        .get(format!("{}/v1/events/stream?type=agent:state", d.url))
+        .header("x-authkey", &d.key)
+        .send()
+        .await
+        .unwrap();
+    let mut buf = String::new();
+    // The first listener gets every agent once.
+    let first = next_state(&mut resp, &mut buf, "carol", |_| true).await;
+    assert_eq!(first["data"]["unread_mail"], 0, "{first}");
+    assert!(
+        ["starting", "running", "idle"].contains(&first["data"]["state"].as_str().unwrap()),
+        "{first}"
+    );
+    assert!(
+        first["scopes"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("agent:carol"))
+    );
+    // Mail in, then acknowledged.
+    let (_, sent) = d.msg("carol", "a note", &Cred::Key).await;
+    next_state(&mut resp, &mut buf, "carol", |s| s["unread_mail"] == 1).await;
+    let (status, _) = d
+        .post(
+            "/v1/messages/ack",
+            &json!({ "ids": [sent["id"]] }),
+            &Cred::Key,
+        )
+        .await;
+    assert_eq!(status, 200);
+    next_state(&mut resp, &mut buf, "carol", |s| s["unread_mail"] == 0).await;
+    // The program ends.
+    d.post(
+        "/v1/agents/carol/stop",
+        &json!({ "force": true }),
+        &Cred::Key,
+    )
+    .await;
+    let gone = next_state(&mut resp, &mut buf, "carol", |s| s["state"] == "exited").await;
+    assert_eq!(gone["data"]["state"], "exited", "{gone}");
+    // Never kept in history.
+    let (status, h) = d
+        .get(
+            "/v1/events/history?type=agent:state&scope=agent:carol",
+            &Cred::Key,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(h["events"], json!([]), "{h}");
+}
