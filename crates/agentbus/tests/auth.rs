@@ -29,6 +29,11 @@ async fn every_route_without_a_credential_is_401_and_the_refusal_is_audited() {
     let routes = openapi_routes();
     assert!(routes.len() >= 15, "the route list is read");
     for (method, path, open) in &routes {
+        if *open && (*path == "/" || path.starts_with("/ui/")) {
+            // The dashboard's page, assets and login answer HTML or
+            // assets, not JSON: tests/dashboard.rs holds them.
+            continue;
+        }
         let (status, body) = d.send(method, path, &Cred::None).await;
         if *path == "/ws" {
             // The WebSocket: plain HTTP is told to upgrade.
@@ -54,8 +59,9 @@ async fn every_route_without_a_credential_is_401_and_the_refusal_is_audited() {
     let (_, stats) = d.get("/v1/stats", &Cred::Key).await;
     let counted = stats["refusals_counted"].as_u64().unwrap() as usize;
     assert!(written >= 10, "{written} written in full");
+    let closed = routes.iter().filter(|(_, _, open)| !open).count();
     assert!(
-        written + counted >= 2 * (routes.len() - 3),
+        written + counted >= 2 * closed,
         "{written} written + {counted} counted"
     );
     let dump = audit.to_string();
