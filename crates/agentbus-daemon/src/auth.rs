@@ -324,8 +324,21 @@ pub fn presented_credential(headers: &HeaderMap) -> Option<&str> {
 /// caller or answers 401 (and audits the refusal, never the secret).
 pub async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     if presented_credential(req.headers()).is_none() {
-        match crate::ui::dashboard_session(&state, req.method(), req.headers()) {
+        let (query_token, rest) = crate::ui::token_in_query(req.uri().query().unwrap_or(""));
+        match crate::ui::dashboard_session(&state, req.headers(), query_token.as_deref()) {
             Ok(Some(session)) => {
+                // The route never sees the token in its query.
+                if query_token.is_some() {
+                    let path = req.uri().path();
+                    let uri = if rest.is_empty() {
+                        path.to_string()
+                    } else {
+                        format!("{path}?{rest}")
+                    };
+                    if let Ok(uri) = uri.parse() {
+                        *req.uri_mut() = uri;
+                    }
+                }
                 req.extensions_mut().insert(Identity::Dashboard(session.id));
                 return next.run(req).await;
             }

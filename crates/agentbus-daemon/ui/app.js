@@ -1,7 +1,8 @@
 // The agentbus dashboard. Everything it shows comes from the daemon's
-// own HTTP API with the session cookie (never the instance key); it
-// stays current from the event stream, not by polling. Text from the
-// daemon is only ever set as text, never parsed as HTML.
+// own HTTP API with the session: its cookie (which the page cannot read)
+// and its page token (never the instance key). It stays current from the
+// event stream, not by polling. Text from the daemon is only ever set as
+// text, never parsed as HTML.
 
 // xterm.js adds <style> elements while it runs; the page's policy lets
 // in only styles that carry this page's nonce, so they are given it.
@@ -29,7 +30,16 @@ function el(tag, attrs = {}, ...children) {
   return e;
 }
 
-let csrf = null;
+// The page token: the login's redirect hands it over in the fragment
+// (no server sees that); it is kept in this origin's storage, which
+// pages on other ports cannot read, and sent with every request.
+const TOKEN_KEY = 'agentbus-ui-token';
+const handed = new URLSearchParams(location.hash.slice(1)).get('ui_token');
+if (handed) {
+  localStorage.setItem(TOKEN_KEY, handed);
+  history.replaceState(null, '', location.pathname);
+}
+let token = localStorage.getItem(TOKEN_KEY) || '';
 
 class ApiError extends Error {
   constructor(status, body) {
@@ -39,21 +49,20 @@ class ApiError extends Error {
   }
 }
 
-/** One call to the daemon; a request that changes something carries the CSRF token. */
+/** One call to the daemon, with the page token. */
 async function api(method, path, body) {
-  const init = { method, headers: {}, credentials: 'same-origin', cache: 'no-store' };
+  const init = { method, headers: { 'X-CSRF-Token': token }, credentials: 'same-origin', cache: 'no-store' };
   if (body !== undefined) {
     init.headers['Content-Type'] = 'application/json';
     init.body = JSON.stringify(body);
   }
-  if (method !== 'GET') init.headers['X-CSRF-Token'] = csrf;
   const r = await fetch(path, init);
   const text = await r.text();
   let json = null;
   try { json = text ? JSON.parse(text) : null; } catch { json = null; }
   if (!r.ok) {
     const e = new ApiError(r.status, json);
-    if (r.status === 401) loggedOut(e.message);
+    if (r.status === 401 || e.code === 'csrf') loggedOut(e.message);
     throw e;
   }
   return json;
@@ -69,6 +78,8 @@ function ago(ms) {
 }
 
 function loggedOut(why) {
+  localStorage.removeItem(TOKEN_KEY);
+  token = '';
   $('#app').hidden = true;
   $('#logout').hidden = true;
   $('#login').hidden = false;
@@ -216,7 +227,9 @@ class Watcher {
       this.ws.close();
     }
     const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
-    const url = `${proto}//${location.host}/v1/agents/${encodeURIComponent(this.name)}/attach?input=${this.typing}`;
+    // A WebSocket cannot carry headers: the token rides in the query,
+    // which the daemon takes out before the route sees it.
+    const url = `${proto}//${location.host}/v1/agents/${encodeURIComponent(this.name)}/attach?input=${this.typing}&ui_token=${encodeURIComponent(token)}`;
     const ws = new WebSocket(url);
     ws.binaryType = 'arraybuffer';
     this.ws = ws;
@@ -456,8 +469,8 @@ function setLive(on) {
 async function stream() {
   for (;;) {
     try {
-      const r = await fetch('/v1/events/stream', { credentials: 'same-origin', cache: 'no-store' });
-      if (r.status === 401) {
+      const r = await fetch('/v1/events/stream', { headers: { 'X-CSRF-Token': token }, credentials: 'same-origin', cache: 'no-store' });
+      if (r.status === 401 || r.status === 403) {
         loggedOut('The session has ended.');
         return;
       }
@@ -552,13 +565,16 @@ $('#logout').addEventListener('click', async () => {
 
 async function start() {
   let session;
+  if (!token) {
+    loggedOut('');
+    return;
+  }
   try {
     session = await api('GET', '/ui/session');
   } catch (e) {
     loggedOut(e.status === 401 ? '' : e.message);
     return;
   }
-  csrf = session.csrf;
   $('#who').textContent = `session ${session.session} · until ${new Date(session.expires_ms).toLocaleString()}`;
   $('#login').hidden = true;
   $('#app').hidden = false;

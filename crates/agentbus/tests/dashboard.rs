@@ -94,6 +94,12 @@ async fn the_dashboard_in_chromium_shows_agents_terminals_mail_and_keeps_its_ses
     assert_eq!(r["cookie"]["sameSite"], "Strict", "{r}");
     assert_eq!(r["page_cookie"], "", "the page's script sees no cookie");
     assert_eq!(r["second_use_status"], 401, "{r}");
+    assert_eq!(
+        r["url_after_login"],
+        format!("{}/", d.url),
+        "the token left the address bar"
+    );
+    assert_eq!(r["token_stored"], 64, "{r}");
     assert_eq!(r["second_use_cookies"], 0, "{r}");
 
     // Agents, live.
@@ -209,6 +215,11 @@ async fn the_dashboard_in_chromium_shows_agents_terminals_mail_and_keeps_its_ses
         "{r}"
     );
     assert_eq!(r["after_logout"], 401);
+    assert_eq!(
+        r["token_after_logout"],
+        Value::Null,
+        "logging out forgets the token"
+    );
     let errors: Vec<&Value> = r["page_errors"]
         .as_array()
         .unwrap()
@@ -230,8 +241,9 @@ async fn the_dashboard_in_chromium_shows_agents_terminals_mail_and_keeps_its_ses
 }
 
 /// A dashboard session, logged in through a link without a browser: the
-/// cookie as `name=value`.
-async fn log_in(d: &Daemon) -> String {
+/// cookie as `name=value`, and the page token the redirect's fragment
+/// hands over.
+async fn log_in(d: &Daemon) -> (String, String) {
     let link = login_link(d);
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -239,14 +251,21 @@ async fn log_in(d: &Daemon) -> String {
         .unwrap();
     let resp = http.get(&link).send().await.unwrap();
     assert_eq!(resp.status(), 303);
-    assert_eq!(resp.headers()["location"], "/");
+    let location = resp.headers()["location"].to_str().unwrap().to_string();
+    let token = location
+        .strip_prefix("/#ui_token=")
+        .unwrap_or_else(|| panic!("{location}"));
+    assert_eq!(token.len(), 64);
     let set = resp.headers()["set-cookie"].to_str().unwrap().to_string();
     for part in ["HttpOnly", "SameSite=Strict", "Path=/", "Max-Age=43200"] {
         assert!(set.contains(part), "{set}");
     }
     let again = http.get(&link).send().await.unwrap();
     assert_eq!(again.status(), 401, "a link works once");
-    set.split(';').next().unwrap().to_string()
+    (
+        set.split(';').next().unwrap().to_string(),
+        token.to_string(),
+    )
 }
 
 /// What the daemon answers a request with this cookie and these headers.
@@ -280,7 +299,7 @@ async fn with_cookie(
 #[tokio::test]
 async fn a_session_cookie_works_only_from_the_daemons_own_page_with_its_csrf_token() {
     let d = Daemon::start();
-    let cookie = log_in(&d).await;
+    let (cookie, csrf) = log_in(&d).await;
     let origin = d.url.clone();
     let host = d.url.trim_start_matches("http://").to_string();
     let (status, session) = with_cookie(
@@ -288,16 +307,41 @@ async fn a_session_cookie_works_only_from_the_daemons_own_page_with_its_csrf_tok
         "GET",
         "/ui/session",
         &cookie,
-        &[("sec-fetch-site", "same-origin")],
+        &[("sec-fetch-site", "same-origin"), ("x-csrf-token", &csrf)],
     )
     .await;
     assert_eq!(status, 200, "{session}");
-    let csrf = session["csrf"].as_str().unwrap().to_string();
-    assert_eq!(csrf.len(), 64);
+    assert!(
+        !session.to_string().contains(&csrf),
+        "the token is never handed out again"
+    );
 
     // Reading, from the page itself: fine.
-    let (status, _) = with_cookie(&d, "GET", "/v1/agents", &cookie, &[("origin", &origin)]).await;
+    let page = [("origin", origin.as_str()), ("x-csrf-token", csrf.as_str())];
+    let (status, _) = with_cookie(&d, "GET", "/v1/agents", &cookie, &page).await;
     assert_eq!(status, 200);
+
+    // The cookie alone, as a server on another port of 127.0.0.1 would
+    // receive it from the browser, opens nothing, whatever headers its
+    // holder forges.
+    let forged = [
+        ("origin", origin.as_str()),
+        ("sec-fetch-site", "same-origin"),
+    ];
+    for path in [
+        "/ui/session",
+        "/v1/agents",
+        "/v1/audit",
+        "/v1/agents/x/attach",
+    ] {
+        let (status, body) = with_cookie(&d, "GET", path, &cookie, &forged).await;
+        assert_eq!(status, 403, "{path}: {body}");
+        assert_eq!(body["error"]["code"], "csrf", "{body}");
+    }
+    // The token in a query counts only on a WebSocket upgrade.
+    let q = format!("/v1/agents?ui_token={csrf}");
+    let (status, _) = with_cookie(&d, "GET", &q, &cookie, &forged).await;
+    assert_eq!(status, 403);
 
     // Any other origin, however close to ours, is refused.
     let port: u16 = host.rsplit(':').next().unwrap().parse().unwrap();
@@ -336,7 +380,7 @@ async fn a_session_cookie_works_only_from_the_daemons_own_page_with_its_csrf_tok
             "GET",
             "/v1/agents",
             &cookie,
-            &[("sec-fetch-site", site)],
+            &[("sec-fetch-site", site), ("x-csrf-token", &csrf)],
         )
         .await;
         assert_eq!(status, 403, "sec-fetch-site {site}");
@@ -347,7 +391,7 @@ async fn a_session_cookie_works_only_from_the_daemons_own_page_with_its_csrf_tok
         "GET",
         "/v1/agents",
         &cookie,
-        &[("host", "evil.example")],
+        &[("host", "evil.example"), ("x-csrf-token", &csrf)],
     )
     .await;
     assert_eq!(status, 403);
@@ -355,14 +399,14 @@ async fn a_session_cookie_works_only_from_the_daemons_own_page_with_its_csrf_tok
     let (status, _) = with_cookie(
         &d,
         "GET",
-        "/v1/agents/x/attach",
+        &format!("/v1/agents/x/attach?ui_token={csrf}"),
         &cookie,
         &[("upgrade", "websocket"), ("connection", "upgrade")],
     )
     .await;
     assert_eq!(status, 403);
 
-    // Changing something needs the session's CSRF token, exactly.
+    // Changing something needs the session's token, exactly.
     for token in [
         None,
         Some(""),
@@ -568,15 +612,16 @@ async fn type_through_attach(
 async fn a_dashboard_view_types_nothing_unless_its_switch_asks_and_typing_is_audited() {
     let d = Daemon::start();
     let sink = d.open_sink("alice", "generic", false).await;
-    let cookie = log_in(&d).await;
+    let (cookie, token) = log_in(&d).await;
     let origin = d.url.clone();
     let page = [("cookie", cookie.as_str()), ("origin", origin.as_str())];
     // The default for a session is a view only: keys and resizes dropped.
-    type_through_attach(&d, "alice", "", &page, b"viewkeys\r").await;
+    let q = |query: &str| format!("{query}ui_token={token}");
+    type_through_attach(&d, "alice", &q("?"), &page, b"viewkeys\r").await;
     type_through_attach(
         &d,
         "alice",
-        "?input=false&rows=5&cols=20",
+        &q("?input=false&rows=5&cols=20&"),
         &page,
         b"viewkeys2\r",
     )
@@ -584,7 +629,7 @@ async fn a_dashboard_view_types_nothing_unless_its_switch_asks_and_typing_is_aud
     let (_, info) = d.get("/v1/agents/alice", &Cred::Key).await;
     assert_ne!(info["rows"], 5, "a view only resized the pane: {info}");
     // The typing switch: the keys reach the program.
-    type_through_attach(&d, "alice", "?input=true", &page, b"switchkeys\r").await;
+    type_through_attach(&d, "alice", &q("?input=true&"), &page, b"switchkeys\r").await;
     eventually(
         "keys typed with the switch on reach the pane",
         10,

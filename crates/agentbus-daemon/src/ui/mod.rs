@@ -1,17 +1,22 @@
 //! The browser dashboard: its page and assets (compiled into the
 //! binary), its login, and the rules a browser session is held to.
 //!
-//! A dashboard session is a cookie (HttpOnly, SameSite=Strict) that
-//! stands for the person who ran `agentbus ui`; the instance key never
-//! reaches the page. Because SameSite does not tell one loopback port
-//! from another, the cookie is accepted only on requests that come from
-//! this daemon's own page: the `Host` is a loopback name, an `Origin`
-//! (always sent on WebSocket upgrades and on anything but a plain GET)
-//! is exactly `http://<Host>`, `Sec-Fetch-Site` (when the browser sends
-//! it) is `same-origin`, and every request that is not a GET carries the
-//! session's CSRF token in `X-CSRF-Token`. The page is served with a
-//! Content-Security-Policy that lets it load only its own scripts and
-//! styles and connect only to this daemon.
+//! A dashboard session is two secrets that stand for the person who ran
+//! `agentbus ui` (the instance key never reaches the page): a cookie
+//! (HttpOnly, SameSite=Strict) and a page token. Browsers send a cookie
+//! for 127.0.0.1 to every port of it, so a server on another port the
+//! user visits would receive the cookie; the page token never travels
+//! by itself: the login hands it over in the redirect's fragment (which
+//! no server sees), the page keeps it in its own origin's storage, and
+//! sends it on every request (`X-CSRF-Token`; `ui_token=` in the query
+//! of a WebSocket upgrade, which cannot carry headers). It is also the
+//! CSRF token. Besides both secrets, a request must come from this
+//! daemon's own page: the `Host` is a loopback name, an `Origin` (always
+//! sent on WebSocket upgrades and on anything but a plain GET) is exactly
+//! `http://<Host>`, and `Sec-Fetch-Site` (when the browser sends it) is
+//! `same-origin`. The page is served with a Content-Security-Policy that
+//! lets it load only its own scripts and styles and connect only to
+//! this daemon.
 
 mod sessions;
 
@@ -23,13 +28,15 @@ use crate::state::{AppState, AuditRecord};
 use agentbus_proto::now_ms;
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-/// The header a state-changing request of the page carries.
+/// The header every request of the page carries its page token in.
 pub const CSRF_HEADER: &str = "x-csrf-token";
+/// Where a WebSocket upgrade of the page carries it.
+pub const TOKEN_PARAM: &str = "ui_token";
 
 /// Everything the dashboard keeps: the cookie's name and the sessions.
 pub struct Ui {
@@ -80,12 +87,34 @@ fn loopback_host(headers: &HeaderMap) -> Option<&str> {
     is_loopback_origin(&format!("http://{host}")).then_some(host)
 }
 
+/// The page token of a WebSocket upgrade's query, and the query without it.
+pub fn token_in_query(query: &str) -> (Option<String>, String) {
+    let mut token = None;
+    let rest: Vec<&str> = query
+        .split('&')
+        .filter(|pair| {
+            match pair
+                .strip_prefix(TOKEN_PARAM)
+                .and_then(|v| v.strip_prefix('='))
+            {
+                Some(v) => {
+                    token = Some(v.to_string());
+                    false
+                }
+                None => !pair.is_empty(),
+            }
+        })
+        .collect();
+    (token, rest.join("&"))
+}
+
 /// The dashboard session a request's cookie opens, held to the page's
 /// rules (see the module's comment). `Ok(None)`: no session cookie.
+/// `query_token`: the page token a WebSocket upgrade carried.
 pub fn dashboard_session(
     state: &AppState,
-    method: &Method,
     headers: &HeaderMap,
+    query_token: Option<&str>,
 ) -> Result<Option<Session>, ApiError> {
     let Some(secret) = cookie(headers, state.ui().cookie_name()) else {
         return Ok(None);
@@ -119,15 +148,17 @@ pub fn dashboard_session(
     if upgrade && origin.is_none() {
         return Err(cross_origin("a WebSocket upgrade without an Origin"));
     }
-    if !matches!(*method, Method::GET | Method::HEAD) {
-        let token = headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok());
-        if !token.is_some_and(|t| session.csrf_matches(t)) {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "csrf",
-                "a dashboard request that changes something must carry the session's X-CSRF-Token",
-            ));
-        }
+    let token = match (upgrade, headers.get(CSRF_HEADER)) {
+        (_, Some(h)) => h.to_str().ok(),
+        (true, None) => query_token,
+        (false, None) => None,
+    };
+    if !token.is_some_and(|t| session.csrf_matches(t)) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "csrf",
+            "a dashboard request must carry the session's page token (X-CSRF-Token; ui_token= on a WebSocket upgrade): the cookie alone opens nothing",
+        ));
     }
     Ok(Some(session))
 }
@@ -310,10 +341,15 @@ pub async fn login(
         "{}={secret}; Path=/; HttpOnly; SameSite=Strict; Max-Age={ttl_s}",
         state.ui().cookie_name()
     );
+    // The page token rides in the fragment: the browser keeps it, no
+    // server (nor a log of one) ever sees it.
     let resp = (
         StatusCode::SEE_OTHER,
         [
-            (header::LOCATION, "/".to_string()),
+            (
+                header::LOCATION,
+                format!("/#{TOKEN_PARAM}={}", session.csrf),
+            ),
             (header::SET_COOKIE, cookie),
             (header::CACHE_CONTROL, "no-store".to_string()),
         ],
@@ -338,8 +374,8 @@ fn session_of(state: &AppState, caller: &Identity) -> Result<Session, ApiError> 
     })
 }
 
-/// `GET /ui/session`: what the page needs to act: its CSRF token, when
-/// the session ends, and which daemon this is.
+/// `GET /ui/session`: which session this is, when it ends, and which
+/// daemon this is (never a secret: the page has its token already).
 pub async fn session(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -347,7 +383,6 @@ pub async fn session(
     let s = session_of(&state, &caller)?;
     let body = Json(serde_json::json!({
         "session": s.id,
-        "csrf": s.csrf,
         "expires_ms": s.expires_ms,
         "url": state.url(),
         "version": env!("CARGO_PKG_VERSION"),
@@ -434,6 +469,21 @@ pub async fn end_all(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_page_token_is_taken_out_of_an_upgrade_query() {
+        assert_eq!(
+            token_in_query("ui_token=abc"),
+            (Some("abc".into()), String::new())
+        );
+        assert_eq!(
+            token_in_query("input=true&ui_token=abc&rows=3"),
+            (Some("abc".into()), "input=true&rows=3".into())
+        );
+        assert_eq!(token_in_query("input=true"), (None, "input=true".into()));
+        assert_eq!(token_in_query("ui_tokenx=1"), (None, "ui_tokenx=1".into()));
+        assert_eq!(token_in_query(""), (None, String::new()));
+    }
 
     #[test]
     fn cookies_are_found_by_exact_name() {

@@ -113,7 +113,9 @@ try {
   if (!session) fail(`no session cookie: ${JSON.stringify(cookies)}`);
   report.cookie = { httpOnly: session.httpOnly, sameSite: session.sameSite, path: session.path };
   report.page_cookie = await page.evaluate(() => document.cookie);
-  const me = await page.evaluate(async () => (await fetch('/ui/session')).json());
+  report.url_after_login = page.url();
+  report.token_stored = await page.evaluate(() => (localStorage.getItem('agentbus-ui-token') || '').length);
+  const me = await page.evaluate(async () => (await fetch('/ui/session', { headers: { 'X-CSRF-Token': localStorage.getItem('agentbus-ui-token') } })).json());
   report.session = me.session;
 
   step('a second use of the link fails');
@@ -246,7 +248,8 @@ try {
   await page.click('#tabs button[data-tab="agents"]');
   await page.click('#logout');
   await page.waitForSelector('#login:not([hidden])');
-  report.after_logout = await page.evaluate(async () => (await fetch('/ui/session')).status);
+  report.after_logout = await page.evaluate(async () => (await fetch('/ui/session', { headers: { 'X-CSRF-Token': 'x' } })).status);
+  report.token_after_logout = await page.evaluate(() => localStorage.getItem('agentbus-ui-token'));
   report.page_errors = errors;
 } finally {
   await browser.close();
