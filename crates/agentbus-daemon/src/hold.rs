@@ -38,6 +38,11 @@ impl HeldIndex {
         lock(&self.counts).get(agent).copied().unwrap_or(0)
     }
 
+    /// Jekts held for every agent.
+    pub fn total(&self) -> usize {
+        lock(&self.counts).values().sum()
+    }
+
     fn add(&self, agent: &AgentId) {
         let mut c = lock(&self.counts);
         *c.entry(agent.clone()).or_default() += 1;

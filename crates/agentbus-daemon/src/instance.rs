@@ -8,7 +8,9 @@
 //! - `daemon.json` (0600) — `{url, pid, started_at}` for the CLI;
 //! - `agentbus.db` — the store;
 //! - `instance_id` — this instance's name at the relay (kept across runs);
-//! - `relay.json` (0600) — the relay target set at run time, if any.
+//! - `relay.json` (0600) — the relay target set at run time, if any;
+//! - `metrics.token` (0600) — the read-only token of `/metrics`, kept
+//!   across runs (made at the first start).
 //!
 //! Secret files are created with their final mode (never chmod after the
 //! write) under a temporary name and renamed into place.
@@ -136,6 +138,7 @@ impl Daemon {
         }
         let instance_key = crate::auth::new_secret();
         write_private_file(&dir.join(AUTHKEY_FILE), instance_key.as_bytes())?;
+        let metrics_token = crate::metrics::load_or_create_token(&dir)?;
         let store = Store::open(&dir.join(DB_FILE))?;
 
         let listener = bind(&config.daemon.listen)?;
@@ -185,6 +188,7 @@ impl Daemon {
             Some(registry),
             poller,
         );
+        state.metrics().set_token(&metrics_token);
         // Agents of earlier runs are known (offline): jekts to them are
         // held until they come back.
         state.agents().remember(known);

@@ -28,6 +28,8 @@
 //! - [`hold`] — the durable hold and its in-order replay;
 //! - [`mailbox`] — the message verb: send, read (long-poll), ack, search;
 //! - [`mcp`] — `/mcp`: the MCP tools over streamable HTTP;
+//! - [`metrics`] — `/metrics`: counters, gauges, the store's commit
+//!   times, the read-only metrics token;
 //! - [`poller`] — the relay poller: long-polls the relay for this
 //!   instance's agents, delivers what comes, and hands sends over;
 //! - [`limits`] — per-sender and per-pair rate limits (storm protection);
@@ -55,6 +57,7 @@ pub mod jekt;
 pub mod limits;
 pub mod mailbox;
 pub mod mcp;
+pub mod metrics;
 pub mod output_events;
 pub mod pane_env;
 pub mod panes;

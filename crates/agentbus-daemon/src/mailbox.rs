@@ -9,6 +9,7 @@
 
 use crate::auth::Identity;
 use crate::error::ApiError;
+use crate::metrics::MessageOutcome;
 use crate::state::{AppState, AuditRecord};
 use agentbus_proto::api::{
     AckResponse, InboxPage, Message, MessageKind, MessageState, SearchResults, SendMessageRequest,
@@ -278,6 +279,7 @@ async fn store(
         )
         .await?;
     if let SendOutcome::Stored { seq } = outcome {
+        state.metrics().message(MessageOutcome::Stored);
         state.waiters().notify(&to);
         state.events().publish(EventKind::MessageReceived {
             id,
@@ -319,6 +321,9 @@ async fn to_relay(
     let Some(sent) = crate::poller::hand_over(state, item).await? else {
         return Ok(None);
     };
+    if !sent.duplicate {
+        state.metrics().message(MessageOutcome::Queued);
+    }
     state
         .audit(
             AuditRecord::new(caller.actor(), "message", Some(req.to.as_str()), "queued")
@@ -376,6 +381,9 @@ async fn to_peer(
         && let Ok(mut r) = serde_json::from_slice::<SendMessageResponse>(&bytes)
     {
         r.forwarded = true;
+        if !r.duplicate {
+            state.metrics().message(MessageOutcome::Forwarded);
+        }
         return Ok(Some((status, r)));
     }
     let (code, message) = crate::registry::peer_error(&bytes);
@@ -537,6 +545,7 @@ pub async fn ack(
             .await;
         return Err(e);
     }
+    state.metrics().acked(out.acked.len());
     for r in &out.receipts {
         state.waiters().notify(&r.to);
         state.events().publish(EventKind::MessageReceived {

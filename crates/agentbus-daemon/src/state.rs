@@ -73,6 +73,7 @@ struct Inner {
     tracker: Tracker,
     app_api: AppApiCounts,
     refusals: crate::refusals::Sampler,
+    metrics: crate::metrics::Metrics,
     // Serializes pane creation so two opens of one name cannot both start
     // a program. An async mutex: spawning is awaited while it is held.
     open_lock: tokio::sync::Mutex<()>,
@@ -184,6 +185,7 @@ impl AppState {
                 tracker: Tracker::default(),
                 app_api: AppApiCounts::default(),
                 refusals: crate::refusals::Sampler::default(),
+                metrics: crate::metrics::Metrics::default(),
                 open_lock: tokio::sync::Mutex::new(()),
                 shutdown,
                 registry,
@@ -283,11 +285,12 @@ impl AppState {
     }
 
     /// Whether `value` is a secret this daemon holds: a credential it
-    /// accepts (instance key, forward token, any agent token) or the
-    /// token it presents to the relay.
+    /// accepts (instance key, forward token, any agent token, the metrics
+    /// token) or the token it presents to the relay.
     pub fn holds_secret(&self, value: &str) -> bool {
         !value.is_empty()
             && (self.auth().is_credential(value)
+                || self.metrics().is_token(value)
                 || self.poller().target().is_some_and(|t| t.token == value)
                 || self.config().relay.token.as_deref() == Some(value))
     }
@@ -359,6 +362,11 @@ impl AppState {
         &self.inner.app_api
     }
 
+    /// The counters of `/metrics`, and the metrics token.
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.inner.metrics
+    }
+
     pub(crate) fn open_lock(&self) -> &tokio::sync::Mutex<()> {
         &self.inner.open_lock
     }
@@ -376,6 +384,9 @@ impl AppState {
     /// action it records has already happened.
     pub async fn audit(&self, record: AuditRecord) {
         let AuditRecord { entry, refusal } = record;
+        if refusal {
+            self.inner.metrics.refusal(&entry.kind);
+        }
         if refusal
             && !self.inner.refusals.admit(
                 &entry.actor,

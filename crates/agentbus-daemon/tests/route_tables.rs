@@ -146,6 +146,7 @@ async fn the_auth_table() {
         ("GET", "/agentmux/reactive/audit"),
         ("GET", "/v1/audit"),
         ("GET", "/v1/stats"),
+        ("GET", "/metrics"),
         ("POST", "/v1/agents/scout/stop"),
         ("POST", "/v1/agents/scout/resize"),
         ("GET", "/v1/agents/scout/attach"),

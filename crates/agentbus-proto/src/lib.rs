@@ -1,5 +1,6 @@
 //! Wire types shared by every agentbus component: validated ids, the jekt
-//! sanitizer and marker, HTTP request/response bodies, and events.
+//! sanitizer and marker, HTTP request/response bodies, events, and the
+//! Prometheus text format of `/metrics`.
 //!
 //! Nothing here does I/O or depends on an async runtime, so the rules that
 //! keep a terminal safe (what a jekt body may contain, what the marker looks
@@ -9,6 +10,7 @@ pub mod api;
 pub mod event;
 pub mod ids;
 pub mod jekt;
+pub mod metrics;
 pub mod relay;
 pub mod sync;
 

@@ -1,43 +1,7 @@
-//! Counters for `/metrics`, in the Prometheus text format.
+//! Counters for `/metrics`, in the Prometheus text format (the writer
+//! and the atomics are `agentbus_proto::metrics`, shared with the daemon).
 
-use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
-
-#[derive(Default)]
-pub struct Counter(AtomicU64);
-
-impl Counter {
-    pub fn inc(&self) {
-        self.0.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
-    }
-}
-
-/// A gauge raised while a guard lives.
-#[derive(Default)]
-pub struct Gauge(AtomicU64);
-
-pub struct Held<'a>(&'a Gauge);
-
-impl Gauge {
-    pub fn hold(&self) -> Held<'_> {
-        self.0.fetch_add(1, Ordering::Relaxed);
-        Held(self)
-    }
-
-    pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
-    }
-}
-
-impl Drop for Held<'_> {
-    fn drop(&mut self) {
-        self.0.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
+use agentbus_proto::metrics::{Counter, Gauge, Kind, Text};
 
 #[derive(Default)]
 pub struct Metrics {
@@ -53,64 +17,52 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn render(&self, stored: Option<u64>) -> String {
-        let mut out = String::new();
-        let mut line = |name: &str, kind: &str, help: &str, value: u64| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-            );
-        };
-        line(
-            "agentbus_relay_sends_total",
-            "counter",
-            "Messages accepted.",
-            self.sends.get(),
-        );
-        line(
-            "agentbus_relay_refused_full_total",
-            "counter",
-            "Sends refused because a queue was full.",
-            self.refused_full.get(),
-        );
-        line(
-            "agentbus_relay_recv_total",
-            "counter",
-            "Agent-bus recv requests.",
-            self.recvs.get(),
-        );
-        line(
-            "agentbus_relay_polls_total",
-            "counter",
-            "Extension polls.",
-            self.polls.get(),
-        );
-        line(
-            "agentbus_relay_acks_total",
-            "counter",
-            "Extension acks.",
-            self.acks.get(),
-        );
-        line(
-            "agentbus_relay_unauthorized_total",
-            "counter",
-            "Requests refused for a missing or unknown token.",
-            self.unauthorized.get(),
-        );
-        line(
+        let mut t = Text::new();
+        for (name, help, value) in [
+            (
+                "agentbus_relay_sends_total",
+                "Messages accepted.",
+                &self.sends,
+            ),
+            (
+                "agentbus_relay_refused_full_total",
+                "Sends refused because a queue was full.",
+                &self.refused_full,
+            ),
+            (
+                "agentbus_relay_recv_total",
+                "Agent-bus recv requests.",
+                &self.recvs,
+            ),
+            (
+                "agentbus_relay_polls_total",
+                "Extension polls.",
+                &self.polls,
+            ),
+            ("agentbus_relay_acks_total", "Extension acks.", &self.acks),
+            (
+                "agentbus_relay_unauthorized_total",
+                "Requests refused for a missing or unknown token.",
+                &self.unauthorized,
+            ),
+        ] {
+            t.single(name, Kind::Counter, help, value.get());
+        }
+        t.single(
             "agentbus_relay_waiting",
-            "gauge",
+            Kind::Gauge,
             "Long-polls waiting now.",
             self.waiting.get(),
         );
         if let Some(n) = stored {
-            line(
+            t.single(
                 "agentbus_relay_messages_stored",
-                "gauge",
+                Kind::Gauge,
                 "Messages stored.",
                 n,
             );
         }
-        out
+        t.finish()
     }
 }
 
@@ -119,18 +71,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_gauge_falls_when_its_guard_goes() {
+    fn every_counter_and_gauge_is_rendered() {
         let m = Metrics::default();
-        {
-            let _a = m.waiting.hold();
-            let _b = m.waiting.hold();
-            assert_eq!(m.waiting.get(), 2);
-        }
-        assert_eq!(m.waiting.get(), 0);
+        let _waiting = m.waiting.hold();
         m.sends.inc();
         let text = m.render(Some(7));
-        assert!(text.contains("agentbus_relay_sends_total 1\n"));
-        assert!(text.contains("# TYPE agentbus_relay_waiting gauge\nagentbus_relay_waiting 0\n"));
+        assert!(text.contains(
+            "# HELP agentbus_relay_sends_total Messages accepted.\n\
+             # TYPE agentbus_relay_sends_total counter\nagentbus_relay_sends_total 1\n"
+        ));
+        assert!(text.contains("# TYPE agentbus_relay_waiting gauge\nagentbus_relay_waiting 1\n"));
         assert!(text.contains("agentbus_relay_messages_stored 7\n"));
+        assert!(!m.render(None).contains("agentbus_relay_messages_stored"));
     }
 }

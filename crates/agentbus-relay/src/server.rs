@@ -437,7 +437,11 @@ async fn inbox<S: Storage>(st: &RelayState<S>, req: &Request) -> Result<InboxCou
 
 async fn metrics<S: Storage>(st: &RelayState<S>) -> Response {
     let stored = st.storage.stored().await.ok();
-    Response::text(200, "text/plain; version=0.0.4", st.metrics.render(stored))
+    Response::text(
+        200,
+        agentbus_proto::metrics::CONTENT_TYPE,
+        st.metrics.render(stored),
+    )
 }
 
 /// The consumer an extension call acts as: an instance token's name; an

@@ -13,6 +13,7 @@
 //! never waits behind the writer (WAL lets readers and one writer run at
 //! once) nor, mostly, behind another read.
 
+use agentbus_proto::metrics::{Counter, Histogram, LATENCY_BUCKETS};
 use agentbus_proto::sync::lock;
 use rusqlite::Connection;
 use std::path::{Path, PathBuf};
@@ -62,6 +63,18 @@ struct Inner {
     readers: Vec<Mutex<Connection>>,
     next_reader: std::sync::atomic::AtomicUsize,
     writer: Mutex<Option<JoinHandle<()>>>,
+    stats: Arc<WriterStats>,
+}
+
+/// What the writer thread records of its work, for `/metrics`.
+#[derive(Debug)]
+pub struct WriterStats {
+    /// Each group commit, from `BEGIN` to the end of its `COMMIT` (the
+    /// fsync included): how long the batch held the writer, and about
+    /// how long its callers waited once it began.
+    pub commit_seconds: Histogram,
+    /// Writes (jobs) run, committed or not.
+    pub writes: Counter,
 }
 
 /// Reader connections per store.
@@ -138,9 +151,14 @@ impl Db {
                 StoreError::Malformed(format!("failed to start checkpoint thread: {e}"))
             })?;
         let (tx, rx) = mpsc::channel::<Msg>();
+        let stats = Arc::new(WriterStats {
+            commit_seconds: Histogram::new(LATENCY_BUCKETS),
+            writes: Counter::default(),
+        });
+        let recorded = stats.clone();
         let handle = std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || writer_loop(writer, rx, dirty))
+            .spawn(move || writer_loop(writer, rx, dirty, &recorded))
             .map_err(|e| StoreError::Malformed(format!("failed to start writer thread: {e}")))?;
         Ok(Db {
             inner: Arc::new(Inner {
@@ -151,12 +169,18 @@ impl Db {
                 readers,
                 next_reader: std::sync::atomic::AtomicUsize::new(0),
                 writer: Mutex::new(Some(handle)),
+                stats,
             }),
         })
     }
 
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+
+    /// The writer thread's commit times and write count.
+    pub fn writer_stats(&self) -> &WriterStats {
+        &self.inner.stats
     }
 
     /// Runs `f` in the writer's transaction and resolves once it is
@@ -286,6 +310,7 @@ fn writer_loop(
     conn: Connection,
     rx: mpsc::Receiver<Msg>,
     dirty: Arc<std::sync::atomic::AtomicBool>,
+    stats: &WriterStats,
 ) {
     let mut closing = false;
     while !closing {
@@ -304,6 +329,8 @@ fn writer_loop(
                 Err(_) => break,
             }
         }
+        let started = std::time::Instant::now();
+        stats.writes.add(batch.len() as u64);
         let began = conn.execute_batch("BEGIN IMMEDIATE");
         let finishers: Vec<Finisher> = batch.into_iter().map(|job| job(&conn)).collect();
         let commit_res = began.and_then(|_| conn.execute_batch("COMMIT"));
@@ -318,6 +345,7 @@ fn writer_loop(
                 Some(e.to_string())
             }
         };
+        stats.commit_seconds.observe(started.elapsed());
         for finish in finishers {
             finish(commit_err.as_deref());
         }

@@ -15,7 +15,7 @@ mod retention;
 mod schema;
 
 pub use audit::{AuditQuery, NewAudit};
-pub use db::{Db, Result, StoreError, count_rows};
+pub use db::{Db, Result, StoreError, WriterStats, count_rows};
 pub use events::{HistoryPointer, StoredEvent};
 pub use hold::{HoldOutcome, NewHeld, StoredHeld};
 pub use mailbox::{AckOutcome, InboxQuery, NewMessage, Quota, SendOutcome};
@@ -40,6 +40,11 @@ impl Store {
 
     pub fn path(&self) -> &Path {
         self.db.path()
+    }
+
+    /// The writer thread's commit times and write count (`/metrics`).
+    pub fn writer_stats(&self) -> &WriterStats {
+        self.db.writer_stats()
     }
 
     /// Runs `f` in the writer's transaction; see [`Db::write`].
@@ -92,6 +97,10 @@ mod tests {
             })
             .unwrap();
         assert_eq!(keys, vec!["a".to_string(), "c".into()]);
+        // Every job is counted and every batch timed before it answers.
+        let stats = store.writer_stats();
+        assert_eq!(stats.writes.get(), 3);
+        assert!((1..=3).contains(&stats.commit_seconds.count()));
         store.close();
         assert!(matches!(
             store.write(|_| Ok(())).await,

@@ -23,6 +23,11 @@ fn registry_tokens(dir: &Path) -> Vec<String> {
     out
 }
 
+fn metrics_token(d: &Daemon) -> String {
+    let text = std::fs::read_to_string(d.data_dir().join("metrics.token")).unwrap();
+    text.trim().to_string()
+}
+
 #[tokio::test]
 async fn a_pane_sees_no_secret_of_the_daemon_but_its_own_token() {
     if !is_root() {
@@ -127,6 +132,7 @@ async fn a_pane_sees_no_secret_of_the_daemon_but_its_own_token() {
         ("another agent's App API token", extra_token),
         ("a user variable never listed", unlisted.clone()),
         ("the daemon's AGENTBUS_AUTH_KEY", decoy_key.clone()),
+        ("the metrics token", metrics_token(&a)),
     ]
     .into_iter()
     .chain(forward.into_iter().map(|t| ("a forward token", t)))
@@ -148,9 +154,11 @@ async fn a_pane_sees_no_secret_of_the_daemon_but_its_own_token() {
 async fn a_request_cannot_put_a_credential_or_an_agentbus_variable_into_a_pane() {
     let d = Daemon::start();
     let token = d.register("ext").await;
+    let metrics = metrics_token(&d);
     for (k, v) in [
         ("X", d.key.as_str()),
         ("Y", token.as_str()),
+        ("Z", metrics.as_str()),
         ("AGENTBUS_RELAY_TOKEN", "x"),
         ("AGENTBUS_URL", "http://evil"),
     ] {

@@ -201,7 +201,9 @@ pub(crate) async fn deliver(
     Ok(resp)
 }
 
-/// [`check_and_deliver`], with a refusal written to the audit log.
+/// [`check_and_deliver`], with a refusal written to the audit log, and
+/// the outcome counted (`/metrics`). It runs once per jekt: a repeated
+/// request id is answered from the first delivery without coming here.
 async fn audited(
     state: &AppState,
     sender: &Sender<'_>,
@@ -210,18 +212,22 @@ async fn audited(
 ) -> Result<InjectResponse, JektError> {
     match check_and_deliver(state, sender, req, msg_id).await {
         Err(e) => Err(refused(state, sender.caller, req, e).await),
-        ok => ok,
+        Ok(resp) => {
+            state.metrics().jekt(resp.outcome);
+            Ok(resp)
+        }
     }
 }
 
-/// Audits a refused jekt (sampled, as every refusal) and hands the error
-/// back.
+/// Audits a refused jekt (sampled, as every refusal), counts it, and
+/// hands the error back.
 async fn refused(
     state: &AppState,
     caller: &Identity,
     req: &InjectRequest,
     err: JektError,
 ) -> JektError {
+    state.metrics().jekt_refused();
     state
         .audit(
             AuditRecord::new(

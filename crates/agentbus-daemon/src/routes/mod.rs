@@ -10,6 +10,7 @@ mod attach;
 mod events;
 mod messages;
 mod meta;
+mod metrics;
 mod reactive;
 mod stats;
 mod ui;
@@ -46,19 +47,32 @@ impl Table {
         open: bool,
         handler: MethodRouter<AppState>,
     ) -> Self {
-        for m in methods {
-            self.routes.push(Route {
-                method: m,
-                path,
-                open,
-            });
-        }
+        self.list(methods, path, open);
         if open {
             self.open = self.open.route(path, handler);
         } else {
             self.protected = self.protected.route(path, handler);
         }
         self
+    }
+
+    /// A route whose handler checks the credential itself (it accepts one
+    /// the auth middleware does not know): served without the middleware,
+    /// listed as needing a credential.
+    fn add_self_checked(
+        mut self,
+        methods: &[&'static str],
+        path: &'static str,
+        handler: MethodRouter<AppState>,
+    ) -> Self {
+        self.list(methods, path, false);
+        self.open = self.open.route(path, handler);
+        self
+    }
+
+    fn list(&mut self, methods: &[&'static str], path: &'static str, open: bool) {
+        self.routes
+            .extend(methods.iter().map(|method| Route { method, path, open }));
     }
 }
 
@@ -73,6 +87,7 @@ fn table() -> Table {
     let t = messages::add(t);
     let t = events::add(t);
     let t = stats::add(t);
+    let t = metrics::add(t);
     let t = app_api::add(t);
     let t = ui::add(t);
     agents::add(t)

@@ -432,6 +432,7 @@ pub async fn dispatch(
         }
         Err(e) => Err(e),
     };
+    state.metrics().app_api_call(&method, result.is_ok());
     let outcome = match &result {
         Ok(_) => "ok".to_string(),
         Err(e) => e
