@@ -69,23 +69,9 @@ async fn the_dashboard_in_chromium_shows_agents_terminals_mail_and_keeps_its_ses
         "playwright": playwright,
     });
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/dashboard.mjs");
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("node")
-            .arg(script)
-            .env("DASHBOARD_TEST", cfg.to_string())
-            .output()
-            .expect("node runs (Node.js 20 or newer)")
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "the browser run failed:\n{stdout}\n{stderr}"
-    );
-    let r: Value = serde_json::from_str(stdout.lines().last().unwrap_or_default())
-        .unwrap_or_else(|e| panic!("bad report ({e}): {stdout}\n{stderr}"));
+    let mut node = Command::new("node");
+    node.arg(script).env("DASHBOARD_TEST", cfg.to_string());
+    let r = common::run_for_report("the browser run (node, Chromium)", node).await;
     eprintln!("{r:#}");
 
     // The login: an HttpOnly, SameSite=Strict cookie the page cannot read;

@@ -35,23 +35,27 @@ pub fn python() -> PathBuf {
 /// as its last line.
 pub async fn run_python(script: &str, args: Vec<String>) -> Value {
     let script = format!("{}/tests/python/{script}", env!("CARGO_MANIFEST_DIR"));
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(python())
-            .arg(script)
-            .args(&args)
-            .env_remove("AGENTBUS_URL")
-            .env_remove("AGENTBUS_AGENT_TOKEN")
-            .env_remove("AGENTBUS_AGENT_ID")
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let mut cmd = Command::new(python());
+    cmd.arg(script)
+        .args(&args)
+        .env_remove("AGENTBUS_URL")
+        .env_remove("AGENTBUS_AGENT_TOKEN")
+        .env_remove("AGENTBUS_AGENT_ID");
+    run_for_report("the Python client", cmd).await
+}
+
+/// Runs a client program to its end; the JSON report it prints as its
+/// last line (it must succeed).
+pub async fn run_for_report(what: &str, mut cmd: Command) -> Value {
+    let out = tokio::task::spawn_blocking(move || cmd.output())
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("{what} did not start: {e}"));
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success(),
-        "the Python client failed ({}):\n{stdout}\n{stderr}",
+        "{what} failed ({}):\n{stdout}\n{stderr}",
         out.status
     );
     let last = stdout.lines().last().unwrap_or_default();
