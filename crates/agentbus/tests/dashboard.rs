@@ -757,3 +757,53 @@ async fn agent_state_events_follow_what_the_agents_list_shows() {
     assert_eq!(status, 200);
     assert_eq!(h["events"], json!([]), "{h}");
 }
+
+#[tokio::test]
+async fn agentbus_ui_opens_the_link_where_there_is_a_desktop_and_only_prints_it_otherwise() {
+    let d = Daemon::start();
+    let bin_dir = d.dir.path().join("bin");
+    std::fs::create_dir_all(&bin_dir).unwrap();
+    let opened = d.dir.path().join("opened");
+    let opener = bin_dir.join("xdg-open");
+    std::fs::write(
+        &opener,
+        format!("#!/bin/sh\nprintf '%s' \"$1\" > '{}'\n", opened.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&opener, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    // No desktop: printed only.
+    let out = d.cli_env(
+        &["ui"],
+        &[("PATH", &path), ("DISPLAY", ""), ("WAYLAND_DISPLAY", "")],
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("/ui/login?code="));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(!opened.exists(), "opened without a desktop");
+    // A desktop: the browser is asked to open the very link printed.
+    let out = d.cli_env(&["ui"], &[("PATH", &path), ("DISPLAY", ":0")]);
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let link = text
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap()
+        .to_string();
+    let got = eventually("xdg-open is run with the link", 10, async || {
+        std::fs::read_to_string(&opened).ok()
+    })
+    .await;
+    assert_eq!(got, link);
+    assert!(text.contains("opened with xdg-open"), "{text}");
+    // --no-open: printed only, even on a desktop.
+    std::fs::remove_file(&opened).unwrap();
+    let out = d.cli_env(&["ui", "--no-open"], &[("PATH", &path), ("DISPLAY", ":0")]);
+    assert!(out.status.success(), "{out:?}");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(!opened.exists(), "--no-open opened");
+}
