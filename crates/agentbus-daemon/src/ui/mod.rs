@@ -168,10 +168,14 @@ pub fn dashboard_session(
 /// connections to this daemon only, no frames, no plugins, no forms to
 /// elsewhere.
 fn content_security_policy(nonce: &str) -> String {
+    let styles = if nonce.is_empty() {
+        "style-src 'self'".to_string()
+    } else {
+        format!("style-src 'self' 'nonce-{nonce}'")
+    };
     format!(
-        "default-src 'none'; script-src 'self'; style-src 'self' 'nonce-{nonce}'; \
-         img-src 'self' data:; font-src 'self'; connect-src 'self'; base-uri 'none'; \
-         form-action 'self'; frame-ancestors 'none'"
+        "default-src 'none'; script-src 'self'; {styles}; img-src 'self' data:; font-src 'self'; \
+         connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
     )
 }
 
@@ -483,6 +487,12 @@ mod tests {
         assert_eq!(token_in_query("input=true"), (None, "input=true".into()));
         assert_eq!(token_in_query("ui_tokenx=1"), (None, "ui_tokenx=1".into()));
         assert_eq!(token_in_query(""), (None, String::new()));
+    }
+
+    #[test]
+    fn a_page_without_a_nonce_names_none() {
+        assert!(!content_security_policy("").contains("nonce"));
+        assert!(content_security_policy("ab12").contains("style-src 'self' 'nonce-ab12';"));
     }
 
     #[test]
