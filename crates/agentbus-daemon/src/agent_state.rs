@@ -78,34 +78,28 @@ pub async fn run(state: AppState) {
         for a in state.agent_list_with_mail().await {
             let view = View::of(&a);
             let prev = seen.remove(&a.agent_id);
-            let published_ms = if is_news(prev.as_ref(), &view, a.last_activity_ms, now) {
-                state.events().publish(EventKind::AgentStatus {
-                    agent_id: a.agent_id.clone(),
-                    block_id: view.block_id,
-                    state: view.state,
-                    readiness: view.readiness.clone(),
-                    pid: view.pid,
-                    last_activity_ms: a.last_activity_ms,
-                    held_jekts: view.held_jekts,
-                    unread_mail: view.unread_mail,
-                });
-                now
-            } else {
-                prev.as_ref().map_or(now, |p| p.published_ms)
+            let entry = match prev {
+                // Nothing new: what was last published stays the mark.
+                Some(p) if !is_news(Some(&p), &view, a.last_activity_ms, now) => p,
+                _ => {
+                    state.events().publish(EventKind::AgentStatus {
+                        agent_id: a.agent_id.clone(),
+                        block_id: view.block_id,
+                        state: view.state,
+                        readiness: view.readiness.clone(),
+                        pid: view.pid,
+                        last_activity_ms: a.last_activity_ms,
+                        held_jekts: view.held_jekts,
+                        unread_mail: view.unread_mail,
+                    });
+                    Seen {
+                        view,
+                        activity: a.last_activity_ms,
+                        published_ms: now,
+                    }
+                }
             };
-            let activity = if published_ms == now {
-                a.last_activity_ms
-            } else {
-                prev.and_then(|p| p.activity)
-            };
-            next.insert(
-                a.agent_id,
-                Seen {
-                    view,
-                    activity,
-                    published_ms,
-                },
-            );
+            next.insert(a.agent_id, entry);
         }
         seen = next;
     }

@@ -221,47 +221,48 @@ fn labelled<'a>(
 
 /// The gauges: what is there now.
 fn render_gauges(t: &mut Text, state: &AppState) {
-    let panes = state.agents().all_panes();
-    let running = panes.iter().filter(|p| p.pane.is_running()).count() as u64;
-    let exited = panes.len() as u64 - running;
-    let live = |c: &std::sync::atomic::AtomicUsize| c.load(std::sync::atomic::Ordering::Relaxed);
+    let live = state.live_counts();
+    let as_u64 = |n: usize| n as u64;
     t.by_label(
         "agentbus_panes",
         Kind::Gauge,
         "Panes in the agents table, by state.",
         "state",
-        [("running", running), ("exited", exited)],
+        [
+            ("running", as_u64(live.panes_running)),
+            ("exited", as_u64(live.panes - live.panes_running)),
+        ],
     );
     for (name, help, value) in [
         (
             "agentbus_held_jekts",
             "Jekts in the durable hold now.",
-            state.held().total(),
+            live.held_jekts,
         ),
         (
             "agentbus_jekts_in_flight",
             "Jekts being delivered now: checked, waiting for a ready prompt, or being typed.",
-            state.jekts().delivering(),
+            live.jekts_in_flight,
         ),
         (
             "agentbus_inbox_waiters",
             "Mailbox reads waiting for mail now (long-polls).",
-            state.waiters().waiting(),
+            live.reads_waiting,
         ),
         (
             "agentbus_app_api_connections",
             "App API WebSocket connections now.",
-            live(&state.app_api().connections),
+            live.app_api_connections,
         ),
         (
             "agentbus_app_api_subscriptions",
             "App API event subscriptions now.",
-            live(&state.app_api().subscriptions),
+            live.app_api_subscriptions,
         ),
         (
             "agentbus_event_subscribers",
             "Subscribers of the event bus now (the daemon's own event log is one).",
-            state.events().subscriber_count(),
+            live.event_subscribers,
         ),
     ] {
         t.single(name, Kind::Gauge, help, value);

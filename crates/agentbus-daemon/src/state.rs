@@ -30,6 +30,21 @@ pub struct AppApiCounts {
     pub subscriptions: Arc<AtomicUsize>,
 }
 
+/// What is live in the daemon at one moment (see
+/// [`AppState::live_counts`]).
+#[derive(Debug, Clone, Copy)]
+pub struct LiveCounts {
+    pub panes: usize,
+    pub panes_running: usize,
+    pub held_jekts: usize,
+    pub jekts_in_flight: usize,
+    pub reads_waiting: usize,
+    pub app_api_connections: usize,
+    pub app_api_subscriptions: usize,
+    /// The daemon's own event logger is one.
+    pub event_subscribers: usize,
+}
+
 /// Counts one live thing (a connection, a subscription) while it exists.
 pub struct Live(Arc<AtomicUsize>);
 
@@ -307,6 +322,22 @@ impl AppState {
     pub fn agent_list(&self) -> Vec<AgentInfo> {
         self.agents()
             .list(self.config().jekt.idle_quiet_ms, self.held())
+    }
+
+    /// What is live now, for `/v1/stats` and the `/metrics` gauges.
+    pub fn live_counts(&self) -> LiveCounts {
+        let panes = self.agents().all_panes();
+        let load = |c: &AtomicUsize| c.load(Ordering::Relaxed);
+        LiveCounts {
+            panes: panes.len(),
+            panes_running: panes.iter().filter(|p| p.pane.is_running()).count(),
+            held_jekts: self.held().total(),
+            jekts_in_flight: self.jekts().delivering(),
+            reads_waiting: self.waiters().waiting(),
+            app_api_connections: load(&self.inner.app_api.connections),
+            app_api_subscriptions: load(&self.inner.app_api.subscriptions),
+            event_subscribers: self.events().subscriber_count(),
+        }
     }
 
     /// [`Self::agent_list`] with each agent's unread mail counted.

@@ -14,24 +14,21 @@ pub(super) fn add(t: Table) -> Table {
 }
 
 async fn stats(State(state): State<AppState>, _: AdminOnly) -> Json<serde_json::Value> {
-    let panes = state.agents().all_panes();
-    let running = panes.iter().filter(|p| p.pane.is_running()).count();
-    let agents = state.agent_list();
-    let held: u64 = agents.iter().map(|a| u64::from(a.held_jekts)).sum();
+    let live = state.live_counts();
     let (senders, pairs) = state.limiter().tracked();
     Json(serde_json::json!({
-        "agents": agents.len(),
-        "panes": panes.len(),
-        "panes_running": running,
-        "held_jekts": held,
-        "reads_waiting": state.waiters().waiting(),
-        "jekts_in_flight": state.jekts().delivering(),
+        "agents": state.agent_list().len(),
+        "panes": live.panes,
+        "panes_running": live.panes_running,
+        "held_jekts": live.held_jekts,
+        "reads_waiting": live.reads_waiting,
+        "jekts_in_flight": live.jekts_in_flight,
         // The daemon's own event logger is one subscriber.
-        "event_subscribers": state.events().subscriber_count(),
+        "event_subscribers": live.event_subscribers,
         "rate_limit_senders": senders,
         "rate_limit_pairs": pairs,
-        "app_api_connections": state.app_api().connections.load(std::sync::atomic::Ordering::Relaxed),
-        "app_api_subscriptions": state.app_api().subscriptions.load(std::sync::atomic::Ordering::Relaxed),
+        "app_api_connections": live.app_api_connections,
+        "app_api_subscriptions": live.app_api_subscriptions,
         "blocks": state.blocks().all().len(),
         "block_tasks": state.blocks().tasks(),
         // Panes whose output is published as `agent:output` right now.
