@@ -109,6 +109,7 @@ impl Profile {
                 ScreenRules {
                     ready_marks: Vec::new(),
                     prompt: words(&["❯"]),
+                    box_footer: Vec::new(),
                     placeholder: words(&[
                         "Try \"",
                         "Press up to edit queued messages",
@@ -141,6 +142,7 @@ impl Profile {
                     ScreenRules {
                         ready_marks: Vec::new(),
                         prompt: words(&["›"]),
+                        box_footer: Vec::new(),
                         placeholder: words(&[
                             "Ask Codex to do anything",
                             "Ask a follow-up question",
@@ -178,6 +180,7 @@ impl Profile {
                     ScreenRules {
                         ready_marks: Vec::new(),
                         prompt: words(&[">"]),
+                        box_footer: Vec::new(),
                         placeholder: words(&["Type your message"]),
                         // While it starts its MCP servers it queues what is
                         // typed as a prompt, a slash command too.
@@ -251,6 +254,7 @@ fn other_cli(provider: Provider) -> Profile {
                 ScreenRules {
                     ready_marks: Vec::new(),
                     prompt: words(&["❯"]),
+                    box_footer: Vec::new(),
                     placeholder: Vec::new(),
                     busy: words(&["esc esc edit prompt", "esc esc interrupt", "esc again to"]),
                     blocked: blocked(&[
@@ -267,6 +271,8 @@ fn other_cli(provider: Provider) -> Profile {
         },
         // OpenCode quits on Ctrl-C at an empty box: never send it one.
         // With no prompt sign to read, a CLI that still prints is busy.
+        // Its framed box ends in the `agent · model` line; a paste shows
+        // there as `[Pasted ~N lines]`.
         Provider::Opencode => Profile {
             interrupt: esc_esc,
             output_quiet_ms: 1000,
@@ -276,6 +282,8 @@ fn other_cli(provider: Provider) -> Profile {
                 ScreenRules {
                     busy: words(&["esc interrupt", "esc again to interrupt"]),
                     ready_marks: words(&["ctrl+p commands"]),
+                    placeholder: words(&["Ask anything"]),
+                    box_footer: words(&[" · "]),
                     ..ScreenRules::default()
                 },
             )
@@ -287,6 +295,7 @@ fn other_cli(provider: Provider) -> Profile {
                 ScreenRules {
                     ready_marks: Vec::new(),
                     prompt: words(&[">"]),
+                    box_footer: Vec::new(),
                     placeholder: words(&["Type your message"]),
                     busy: words(&["esc to cancel", "Prompts will be queued"]),
                     blocked: blocked(&[
@@ -307,6 +316,7 @@ fn other_cli(provider: Provider) -> Profile {
                 ScreenRules {
                     ready_marks: Vec::new(),
                     prompt: words(&[">"]),
+                    box_footer: Vec::new(),
                     placeholder: Vec::new(),
                     // Its spinner is the moon's phases.
                     busy: words(&["🌑", "🌒", "🌓", "🌔", "🌕", "🌖", "🌗", "🌘"]),
@@ -355,6 +365,7 @@ fn other_cli(provider: Provider) -> Profile {
                 ScreenRules {
                     ready_marks: Vec::new(),
                     prompt: words(&[">"]),
+                    box_footer: Vec::new(),
                     placeholder: Vec::new(),
                     busy: words(&["Waiting for"]),
                     blocked: blocked(&[("(Y)es/(N)o", "a yes/no question")]),
@@ -544,6 +555,16 @@ mod tests {
                 R::Ready,
             ),
             (Provider::Opencode, "  loading", R::Busy(NO_PROMPT)),
+            (
+                Provider::Opencode,
+                "  ┃\n  ┃  [Pasted ~5 lines]\n  ┃\n  ┃  Build · Local Model\n  ╹▀▀▀\n  tab agents  ctrl+p commands",
+                R::Busy(INPUT_NOT_EMPTY),
+            ),
+            (
+                Provider::Opencode,
+                "  ┃\n  ┃  [JEKT:FROM=a]\n  ┃\n\n  ┃\n  ┃\n  ┃\n  ┃  Build · Local Model\n  ╹▀▀▀\n  ctrl+p commands",
+                R::Ready,
+            ),
             (
                 Provider::Pi,
                 "───\n\n───\n~/project\n0.0%/128k (auto)      local-model",

@@ -34,6 +34,11 @@ pub struct ScreenRules {
     /// nothing at all counts as empty too.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub placeholder: Vec<String>,
+    /// For a framed input box with no prompt sign: text on the box's own
+    /// last row (OpenCode's `agent · model` line). The box's text is the
+    /// framed row above it, past one blank padding row.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub box_footer: Vec<String>,
     /// Text seen only while a turn runs (`esc to interrupt`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub busy: Vec<String>,
@@ -100,16 +105,26 @@ fn is_frame(c: char) -> bool {
 
 impl ScreenRules {
     pub fn is_empty(&self) -> bool {
-        self.prompt.is_empty()
+        !self.reads_box()
             && self.busy.is_empty()
             && self.blocked.is_empty()
             && self.ready_marks.is_empty()
     }
 
+    /// Whether these rules can find the input box (by a prompt sign or a
+    /// box footer): only then can a submission be confirmed.
+    pub fn reads_box(&self) -> bool {
+        !self.prompt.is_empty() || !self.box_footer.is_empty()
+    }
+
     /// The input box: the lowest visible row that starts (after its
     /// frame) with a prompt. The box sits at the bottom of the screen, so
     /// earlier turns echoed above it with the same sign do not count.
+    /// Without a prompt sign, the box above the lowest footer row.
     pub fn input_box(&self, rows: &[String]) -> InputBox {
+        if self.prompt.is_empty() {
+            return self.footed_box(rows);
+        }
         for row in rows.iter().rev() {
             let line = row.trim_start_matches(is_frame);
             let Some(rest) = self
@@ -119,19 +134,58 @@ impl ScreenRules {
             else {
                 continue;
             };
-            let text = rest.trim_matches(is_frame);
-            let empty = text.is_empty()
-                || self
-                    .placeholder
-                    .iter()
-                    .any(|p| !p.is_empty() && text.starts_with(p.as_str()));
-            return if empty {
-                InputBox::Empty
-            } else {
-                InputBox::Holds(text.to_string())
-            };
+            return self.box_holding(rest.trim_matches(is_frame));
         }
         InputBox::Missing
+    }
+
+    /// A box with no prompt sign, found by its footer row: walking up
+    /// from it past one blank padding row, the first framed row is its
+    /// (last) line of text. A second blank row or the frame's end means
+    /// it is empty; rows beyond belong to earlier turns.
+    fn footed_box(&self, rows: &[String]) -> InputBox {
+        let framed = |row: &str| {
+            row.trim_start()
+                .starts_with(|c: char| !c.is_whitespace() && is_frame(c))
+        };
+        let Some(footer) = rows.iter().rposition(|r| {
+            framed(r)
+                && self
+                    .box_footer
+                    .iter()
+                    .any(|f| !f.is_empty() && r.contains(f.as_str()))
+        }) else {
+            return InputBox::Missing;
+        };
+        let mut blanks = 0;
+        for row in rows[..footer].iter().rev() {
+            if !framed(row) {
+                break;
+            }
+            let text = row.trim_matches(is_frame);
+            if !text.is_empty() {
+                return self.box_holding(text);
+            }
+            blanks += 1;
+            if blanks > 1 {
+                break;
+            }
+        }
+        InputBox::Empty
+    }
+
+    /// What a box line showing `text` (its frame trimmed) holds.
+    fn box_holding(&self, text: &str) -> InputBox {
+        let empty = text.is_empty()
+            || self
+                .placeholder
+                .iter()
+                .any(|p| !p.is_empty() && text.starts_with(p.as_str()));
+        if empty {
+            InputBox::Empty
+        } else {
+            InputBox::Holds(text.to_string())
+        }
     }
 
     /// Whether any visible row shows one of the busy words.
@@ -165,8 +219,8 @@ impl ScreenRules {
         if !marked {
             return Readiness::Busy(NO_PROMPT);
         }
-        if self.prompt.is_empty() {
-            // No prompt sign to read: its marks and busy words decide.
+        if !self.reads_box() {
+            // No input box to read: its marks and busy words decide.
             return Readiness::Ready;
         }
         match self.input_box(rows) {
@@ -187,6 +241,7 @@ mod tests {
             ready_marks: Vec::new(),
             prompt: vec!["❯".into(), ">".into()],
             placeholder: vec!["Type your message".into()],
+            box_footer: Vec::new(),
             busy: vec!["esc to interrupt".into()],
             blocked: vec![BlockedRule {
                 text: "Sign in with".into(),
@@ -248,6 +303,61 @@ mod tests {
         );
     }
 
+    /// A framed box with no prompt sign, found by its footer row (as
+    /// OpenCode draws it).
+    fn footed() -> ScreenRules {
+        ScreenRules {
+            placeholder: vec!["Ask anything".into()],
+            box_footer: vec![" · ".into()],
+            busy: vec!["esc interrupt".into()],
+            ..ScreenRules::default()
+        }
+    }
+
+    /// An OpenCode-like screen: `above`, then the box holding `text`.
+    fn footed_screen(above: &[&str], text: &str) -> Vec<String> {
+        let mut rows: Vec<String> = above.iter().map(|r| r.to_string()).collect();
+        for r in [
+            "  ┃",
+            &format!("  ┃  {text}"),
+            "  ┃",
+            "  ┃  Build · Local Model",
+        ] {
+            rows.push(r.to_string());
+        }
+        rows.push("  ╹▀▀▀▀▀▀▀▀".into());
+        rows.push("   ~/project     tab agents  ctrl+p commands".into());
+        rows
+    }
+
+    #[test]
+    fn a_box_found_by_its_footer_reads_empty_or_holding() {
+        let r = footed();
+        let home = footed_screen(&["  █▀▀█ █▀▀█", ""], "Ask anything… \"Fix broken tests\"");
+        assert_eq!(r.input_box(&home), InputBox::Empty);
+        assert_eq!(r.read(&home), Readiness::Ready);
+        let pasted = footed_screen(&[""], "[Pasted ~5 lines]");
+        assert_eq!(
+            r.input_box(&pasted),
+            InputBox::Holds("[Pasted ~5 lines]".into())
+        );
+        assert_eq!(r.read(&pasted), Readiness::Busy(INPUT_NOT_EMPTY));
+        // An earlier turn framed the same way, right above an empty box
+        // in the session view, is not the box.
+        let session = footed_screen(&["  ┃", "  ┃  [JEKT:FROM=a TO=b]", "  ┃  hello", "  ┃"], "");
+        assert_eq!(r.input_box(&session), InputBox::Empty);
+        assert_eq!(r.read(&session), Readiness::Ready);
+        // The status line under a turn is not framed: not the footer.
+        assert_eq!(
+            r.input_box(&rows("     ▣  Build · Local Model · 1.5s")),
+            InputBox::Missing
+        );
+        assert_eq!(
+            r.read(&rows("  ┃  hello\n     ▣  Build · Local Model")),
+            Readiness::Busy(NO_PROMPT)
+        );
+    }
+
     #[test]
     fn no_rules_means_unknown() {
         assert_eq!(ScreenRules::default().read(&rows("❯ ")), Readiness::Unknown);
@@ -281,6 +391,21 @@ mod tests {
             let r = rules();
             let mut screen = above.clone();
             screen.push(format!("❯ {typed}"));
+            prop_assert_ne!(r.read(&screen), Readiness::Ready);
+        }
+
+        // The same for a box found by its footer, whatever turns are
+        // framed above it.
+        #[test]
+        fn a_footed_box_holding_text_is_never_ready(
+            above in proptest::collection::vec("(  ┃)?[^·]{0,60}", 0..20),
+            typed in "[a-zA-Z0-9\\[\\]:=/~ ]{0,40}[a-zA-Z0-9\\]]",
+        ) {
+            prop_assume!(!typed.trim_start().starts_with("Ask anything"));
+            let r = footed();
+            let above: Vec<&str> = above.iter().map(String::as_str).collect();
+            let screen = footed_screen(&above, &typed);
+            prop_assert_eq!(r.input_box(&screen), InputBox::Holds(typed.trim().to_string()));
             prop_assert_ne!(r.read(&screen), Readiness::Ready);
         }
     }

@@ -329,9 +329,9 @@ fn unique(what: &str) -> String {
 /// The CLIs `agentbus setup` registers its MCP server with.
 const SETUP: [&str; 3] = ["claude", "codex", "gemini"];
 
-/// The CLIs with no prompt sign to read: a submission into them cannot
-/// be confirmed.
-const UNCONFIRMABLE: [&str; 3] = ["opencode", "pi", "openclaw"];
+/// The CLIs whose input box agentbus cannot find: a submission into
+/// them cannot be confirmed.
+const UNCONFIRMABLE: [&str; 2] = ["pi", "openclaw"];
 
 /// A jekt delivered, or held (to be replayed); delivered into a CLI
 /// whose prompt agentbus reads, only once seen to leave the input box.

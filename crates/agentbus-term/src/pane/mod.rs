@@ -603,7 +603,7 @@ impl Pane {
             tokio::time::sleep(profile.settle()).await;
         }
         let screen = &profile.screen;
-        let reads_screen = !screen.prompt.is_empty();
+        let reads_screen = screen.reads_box();
         let confirm = Duration::from_millis(profile.confirm_ms);
         let holds = |rows: &[String]| matches!(screen.input_box(rows), InputBox::Holds(_));
         // The text left the box, or a turn started (typed only at a ready
@@ -659,7 +659,7 @@ impl Pane {
     /// the box. Returns once the program exited or `grace` has passed.
     async fn quit_through_cli(&self, quit: &str, grace: Duration) {
         let profile = &self.inner.profile;
-        let reads_screen = !profile.screen.prompt.is_empty();
+        let reads_screen = profile.screen.reads_box();
         let submitted: Instant;
         {
             let _turn = self.inner.input_lock.lock().await;
