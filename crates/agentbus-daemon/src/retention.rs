@@ -67,6 +67,8 @@ pub async fn run(state: AppState) {
                 );
             }
             Ok(_) => {}
+            // Closed under a running sweep: the daemon is shutting down.
+            Err(agentbus_store::StoreError::Closed) => return,
             Err(e) => tracing::warn!(error = %e, "retention sweep failed"),
         }
     }
@@ -124,5 +126,26 @@ mod tests {
             .unwrap();
         assert_eq!(left.len(), 2, "recent entries stay");
         store.close();
+    }
+
+    #[tokio::test]
+    async fn a_closed_store_ends_the_sweeper_quietly() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = agentbus_store::Store::open(&dir.path().join("r.db")).unwrap();
+        let state = AppState::new(
+            Config::default(),
+            "http://127.0.0.1:9".into(),
+            store.clone(),
+            "k",
+            "f",
+            None,
+            crate::poller::Poller::new(dir.path(), "test".into(), None),
+        );
+        store.close();
+        // No shutdown signal: the closed store alone ends it, instead of
+        // a warning at every tick.
+        tokio::time::timeout(Duration::from_secs(10), run(state))
+            .await
+            .expect("the sweeper ends once the store is closed");
     }
 }
