@@ -13,9 +13,10 @@ use crate::private_dir::PrivateDir;
 use crate::state::AppState;
 use agentbus_proto::api::InjectOutcome;
 use agentbus_proto::metrics::{Counter, Kind, Text};
+use agentbus_proto::sync::lock;
 use sha2::{Digest, Sha256};
 use std::path::Path;
-use std::sync::OnceLock;
+use std::sync::Mutex;
 use subtle::ConstantTimeEq;
 
 /// The metrics token's file in the data dir (0600, kept across restarts).
@@ -64,7 +65,7 @@ pub struct Metrics {
     /// for names not in it.
     calls: Box<[[Counter; 2]]>,
     /// SHA-256 of the metrics token, once it is loaded.
-    token: OnceLock<[u8; 32]>,
+    token: Mutex<Option<[u8; 32]>>,
 }
 
 impl Default for Metrics {
@@ -77,7 +78,7 @@ impl Default for Metrics {
             calls: (0..=crate::rpc::methods::TABLE.len())
                 .map(|_| Default::default())
                 .collect(),
-            token: OnceLock::new(),
+            token: Mutex::new(None),
         }
     }
 }
@@ -129,15 +130,27 @@ impl Metrics {
         self.calls[i][usize::from(!ok)].inc();
     }
 
-    /// Takes `token` as the metrics token (once; later calls are ignored).
+    /// Takes `token` as the metrics token, in place of the one before.
     pub fn set_token(&self, token: &str) {
-        let _ = self.token.set(Sha256::digest(token.as_bytes()).into());
+        *lock(&self.token) = Some(Sha256::digest(token.as_bytes()).into());
+    }
+
+    /// Makes a new metrics token in [`TOKEN_FILE`] in `data_dir` and
+    /// takes it in place of the old one. File and memory change under
+    /// one lock, so two rotations at once cannot leave the daemon on a
+    /// token the file no longer holds. Blocks on the file's fsync.
+    pub fn rotate_token(&self, data_dir: &Path) -> Result<(), DaemonError> {
+        let mut held = lock(&self.token);
+        let dir = PrivateDir::open(data_dir)?;
+        let token = write_new_token(&dir, data_dir.join(TOKEN_FILE))?;
+        *held = Some(Sha256::digest(token.as_bytes()).into());
+        Ok(())
     }
 
     /// Whether `presented` is the metrics token (constant time).
     pub fn is_token(&self, presented: &str) -> bool {
         let d: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
-        self.token.get().is_some_and(|t| bool::from(d.ct_eq(t)))
+        lock(&self.token).is_some_and(|t| bool::from(d.ct_eq(&t)))
     }
 
     /// The `/metrics` page: the counters, and gauges read from `state` now.
@@ -284,22 +297,26 @@ pub fn load_or_create_token(data_dir: &Path) -> Result<String, DaemonError> {
                 path.display()
             ))
         }),
-        Ok(None) => {
-            let token = format!("{TOKEN_PREFIX}{}", crate::auth::new_secret());
-            dir.write(TOKEN_FILE, token.as_bytes())
-                .map_err(|source| DaemonError::Io {
-                    what: "write",
-                    path,
-                    source,
-                })?;
-            Ok(token)
-        }
+        Ok(None) => write_new_token(&dir, path),
         Err(why) => Err(DaemonError::UnsafeDir {
             path,
             why,
             fix: "remove it (a new token is made at start) or make it a plain file of yours with mode 0600".into(),
         }),
     }
+}
+
+/// Makes a new metrics token and writes it to [`TOKEN_FILE`] (0600), in
+/// place of any there: written beside it, then renamed over it.
+fn write_new_token(dir: &PrivateDir, path: std::path::PathBuf) -> Result<String, DaemonError> {
+    let token = format!("{TOKEN_PREFIX}{}", crate::auth::new_secret());
+    dir.write(TOKEN_FILE, token.as_bytes())
+        .map_err(|source| DaemonError::Io {
+            what: "write",
+            path,
+            source,
+        })?;
+    Ok(token)
 }
 
 /// The token a file holds: its text without surrounding white space, if

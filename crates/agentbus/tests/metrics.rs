@@ -324,3 +324,81 @@ async fn the_metrics_token_opens_metrics_alone_and_outlives_a_restart() {
     let (s, _, _) = get_metrics(&d, bearer(&old_key)).await;
     assert_eq!(s, 401, "the old instance key is gone");
 }
+
+#[tokio::test]
+async fn rotating_the_metrics_token_retires_the_old_one_at_once() {
+    let d = Daemon::start();
+    let old = metrics_token(&d);
+    let bearer = |t: &str| Some(("authorization", format!("Bearer {t}")));
+
+    // Only the instance key rotates it: an agent, or the metrics token
+    // itself, may not.
+    let bob = d.register("bob").await;
+    let (s, body) = d
+        .post("/v1/metrics/token", &json!({}), &Cred::Token(bob.clone()))
+        .await;
+    assert_eq!(
+        (s, body["error"]["code"].as_str()),
+        (403, Some("forbidden")),
+        "{body}"
+    );
+    let (s, _) = d
+        .post("/v1/metrics/token", &json!({}), &Cred::Token(old.clone()))
+        .await;
+    assert_eq!(s, 401);
+    assert_eq!(metrics_token(&d), old, "a refused rotation changes nothing");
+
+    // As a user runs it: the answer names the file, never the token.
+    let out = d.cli(&["token", "rotate-metrics"]);
+    assert!(out.status.success(), "{out:?}");
+    let said = String::from_utf8(out.stdout).unwrap();
+    let new = metrics_token(&d);
+    assert_ne!(new, old);
+    assert!(new.starts_with("abm_") && new.len() == 68);
+    assert!(
+        said.contains("metrics.token") && !said.contains(&new),
+        "{said}"
+    );
+    let file = d.data_dir().join("metrics.token");
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+
+    // In force at once, without a restart.
+    let (s, _, _) = get_metrics(&d, bearer(&old)).await;
+    assert_eq!(s, 401, "the old token is retired");
+    let (s, _, body) = get_metrics(&d, bearer(&new)).await;
+    assert_eq!(s, 200, "{body}");
+
+    // Rotations at once: each succeeds, and the daemon ends on the
+    // token the file holds.
+    let empty = json!({});
+    let answers = futures_util::future::join_all(
+        (0..8).map(|_| d.post("/v1/metrics/token", &empty, &Cred::Key)),
+    )
+    .await;
+    assert!(answers.iter().all(|(s, _)| *s == 200), "{answers:?}");
+    let last = metrics_token(&d);
+    let (s, _, _) = get_metrics(&d, bearer(&last)).await;
+    assert_eq!(s, 200, "the file's token opens /metrics");
+    let (s, _, _) = get_metrics(&d, bearer(&new)).await;
+    assert_eq!(s, 401);
+
+    // Audited, without a secret.
+    let (_, audit) = d
+        .get("/v1/audit?kind=metrics_token&limit=10", &Cred::Key)
+        .await;
+    let rows = audit["entries"].as_array().unwrap();
+    assert!(
+        rows.iter()
+            .any(|r| r["outcome"] == "rotated" && r["actor"] == "admin"),
+        "{audit}"
+    );
+    assert_eq!(
+        rows.iter().filter(|r| r["outcome"] == "rotated").count(),
+        9,
+        "{audit}"
+    );
+    for secret in [&old, &new, &last] {
+        assert!(!audit.to_string().contains(secret.as_str()));
+    }
+}

@@ -5,21 +5,62 @@
 //! The handler checks the credential itself, because the auth
 //! middleware does not know the metrics token (so on any other route
 //! that token is an unknown credential: 401).
+//!
+//! `POST /v1/metrics/token` (instance key only) makes a new token in that
+//! file; the old one stops working at once.
 
 use super::Table;
-use crate::auth::{Identity, presented_credential};
+use crate::auth::{Caller, Identity, presented_credential};
 use crate::error::ApiError;
-use crate::state::AppState;
+use crate::state::{AppState, AuditRecord};
 use agentbus_proto::metrics::CONTENT_TYPE;
+use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 
 const ROUTE: &str = "GET /metrics";
 
 pub(super) fn add(t: Table) -> Table {
-    t.add_self_checked(&["GET"], "/metrics", get(metrics))
+    t.add_self_checked(&["GET"], "/metrics", get(metrics)).add(
+        &["POST"],
+        "/v1/metrics/token",
+        false,
+        post(rotate),
+    )
+}
+
+/// `POST /v1/metrics/token`: a new metrics token in its file, in force
+/// at once. The answer names the file; the token is never in it.
+async fn rotate(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    if caller != Identity::Admin {
+        return Err(ApiError::forbidden(format!(
+            "the metrics token is rotated with the instance key (`agentbus token rotate-metrics`), not by {}",
+            caller.actor()
+        )));
+    }
+    let data_dir = state.config().daemon.data_dir.clone();
+    let (s, dir) = (state.clone(), data_dir.clone());
+    tokio::task::spawn_blocking(move || s.metrics().rotate_token(&dir))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(|e| ApiError::internal(format!("cannot rotate the metrics token: {e}")))?;
+    state
+        .audit(AuditRecord::new(
+            caller.actor(),
+            "metrics_token",
+            None,
+            "rotated",
+        ))
+        .await;
+    Ok(Json(serde_json::json!({
+        "rotated": true,
+        "file": data_dir.join(crate::metrics::TOKEN_FILE),
+    })))
 }
 
 async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {

@@ -151,6 +151,12 @@ pub enum TokenAction {
     },
     /// Revoke one by its id
     Revoke { token_id: String },
+    /// Make a new read-only /metrics token in <data dir>/metrics.token;
+    /// the old one stops working at once
+    RotateMetrics {
+        #[command(flatten)]
+        json: JsonFlag,
+    },
 }
 
 pub async fn token(client: &Client, a: TokenArgs) -> anyhow::Result<ExitCode> {
@@ -202,6 +208,17 @@ pub async fn token(client: &Client, a: TokenArgs) -> anyhow::Result<ExitCode> {
         TokenAction::Revoke { token_id } => {
             let _: Value = client.delete(&format!("/v1/tokens/{token_id}")).await?;
             outln!("revoked {token_id}");
+        }
+        TokenAction::RotateMetrics { json } => {
+            let r: Value = client.post("/v1/metrics/token", &json!({})).await?;
+            if json.json {
+                print_json(&r)?;
+            } else {
+                outln!(
+                    "a new metrics token is in {}; the old one no longer opens /metrics",
+                    r["file"].as_str().unwrap_or_default()
+                );
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

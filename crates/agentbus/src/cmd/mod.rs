@@ -101,7 +101,7 @@ pub enum Command {
     Rpc(app::RpcArgs),
     /// List the processes under an agent's pane (the process tracker)
     Ps(app::PsArgs),
-    /// Mint, list or revoke App API tokens held to scopes
+    /// Mint, list or revoke App API tokens held to scopes; rotate the /metrics token
     Token(app::TokenArgs),
     /// The tmux bridge: list, read, type into and message other tmux panes (read before you act)
     Tmux(tmux::TmuxArgs),
