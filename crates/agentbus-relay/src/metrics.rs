@@ -1,9 +1,8 @@
 //! Counters for `/metrics`, in the Prometheus text format (the writer
 //! and the atomics are `agentbus_proto::metrics`, shared with the daemon).
 
-use agentbus_proto::metrics::{Counter, Gauge, Kind, Text};
+use agentbus_proto::metrics::{Counter, Gauge, Histogram, Kind, LATENCY_BUCKETS, Text};
 
-#[derive(Default)]
 pub struct Metrics {
     pub sends: Counter,
     pub refused_full: Counter,
@@ -13,6 +12,25 @@ pub struct Metrics {
     pub unauthorized: Counter,
     /// Long-polls (agent-bus `recv?block=true` and extension polls) waiting now.
     pub waiting: Gauge,
+    /// How long the storage took to answer a send (stored, a duplicate,
+    /// or a full queue): SQLite's commit, or JetStream's acknowledgement
+    /// and this node's index.
+    pub append_seconds: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            sends: Counter::default(),
+            refused_full: Counter::default(),
+            recvs: Counter::default(),
+            polls: Counter::default(),
+            acks: Counter::default(),
+            unauthorized: Counter::default(),
+            waiting: Gauge::default(),
+            append_seconds: Histogram::new(LATENCY_BUCKETS),
+        }
+    }
 }
 
 impl Metrics {
@@ -54,6 +72,11 @@ impl Metrics {
             "Long-polls waiting now.",
             self.waiting.get(),
         );
+        t.histogram(
+            "agentbus_relay_append_duration_seconds",
+            "Sends answered by the storage (stored, duplicate or queue full): SQLite's commit, or JetStream's acknowledgement and this node's index.",
+            &self.append_seconds,
+        );
         if let Some(n) = stored {
             t.single(
                 "agentbus_relay_messages_stored",
@@ -75,6 +98,8 @@ mod tests {
         let m = Metrics::default();
         let _waiting = m.waiting.hold();
         m.sends.inc();
+        m.append_seconds
+            .observe(std::time::Duration::from_millis(3));
         let text = m.render(Some(7));
         assert!(text.contains(
             "# HELP agentbus_relay_sends_total Messages accepted.\n\
@@ -82,6 +107,10 @@ mod tests {
         ));
         assert!(text.contains("# TYPE agentbus_relay_waiting gauge\nagentbus_relay_waiting 1\n"));
         assert!(text.contains("agentbus_relay_messages_stored 7\n"));
+        assert!(text.contains("# TYPE agentbus_relay_append_duration_seconds histogram\n"));
+        assert!(text.contains("agentbus_relay_append_duration_seconds_bucket{le=\"0.0025\"} 0\n"));
+        assert!(text.contains("agentbus_relay_append_duration_seconds_bucket{le=\"0.005\"} 1\n"));
+        assert!(text.contains("agentbus_relay_append_duration_seconds_count 1\n"));
         assert!(!m.render(None).contains("agentbus_relay_messages_stored"));
     }
 }

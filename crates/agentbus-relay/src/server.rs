@@ -274,9 +274,9 @@ async fn send<S: Storage>(st: &RelayState<S>, req: &Request) -> Result<SendRespo
         }
         None => (from.to_string(), false),
     };
-    let appended = st
-        .storage
-        .append(Append {
+    let appended = append(
+        st,
+        Append {
             id: MessageId::new(),
             channel: channel.to_string(),
             to: to.to_string(),
@@ -287,9 +287,9 @@ async fn send<S: Storage>(st: &RelayState<S>, req: &Request) -> Result<SendRespo
                 sender_verified: verified,
                 ..Default::default()
             },
-        })
-        .await
-        .map_err(storage_failed)?;
+        },
+    )
+    .await?;
     match appended {
         Appended::Stored { ts, .. } | Appended::Duplicate { ts, .. } => {
             st.metrics.sends.inc();
@@ -435,6 +435,14 @@ async fn inbox<S: Storage>(st: &RelayState<S>, req: &Request) -> Result<InboxCou
     })
 }
 
+/// Stores `m`, timing the storage's answer for `/metrics`.
+async fn append<S: Storage>(st: &RelayState<S>, m: Append) -> Result<Appended, SeedErr> {
+    let start = std::time::Instant::now();
+    let appended = st.storage.append(m).await.map_err(storage_failed)?;
+    st.metrics.append_seconds.observe(start.elapsed());
+    Ok(appended)
+}
+
 async fn metrics<S: Storage>(st: &RelayState<S>) -> Response {
     let stored = st.storage.stored().await.ok();
     Response::text(
@@ -499,9 +507,9 @@ async fn ext_send<S: Storage>(
         }
         None => false,
     };
-    let appended = st
-        .storage
-        .append(Append {
+    let appended = append(
+        st,
+        Append {
             id: m.id,
             channel: DEFAULT_CHANNEL.into(),
             to: m.to.to_string(),
@@ -516,9 +524,9 @@ async fn ext_send<S: Storage>(
                 sender_verified: verified,
                 signature: m.signature,
             },
-        })
-        .await
-        .map_err(storage_failed)?;
+        },
+    )
+    .await?;
     match appended {
         Appended::Stored { seq, ts } => {
             st.metrics.sends.inc();

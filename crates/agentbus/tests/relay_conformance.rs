@@ -237,6 +237,13 @@ async fn inbox_healthz_and_unknown_paths() {
         assert_eq!((s, error(&b)), (404, "not found"), "{path}");
     }
     assert_eq!(r.metric("agentbus_relay_sends_total").await, Some(3));
+    // Each send's time in the storage, on either backend.
+    for series in [
+        "agentbus_relay_append_duration_seconds_count",
+        "agentbus_relay_append_duration_seconds_bucket{le=\"+Inf\"}",
+    ] {
+        assert_eq!(r.metric(series).await, Some(3), "{series}");
+    }
 }
 
 #[tokio::test]
