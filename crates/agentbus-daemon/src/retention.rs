@@ -80,6 +80,19 @@ mod tests {
     use crate::config::Config;
     use agentbus_store::NewAudit;
 
+    /// A daemon's state over `store`, with nothing else running.
+    fn state_on(config: Config, store: &agentbus_store::Store, dir: &std::path::Path) -> AppState {
+        AppState::new(
+            config,
+            "http://127.0.0.1:9".into(),
+            store.clone(),
+            "k",
+            "f",
+            None,
+            crate::poller::Poller::new(dir, "test".into(), None),
+        )
+    }
+
     #[tokio::test]
     async fn old_audit_and_event_rows_go_in_batches() {
         let dir = tempfile::tempdir().unwrap();
@@ -88,15 +101,7 @@ mod tests {
         config.retention.audit_days = 1;
         config.retention.events_days = 1;
         let store = agentbus_store::Store::open(&dir.path().join("r.db")).unwrap();
-        let state = AppState::new(
-            config,
-            "http://127.0.0.1:9".into(),
-            store.clone(),
-            "k",
-            "f",
-            None,
-            crate::poller::Poller::new(dir.path(), "test".into(), None),
-        );
+        let state = state_on(config, &store, dir.path());
         let old = now_ms() - 3 * DAY_MS;
         for i in 0..25 {
             let ts = if i < 23 { old } else { now_ms() };
@@ -132,15 +137,7 @@ mod tests {
     async fn a_closed_store_ends_the_sweeper_quietly() {
         let dir = tempfile::tempdir().unwrap();
         let store = agentbus_store::Store::open(&dir.path().join("r.db")).unwrap();
-        let state = AppState::new(
-            Config::default(),
-            "http://127.0.0.1:9".into(),
-            store.clone(),
-            "k",
-            "f",
-            None,
-            crate::poller::Poller::new(dir.path(), "test".into(), None),
-        );
+        let state = state_on(Config::default(), &store, dir.path());
         store.close();
         // No shutdown signal: the closed store alone ends it, instead of
         // a warning at every tick.
