@@ -338,7 +338,13 @@ fn readings(c: char) -> [String; 2] {
     if is_invisible_format(c) || is_mark(c) {
         return [String::new(), String::new()];
     }
-    let compat: String = std::iter::once(c).nfkc().collect();
+    // What is left unseen after NFKC (the mark of a spacing accent: `゛`
+    // is a space and a combining mark) goes before the skeleton, as a
+    // reader drops it before it reads the letters.
+    let compat: String = std::iter::once(c)
+        .nfkc()
+        .filter(|&e| !is_invisible_format(e) && !is_mark(e))
+        .collect();
     [settle(compat.to_lowercase()), settle(compat)]
 }
 
@@ -392,7 +398,10 @@ impl Read {
 }
 
 /// `chars` as read: each character a reader sees becomes a [`Read`];
-/// characters nobody sees are left out, whitespace too if `skip_space`.
+/// characters nobody sees are left out, whitespace too if `skip_space`
+/// (and then also the white space a character reads as: a spacing
+/// accent such as `¸` reads as a space and a mark, so it is as unseen as
+/// a space).
 fn read_text(chars: &[char], skip_space: bool) -> Vec<Read> {
     let mut out = Vec::with_capacity(chars.len());
     for (i, &c) in chars.iter().enumerate() {
@@ -407,6 +416,9 @@ fn read_text(chars: &[char], skip_space: bool) -> Vec<Read> {
         }
         let alts = if c.is_ascii() {
             std::borrow::Cow::Borrowed(&ASCII_ALTS[c as usize][..])
+        } else if skip_space {
+            let unspaced = readings(c).map(|r| r.chars().filter(|e| !e.is_whitespace()).collect());
+            std::borrow::Cow::Owned(alternatives(unspaced))
         } else {
             std::borrow::Cow::Owned(alternatives(readings(c)))
         };
@@ -909,6 +921,51 @@ mod tests {
             .collect()
     });
 
+    /// Characters a reader sees only as white space: spaces, and the
+    /// spacing accents whose compatibility form is a space and a mark
+    /// (`¸`, `¨`, `´`, `˜`, ...).
+    static SPACE_LIKE: std::sync::LazyLock<Vec<char>> = std::sync::LazyLock::new(|| {
+        (0x80u32..0xE0200)
+            .filter_map(char::from_u32)
+            .filter(|&c| {
+                let compat: String = std::iter::once(c).nfkc().collect();
+                compat.chars().any(char::is_whitespace)
+                    && compat
+                        .chars()
+                        .all(|e| e.is_whitespace() || is_mark(e) || is_invisible_format(e))
+            })
+            .collect()
+    });
+
+    #[test]
+    fn a_marker_spread_with_spacing_accents_is_neutralized() {
+        assert!(SPACE_LIKE.len() > 30, "{}", SPACE_LIKE.len());
+        for &c in SPACE_LIKE.iter() {
+            // Between every two characters, and as what a stripped escape
+            // sequence leaves behind.
+            for forged in [
+                format!("[{c}\x1b[/Ĵekt]"),
+                "[/jekt]".chars().flat_map(|m| [m, c]).collect(),
+                "[JEKT:".chars().flat_map(|m| [m, c]).collect(),
+            ] {
+                let clean = neutralize_markers(&sanitize(&forged).text);
+                assert_eq!(
+                    count_marker_delimiters(&clean),
+                    0,
+                    "{:x}: {clean:?}",
+                    c as u32
+                );
+                for view in reader_views(&clean) {
+                    assert!(
+                        !view.contains("[/jekt]") && !view.contains("[jekt"),
+                        "{:x}: {clean:?} reads {view:?}",
+                        c as u32
+                    );
+                }
+            }
+        }
+    }
+
     #[test]
     fn the_lookalike_and_unseen_classes_are_large() {
         for (c, alikes) in LOOKALIKES.iter() {
@@ -951,6 +1008,7 @@ mod tests {
         let filler = prop::collection::vec(
             prop_oneof![
                 prop::sample::select(UNSEEN.clone()),
+                prop::sample::select(SPACE_LIKE.clone()),
                 Just(' '),
                 Just('\u{3000}'),
             ],
