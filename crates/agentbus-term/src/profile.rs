@@ -110,6 +110,7 @@ impl Profile {
                     ready_marks: Vec::new(),
                     prompt: words(&["❯"]),
                     box_footer: Vec::new(),
+                    box_rule: Vec::new(),
                     placeholder: words(&[
                         "Try \"",
                         "Press up to edit queued messages",
@@ -143,6 +144,7 @@ impl Profile {
                         ready_marks: Vec::new(),
                         prompt: words(&["›"]),
                         box_footer: Vec::new(),
+                        box_rule: Vec::new(),
                         placeholder: words(&[
                             "Ask Codex to do anything",
                             "Ask a follow-up question",
@@ -181,6 +183,7 @@ impl Profile {
                         ready_marks: Vec::new(),
                         prompt: words(&[">"]),
                         box_footer: Vec::new(),
+                        box_rule: Vec::new(),
                         placeholder: words(&["Type your message"]),
                         // While it starts its MCP servers it queues what is
                         // typed as a prompt, a slash command too.
@@ -255,6 +258,7 @@ fn other_cli(provider: Provider) -> Profile {
                     ready_marks: Vec::new(),
                     prompt: words(&["❯"]),
                     box_footer: Vec::new(),
+                    box_rule: Vec::new(),
                     placeholder: Vec::new(),
                     busy: words(&["esc esc edit prompt", "esc esc interrupt", "esc again to"]),
                     blocked: blocked(&[
@@ -296,6 +300,7 @@ fn other_cli(provider: Provider) -> Profile {
                     ready_marks: Vec::new(),
                     prompt: words(&[">"]),
                     box_footer: Vec::new(),
+                    box_rule: Vec::new(),
                     placeholder: words(&["Type your message"]),
                     busy: words(&["esc to cancel", "Prompts will be queued"]),
                     blocked: blocked(&[
@@ -317,6 +322,7 @@ fn other_cli(provider: Provider) -> Profile {
                     ready_marks: Vec::new(),
                     prompt: words(&[">"]),
                     box_footer: Vec::new(),
+                    box_rule: Vec::new(),
                     placeholder: Vec::new(),
                     // Its spinner is the moon's phases.
                     busy: words(&["🌑", "🌒", "🌓", "🌔", "🌕", "🌖", "🌗", "🌘"]),
@@ -338,6 +344,8 @@ fn other_cli(provider: Provider) -> Profile {
                     blocked: blocked(&[("No models available", "no model (run /login)")]),
                     // Its footer: the context used, e.g. `0.0%/128k (auto)`.
                     ready_marks: words(&["%/"]),
+                    // Its box lies between two rules, above that footer.
+                    box_rule: words(&["───"]),
                     ..ScreenRules::default()
                 },
             )
@@ -366,6 +374,7 @@ fn other_cli(provider: Provider) -> Profile {
                     ready_marks: Vec::new(),
                     prompt: words(&[">"]),
                     box_footer: Vec::new(),
+                    box_rule: Vec::new(),
                     placeholder: Vec::new(),
                     busy: words(&["Waiting for"]),
                     blocked: blocked(&[("(Y)es/(N)o", "a yes/no question")]),
@@ -571,6 +580,11 @@ mod tests {
                 R::Ready,
             ),
             (Provider::Pi, " pi v0.73.1\n", R::Busy(NO_PROMPT)),
+            (
+                Provider::Pi,
+                "───\n[JEKT:FROM=a TO=b\n[/JEKT]\n───\n~/project\n0.0%/128k (auto)",
+                R::Busy(INPUT_NOT_EMPTY),
+            ),
             (
                 Provider::Opencode,
                 "   ⬝■■■■■■⬝  esc interrupt",

@@ -39,6 +39,11 @@ pub struct ScreenRules {
     /// framed row above it, past one blank padding row.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub box_footer: Vec<String>,
+    /// For an input box drawn between two horizontal rules with no
+    /// prompt sign: text of the rule rows (Pi's `────`). The box is what
+    /// lies between the two lowest.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub box_rule: Vec<String>,
     /// Text seen only while a turn runs (`esc to interrupt`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub busy: Vec<String>,
@@ -114,16 +119,21 @@ impl ScreenRules {
     /// Whether these rules can find the input box (by a prompt sign or a
     /// box footer): only then can a submission be confirmed.
     pub fn reads_box(&self) -> bool {
-        !self.prompt.is_empty() || !self.box_footer.is_empty()
+        !self.prompt.is_empty() || !self.box_footer.is_empty() || !self.box_rule.is_empty()
     }
 
     /// The input box: the lowest visible row that starts (after its
     /// frame) with a prompt. The box sits at the bottom of the screen, so
     /// earlier turns echoed above it with the same sign do not count.
-    /// Without a prompt sign, the box above the lowest footer row.
+    /// Without a prompt sign, the box above the lowest footer row, or
+    /// between the two lowest rules.
     pub fn input_box(&self, rows: &[String]) -> InputBox {
         if self.prompt.is_empty() {
-            return self.footed_box(rows);
+            return if self.box_footer.is_empty() {
+                self.ruled_box(rows)
+            } else {
+                self.footed_box(rows)
+            };
         }
         for row in rows.iter().rev() {
             let line = row.trim_start_matches(is_frame);
@@ -172,6 +182,25 @@ impl ScreenRules {
             }
         }
         InputBox::Empty
+    }
+
+    /// A box with no prompt sign between two rules: its first row with
+    /// text, if any.
+    fn ruled_box(&self, rows: &[String]) -> InputBox {
+        let ruled = |r: &String| {
+            self.box_rule
+                .iter()
+                .any(|m| !m.is_empty() && r.contains(m.as_str()))
+        };
+        let mut rules = rows.iter().enumerate().rev().filter(|(_, r)| ruled(r));
+        let (Some((below, _)), Some((above, _))) = (rules.next(), rules.next()) else {
+            return InputBox::Missing;
+        };
+        rows[above + 1..below]
+            .iter()
+            .map(|r| r.trim_matches(is_frame))
+            .find(|t| !t.is_empty())
+            .map_or(InputBox::Empty, |t| self.box_holding(t))
     }
 
     /// What a box line showing `text` (its frame trimmed) holds.
@@ -242,6 +271,7 @@ mod tests {
             prompt: vec!["❯".into(), ">".into()],
             placeholder: vec!["Type your message".into()],
             box_footer: Vec::new(),
+            box_rule: Vec::new(),
             busy: vec!["esc to interrupt".into()],
             blocked: vec![BlockedRule {
                 text: "Sign in with".into(),
@@ -359,6 +389,31 @@ mod tests {
     }
 
     #[test]
+    fn a_box_between_rules_reads_empty_or_holding() {
+        let r = ScreenRules {
+            box_rule: vec!["────".into()],
+            ready_marks: vec!["%/".into()],
+            busy: vec!["Working".into()],
+            ..ScreenRules::default()
+        };
+        let screen = |between: &str| {
+            rows(&format!(
+                " pi v0.73.1\n────────\n earlier ────── turn\n\n────────\n{between}\n────────\n~/project\n0.0%/128k (auto)"
+            ))
+        };
+        assert_eq!(r.read(&screen("")), Readiness::Ready);
+        assert_eq!(
+            r.input_box(&screen("[JEKT:FROM=a TO=b\nsecond row")),
+            InputBox::Holds("[JEKT:FROM=a TO=b".into())
+        );
+        assert_eq!(r.read(&screen("hello")), Readiness::Busy(INPUT_NOT_EMPTY));
+        assert_eq!(
+            r.input_box(&rows("────────\n~/project\n0.0%/128k")),
+            InputBox::Missing
+        );
+    }
+
+    #[test]
     fn no_rules_means_unknown() {
         assert_eq!(ScreenRules::default().read(&rows("❯ ")), Readiness::Unknown);
     }
@@ -405,6 +460,22 @@ mod tests {
             let r = footed();
             let above: Vec<&str> = above.iter().map(String::as_str).collect();
             let screen = footed_screen(&above, &typed);
+            prop_assert_eq!(r.input_box(&screen), InputBox::Holds(typed.trim().to_string()));
+            prop_assert_ne!(r.read(&screen), Readiness::Ready);
+        }
+
+        // And for a box between rules, whatever is above it, rules too.
+        #[test]
+        fn a_ruled_box_holding_text_is_never_ready(
+            above in proptest::collection::vec("(───)?.{0,60}", 0..20),
+            typed in "[a-zA-Z0-9\\[\\]:=/~ ]{0,40}[a-zA-Z0-9\\]]",
+        ) {
+            let r = ScreenRules {
+                box_rule: vec!["───".into()],
+                ..ScreenRules::default()
+            };
+            let mut screen = above.clone();
+            screen.extend(["─────".to_string(), typed.clone(), "─────".into(), "0.0%/128k".into()]);
             prop_assert_eq!(r.input_box(&screen), InputBox::Holds(typed.trim().to_string()));
             prop_assert_ne!(r.read(&screen), Readiness::Ready);
         }

@@ -331,7 +331,7 @@ const SETUP: [&str; 3] = ["claude", "codex", "gemini"];
 
 /// The CLIs whose input box agentbus cannot find: a submission into
 /// them cannot be confirmed.
-const UNCONFIRMABLE: [&str; 2] = ["pi", "openclaw"];
+const UNCONFIRMABLE: [&str; 1] = ["openclaw"];
 
 /// A jekt delivered, or held (to be replayed); delivered into a CLI
 /// whose prompt agentbus reads, only once seen to leave the input box.
