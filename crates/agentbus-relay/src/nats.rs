@@ -622,7 +622,12 @@ impl NatsStorage {
     /// The records at `seqs`, in order; `None` for one JetStream deleted.
     /// Read from any replica first; one that does not have it yet (a
     /// replica may lag the leader the index was told by) sends the read
-    /// to the stream's leader, whose "not found" means deleted.
+    /// to the stream's leader. JetStream deletes only from the front of
+    /// the stream (`max_age`), so the leader's "not found" means deleted
+    /// only below the stream's first message: at or past it, the message
+    /// is there but not readable yet (a leader just elected may still be
+    /// applying what it was sent), and the read fails to be tried again,
+    /// rather than let a reader's `since` pass over it.
     /// A message that is not a relay record, or whose record names
     /// another queue than its subject (written by something else with
     /// access to the stream), is skipped and logged.
@@ -634,7 +639,20 @@ impl NatsStorage {
                     match self.inner.stream.get_raw_message(s).await {
                         Ok(m) => m,
                         Err(e) if e.kind() == stream::RawMessageErrorKind::NoMessageFound => {
-                            return Ok(None);
+                            let first = self
+                                .inner
+                                .stream
+                                .get_info()
+                                .await
+                                .map_err(|e| backend("cannot read the JetStream stream", e))?
+                                .state
+                                .first_sequence;
+                            if s < first {
+                                return Ok(None);
+                            }
+                            return Err(StorageError::Unavailable(format!(
+                                "message {s} of the JetStream stream is not readable yet; try again"
+                            )));
                         }
                         Err(e) => return Err(backend("cannot read a message", e)),
                     }
