@@ -443,16 +443,22 @@ impl NatsStorage {
         format!("{}.{}.{}", self.inner.subjects, hexed(channel), hexed(to))
     }
 
-    /// Starts following the stream, and waits until everything stored
-    /// before now is indexed.
-    async fn follow(&self) -> Result<()> {
-        let state = self
+    /// The message stream's state (first and last sequence, count), as
+    /// its leader tells it.
+    async fn stream_state(&self) -> Result<stream::State> {
+        Ok(self
             .inner
             .stream
             .get_info()
             .await
             .map_err(|e| backend("cannot read the JetStream stream", e))?
-            .state;
+            .state)
+    }
+
+    /// Starts following the stream, and waits until everything stored
+    /// before now is indexed.
+    async fn follow(&self) -> Result<()> {
+        let state = self.stream_state().await?;
         let last = state.last_sequence;
         if state.messages == 0 {
             // Empty, or everything expired: nothing to index; follow on
@@ -639,14 +645,7 @@ impl NatsStorage {
                     match self.inner.stream.get_raw_message(s).await {
                         Ok(m) => m,
                         Err(e) if e.kind() == stream::RawMessageErrorKind::NoMessageFound => {
-                            let first = self
-                                .inner
-                                .stream
-                                .get_info()
-                                .await
-                                .map_err(|e| backend("cannot read the JetStream stream", e))?
-                                .state
-                                .first_sequence;
+                            let first = self.stream_state().await?.first_sequence;
                             if s < first {
                                 return Ok(None);
                             }
@@ -997,14 +996,7 @@ impl Storage for NatsStorage {
     async fn sweep(&self, _before_ms: i64, _batch: u32) -> Result<usize> {
         // JetStream deletes by age itself (the stream's max_age); the index
         // forgets what it deleted.
-        let first = self
-            .inner
-            .stream
-            .get_info()
-            .await
-            .map_err(|e| backend("cannot read the JetStream stream", e))?
-            .state
-            .first_sequence;
+        let first = self.stream_state().await?.first_sequence;
         Ok(lock(&self.inner.index).prune(first))
     }
 
