@@ -37,12 +37,10 @@ async fn rotate(
     State(state): State<AppState>,
     Caller(caller): Caller,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    if caller != Identity::Admin {
-        return Err(ApiError::forbidden(format!(
-            "the metrics token is rotated with the instance key (`agentbus token rotate-metrics`), not by {}",
-            caller.actor()
-        )));
-    }
+    crate::ui::instance_key_only(
+        &caller,
+        "the metrics token is rotated (`agentbus token rotate-metrics`)",
+    )?;
     let data_dir = state.config().daemon.data_dir.clone();
     let (s, dir) = (state.clone(), data_dir.clone());
     tokio::task::spawn_blocking(move || s.metrics().rotate_token(&dir))

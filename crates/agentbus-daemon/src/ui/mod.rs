@@ -414,22 +414,25 @@ pub async fn logout(
 
 /// Only the instance key itself: a dashboard session may not mint more
 /// sessions nor end the others.
-fn instance_key_only(caller: &Identity) -> Result<(), ApiError> {
+/// Only the instance key may do `what`; anyone else gets 403 saying so.
+pub(crate) fn instance_key_only(caller: &Identity, what: &str) -> Result<(), ApiError> {
     match caller {
         Identity::Admin => Ok(()),
         other => Err(ApiError::forbidden(format!(
-            "dashboard logins are managed with the instance key (`agentbus ui`), not by {}",
+            "{what} with the instance key, not by {}",
             other.actor()
         ))),
     }
 }
+
+const LOGINS: &str = "dashboard logins are managed (`agentbus ui`)";
 
 /// `POST /v1/ui/links`: a one-time login link (what `agentbus ui` prints).
 pub async fn new_link(
     State(state): State<AppState>,
     Caller(caller): Caller,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    instance_key_only(&caller)?;
+    instance_key_only(&caller, LOGINS)?;
     let now = now_ms();
     let expires = now + (state.config().ui.link_ttl_s * 1000) as i64;
     let code = state.ui().sessions.new_link(now, expires);
@@ -453,7 +456,7 @@ pub async fn end_all(
     State(state): State<AppState>,
     Caller(caller): Caller,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    instance_key_only(&caller)?;
+    instance_key_only(&caller, LOGINS)?;
     let ended = state.ui().sessions.end_all(now_ms());
     state
         .audit(
